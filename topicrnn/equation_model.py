@@ -14,7 +14,8 @@ syntax constraint (`topicrnn.latex_syntax`) and the compile rule (`pipeline.comp
 Scoring convention (the same as `bits per character` everywhere in topiceq): an equation is scored as
 `<bos> tokens <eos>`; the log-probability includes predicting the end, and the end counts as one character
 and one token, as the newline does in a character LM. θ for a test equation is the topic model's θ of its own
-context words (`TopicModel.theta_by_id()`); an equation whose context has no known word gets the uniform θ.
+context words (`TopicModel.theta_by_id()`, the θ the model was trained with; a context without a known word has
+the LDA prior there).
 
 `--topic K` (generation for a named topic): θ is the topic's *prototype* — the mean θ of the training
 equations whose context's dominant topic is K. The model was trained on θ inferred from ~100 context words,
@@ -201,12 +202,10 @@ def mean_next_token_probs(lm: LoadedModel, sequences: Sequence[Sequence[int]], t
 
 # ---------------------------------------------------------------------------------------------- data
 def read_split(data_dir: str | Path, split: str) -> list[dict]:
-    from pipeline.ingest import read_records
+    """Records of INGESTDIR/equations.jsonl in one split (train | val | test)."""
+    from topicrnn.data import read_equations
 
-    d = Path(data_dir)
-    if not (d / "equations.jsonl").is_file():
-        raise FileNotFoundError(f"{d}/equations.jsonl is missing: run `topiceq ingest SOURCE --out {d}` first")
-    return [r for r in read_records(d) if r.get("split") == split]
+    return read_equations(data_dir, split)
 
 
 def load_topic_model(topic_dir: str | Path) -> Any:
@@ -219,7 +218,7 @@ def load_topic_model(topic_dir: str | Path) -> Any:
 
 
 def thetas_for(records: Sequence[dict], topic_model: Any, theta_by_id: dict | None = None) -> np.ndarray:
-    """θ [n, K] of each record from its own context (uniform where the topic model has none)."""
+    """θ [n, K] of each record from its own context (TopicModel.theta_by_id, else inferred from its words)."""
     k = int(topic_model.k)
     table = theta_by_id if theta_by_id is not None else topic_model.theta_by_id()
     out = np.full((len(records), k), 1.0 / k, dtype=np.float32)
@@ -231,12 +230,10 @@ def thetas_for(records: Sequence[dict], topic_model: Any, theta_by_id: dict | No
         else:
             out[i] = np.asarray(th, dtype=np.float32)
     if missing:
-        # Records the topic model was not fitted on (another ingest dir): infer from their context words.
-        for i in missing:
-            try:
-                out[i] = topic_model.infer([records[i].get("context", "")])[0]
-            except ValueError:
-                pass  # no known word: uniform θ, as the training data loader does
+        # Records the topic model was not fitted on (another ingest dir): infer from their context words
+        # (a context without a known word gets the LDA prior, as in the topic model's own theta.npz).
+        theta, _ = topic_model.infer_many([records[i].get("context", "") for i in missing])
+        out[missing] = theta
     return out
 
 
@@ -413,6 +410,7 @@ def generate(checkpoint: str | Path | LoadedModel, topic_model: Any, *, words: s
     if isinstance(topic_model, (str, Path)):
         topic_model = load_topic_model(topic_model)
     _check_topic_dims(lm, topic_model)
+    data_dir = default_data_dir(lm, topic_model, data_dir)
     prototypes = None
     if topic is not None and theta_mode == "prototype":
         train = read_split(data_dir, "train") if data_dir else None
@@ -428,6 +426,22 @@ def generate(checkpoint: str | Path | LoadedModel, topic_model: Any, *, words: s
         equations=[GeneratedEquation(e, ok, err) for e, (ok, err) in zip(eqs, verdicts)],
         seconds=time.perf_counter() - t0,
     )
+
+
+def default_data_dir(lm: LoadedModel | None, topic_model: Any, data_dir: str | Path | None = None) -> Path | None:
+    """The ingest dir behind a model: the one given, else the one its training run or topic model names
+    (when it is still there)."""
+    candidates = [data_dir]
+    if lm is not None:
+        tc = lm.metadata.get("train_config") or {}
+        candidates += [tc.get("data"), tc.get("data_dir"), lm.metadata.get("data_dir")]
+    candidates.append((getattr(topic_model, "metrics", None) or {}).get("data_dir"))
+    for c in candidates:
+        if c and Path(c, "equations.jsonl").is_file():
+            return Path(c)
+    if data_dir:
+        raise FileNotFoundError(f"{data_dir}/equations.jsonl is missing: pass the ingest dir the model was trained on")
+    return None
 
 
 def _check_topic_dims(lm: LoadedModel, topic_model: Any) -> None:
@@ -658,6 +672,7 @@ def topic_awareness(lm: LoadedModel, topic_model: Any, *, per_topic: int = 20, t
     """Generate `per_topic` equations for each topic and classify them back with p(k|eq) (uniform prior,
     so only the equation speaks)."""
     k = int(topic_model.k)
+    data_dir = default_data_dir(lm, topic_model, data_dir)
     train = read_split(data_dir, "train") if data_dir else None
     protos = topic_prototypes(topic_model, train)
     controls = allowed_control_sequences(lm, data_dir) if constrained else None
