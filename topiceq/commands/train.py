@@ -1,0 +1,53 @@
+"""`topiceq train`: train a character or equation language model from a preset."""
+from __future__ import annotations
+
+import json
+
+HELP = "train a language model (char text or equations) from a preset"
+DESCRIPTION = ("Train a torch RNN/GRU/LSTM language model. --data is a text file for character presets "
+               "(tiny, cpu-lstm, shakespeare-lstm) or an ingest dir for equation presets (eq-*), which also "
+               "need --topics unless topic_dim=0. Writes CKPTDIR/best.pt, last.pt and loss_curve.png.")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--preset", required=True, help="preset name (see --list-presets)")
+    p.add_argument("--out", required=True, metavar="CKPTDIR", help="folder for best.pt, last.pt, loss_curve.png")
+    p.add_argument("--data", metavar="PATH", help="text file (char presets) or ingest dir (eq-* presets); "
+                   "default for char presets: ../shared/data/text/tinyshakespeare.txt")
+    p.add_argument("--topics", metavar="TOPICDIR", help="topic dir holding theta.npz (equation presets)")
+    p.add_argument("--max-steps", type=int, help="override the preset's max_steps")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--resume", action="store_true", help="continue from CKPTDIR/last.pt")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any ModelConfig/TrainConfig field, e.g. --set hidden=256 --set lr=1e-3")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def default_text_path():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
+
+
+def run(args) -> int:
+    from topicrnn.presets import apply_overrides, get_preset
+    from topicrnn.train import train
+
+    preset = apply_overrides(get_preset(args.preset), args.overrides)
+    data = args.data
+    if data is None and preset.train.data_kind == "text" and not args.resume:
+        data = str(default_text_path())
+    res = train(preset.model, preset.train, args.out, data_path=data, topics_dir=args.topics,
+                resume=args.resume, device=args.device, max_steps=args.max_steps,
+                progress=not args.no_progress, preset=preset.name)
+    if args.json:
+        summary = {k: v for k, v in res.items() if k != "history"}
+        print(json.dumps(summary))
+    else:
+        best = res["best_val_nats_per_char"]
+        best_s = "n/a" if best is None else f"{best:.4f} nats/char ({res['best_val_bits_per_char']:.4f} bits/char)"
+        print(f"trained {args.preset} to step {res['step']} on {res['device']} "
+              f"({res['parameters']:,} parameters, vocab {res['vocab_size']}, "
+              f"{res['tokens_per_s']:,.0f} tokens/s); best validation {best_s}; checkpoints in {res['out']}")
+    return 0

@@ -1,0 +1,228 @@
+"""Training data for the torch models.
+
+Long text (Shakespeare, code) -> `TextStreams`: the text is cut into B contiguous streams read in chunks of
+T tokens; the hidden state is carried from one chunk to the next (truncated BPTT). Each stream starts with
+<bos>, so every character is predicted and a model can be sampled from <bos>.
+Validation split = the last 10% of the text (as nanoGPT does).
+
+Short records (equations), each with an optional θ -> `RecordBatches`: length-bucketed, padded batches
+with masks; inputs are <bos> + tokens, targets tokens + <eos>.
+`load_equation_split(INGESTDIR, TOPICDIR, split)` reads `INGESTDIR/equations.jsonl` and
+`TOPICDIR/theta.npz` (keys `ids`, `theta`) with numpy alone.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .tokenizers import Tokenizer
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor  # [B, T] input ids
+    y: torch.Tensor  # [B, T] target ids
+    mask: torch.Tensor | None  # [B, T] bool, True = a real target (None: all real)
+    theta: torch.Tensor | None  # [B, K]
+    reset: bool  # True: start from a fresh state (first chunk of an epoch, or any record batch)
+    n_chars: int  # characters these targets stand for (per-character figures)
+    n_tokens: int  # real target tokens
+
+    def to(self, device) -> "Batch":
+        nb = device.type == "cuda"
+        return Batch(self.x.to(device, non_blocking=nb), self.y.to(device, non_blocking=nb),
+                     None if self.mask is None else self.mask.to(device, non_blocking=nb),
+                     None if self.theta is None else self.theta.to(device, non_blocking=nb),
+                     self.reset, self.n_chars, self.n_tokens)
+
+
+# ----------------------------------------------------------------------------- long text
+
+def read_text(path: str | Path) -> str:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"text file {p} not found: pass --data PATH/TO/text.txt")
+    return p.read_text(encoding="utf-8", errors="replace")
+
+
+def split_text(text: str, val_fraction: float = 0.1) -> tuple[str, str]:
+    """nanoGPT's split: the first 90% for training, the last 10% for validation."""
+    cut = int(len(text) * (1.0 - val_fraction))
+    return text[:cut], text[cut:]
+
+
+class TextStreams:
+    """B streams over one long token sequence, read in chunks of T (truncated BPTT)."""
+
+    def __init__(self, ids, batch_size: int, seq_len: int, bos_id: int):
+        self.ids = np.asarray(ids, dtype=np.int64)
+        self.batch_size, self.seq_len, self.bos_id = batch_size, seq_len, bos_id
+        if len(self.ids) < batch_size * 2:
+            raise ValueError(f"text of {len(self.ids)} tokens is too short for {batch_size} streams")
+
+    def _layout(self, offset: int):
+        arr = self.ids[offset:]
+        seg = len(arr) // self.batch_size
+        y = arr[: seg * self.batch_size].reshape(self.batch_size, seg)
+        x = np.concatenate([np.full((self.batch_size, 1), self.bos_id), y[:, :-1]], axis=1)
+        return torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(y))
+
+    def batches_per_epoch(self) -> int:
+        return math.ceil(len(self.ids) // self.batch_size / self.seq_len)
+
+    def epoch_batches(self, epoch: int, seed: int, start: int = 0) -> Iterator[Batch]:
+        """Chunks of one epoch; the streams start at a random offset (< T) chosen from (seed, epoch)."""
+        offset = int(np.random.default_rng([seed, epoch]).integers(0, self.seq_len)) if epoch > 0 else 0
+        offset = min(offset, max(0, len(self.ids) - self.batch_size * 2))
+        x, y = self._layout(offset)
+        for j in range(start, math.ceil(x.shape[1] / self.seq_len)):
+            xs = x[:, j * self.seq_len : (j + 1) * self.seq_len]
+            ys = y[:, j * self.seq_len : (j + 1) * self.seq_len]
+            yield Batch(xs, ys, None, None, j == 0, ys.numel(), ys.numel())
+
+    def eval_batches(self) -> Iterator[Batch]:
+        x, y = self._layout(0)
+        for j in range(0, x.shape[1], self.seq_len):
+            ys = y[:, j : j + self.seq_len]
+            yield Batch(x[:, j : j + self.seq_len], ys, None, None, j == 0, ys.numel(), ys.numel())
+
+
+# ----------------------------------------------------------------------------- short records
+
+@dataclass
+class Record:
+    ids: list[int]  # tokens, without <bos>/<eos>
+    n_chars: int  # len(text) + 1 (the <eos>, counted as one character)
+    theta: np.ndarray | None = None
+    key: str = ""
+
+
+def make_records(texts: list[str], tokenizer: Tokenizer, thetas=None, keys=None,
+                 max_tokens: int = 0) -> tuple[list[Record], int]:
+    """Texts (+ θ rows) -> records; records longer than max_tokens (>0) are dropped. -> (records, n_dropped)."""
+    out, dropped = [], 0
+    for i, text in enumerate(texts):
+        ids = tokenizer.encode(text)
+        if max_tokens and len(ids) + 1 > max_tokens:
+            dropped += 1
+            continue
+        th = None if thetas is None else np.asarray(thetas[i], dtype=np.float32)
+        out.append(Record(ids, len(text) + 1, th, "" if keys is None else str(keys[i])))
+    return out, dropped
+
+
+class RecordBatches:
+    """Length-bucketed padded batches of records (inputs <bos>+ids, targets ids+<eos>, mask)."""
+
+    def __init__(self, records: list[Record], batch_size: int, *, pad_id: int, bos_id: int, eos_id: int,
+                 pool_batches: int = 50):
+        if not records:
+            raise ValueError("no records to batch")
+        self.records, self.batch_size = records, batch_size
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.pool = batch_size * pool_batches  # records sorted by length within pools of this size
+        self.has_theta = records[0].theta is not None
+
+    def batches_per_epoch(self) -> int:
+        return math.ceil(len(self.records) / self.batch_size)
+
+    def _collate(self, recs: list[Record]) -> Batch:
+        t = max(len(r.ids) for r in recs) + 1
+        x = torch.full((len(recs), t), self.pad_id, dtype=torch.long)
+        y = torch.full((len(recs), t), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(recs), t), dtype=torch.bool)
+        for i, r in enumerate(recs):
+            n = len(r.ids)
+            seq = torch.tensor(r.ids, dtype=torch.long)
+            x[i, 0] = self.bos_id
+            x[i, 1 : n + 1] = seq
+            y[i, :n] = seq
+            y[i, n] = self.eos_id
+            mask[i, : n + 1] = True
+        theta = torch.from_numpy(np.stack([r.theta for r in recs])) if self.has_theta else None
+        return Batch(x, y, mask, theta, True, sum(r.n_chars for r in recs), int(mask.sum()))
+
+    def _order(self, epoch: int, seed: int) -> list[list[int]]:
+        rng = np.random.default_rng([seed, epoch])
+        perm = rng.permutation(len(self.records))
+        batches = []
+        for s in range(0, len(perm), self.pool):
+            pool = sorted(perm[s : s + self.pool], key=lambda i: len(self.records[i].ids))
+            batches += [pool[b : b + self.batch_size] for b in range(0, len(pool), self.batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def epoch_batches(self, epoch: int, seed: int, start: int = 0) -> Iterator[Batch]:
+        order = self._order(epoch, seed)
+        for idx in order[start:]:
+            yield self._collate([self.records[i] for i in idx])
+
+    def eval_batches(self) -> Iterator[Batch]:
+        order = sorted(range(len(self.records)), key=lambda i: len(self.records[i].ids))
+        for b in range(0, len(order), self.batch_size):
+            yield self._collate([self.records[i] for i in order[b : b + self.batch_size]])
+
+
+# ----------------------------------------------------------------------------- ingest + topics
+
+def load_theta(topic_dir: str | Path) -> tuple[dict[str, np.ndarray], int]:
+    """TOPICDIR/theta.npz (keys `ids`, `theta`) -> ({equation id: θ float32[K]}, K)."""
+    path = Path(topic_dir) / "theta.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: fit topics first (topiceq topics fit --data DIR --out {topic_dir})")
+    try:
+        z = np.load(path, allow_pickle=False)
+        ids, theta = z["ids"], z["theta"]
+    except ValueError:  # ids saved as an object array
+        z = np.load(path, allow_pickle=True)
+        ids, theta = z["ids"], z["theta"]
+    theta = np.asarray(theta, dtype=np.float32)
+    if theta.ndim != 2 or len(ids) != len(theta):
+        raise ValueError(f"{path}: theta must be [n, K] with one row per id")
+    return {str(i): theta[j] for j, i in enumerate(ids.tolist())}, int(theta.shape[1])
+
+
+def read_equations(ingest_dir: str | Path, split: str | None = None) -> list[dict]:
+    """Records of INGESTDIR/equations.jsonl, optionally only one split (train|val|test)."""
+    path = Path(ingest_dir) / "equations.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `topiceq ingest SOURCE... --out {ingest_dir}` first")
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                rec = json.loads(line)
+                if split is None or rec.get("split") == split:
+                    out.append(rec)
+    return out
+
+
+@dataclass
+class EquationSplit:
+    texts: list[str]
+    ids: list[str]
+    theta: np.ndarray | None  # [n, K] or None (no topic dir)
+    missing_theta: int  # records dropped because the topic dir has no θ for them
+
+
+def load_equation_split(ingest_dir, topic_dir=None, split: str = "train") -> EquationSplit:
+    recs = read_equations(ingest_dir, split)
+    if topic_dir is None:
+        return EquationSplit([r["equation"] for r in recs], [r["id"] for r in recs], None, 0)
+    by_id, k = load_theta(topic_dir)
+    texts, ids, rows, missing = [], [], [], 0
+    for r in recs:
+        th = by_id.get(str(r["id"]))
+        if th is None:
+            missing += 1
+            continue
+        texts.append(r["equation"])
+        ids.append(r["id"])
+        rows.append(th)
+    theta = np.stack(rows).astype(np.float32) if rows else np.zeros((0, k), np.float32)
+    return EquationSplit(texts, ids, theta, missing)

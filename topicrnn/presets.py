@@ -1,0 +1,133 @@
+"""Named (ModelConfig, TrainConfig) pairs for `topiceq train --preset NAME`, and `--set key=value` overrides.
+
+Add a preset with `register_preset(Preset(...))` (e.g. from the module that needs it). `--set` keys are
+field names of either dataclass (`hidden=256`, `lr=1e-3`), or qualified (`model.dropout=0.2`,
+`train.max_steps=50`); values are parsed to the field's type (`none` for optional fields).
+"""
+from __future__ import annotations
+
+import copy
+import typing
+from dataclasses import dataclass, fields
+
+from .models import ModelConfig
+from .train import TrainConfig
+
+
+@dataclass
+class Preset:
+    name: str
+    description: str
+    model: ModelConfig
+    train: TrainConfig
+
+
+PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(preset: Preset, *, replace: bool = False) -> Preset:
+    if preset.name in PRESETS and not replace:
+        raise ValueError(f"preset {preset.name!r} exists already (pass replace=True to redefine it)")
+    PRESETS[preset.name] = preset
+    return preset
+
+
+def get_preset(name: str) -> Preset:
+    """A deep copy of the named preset (so overrides never touch the registry)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    return copy.deepcopy(PRESETS[name])
+
+
+def _parse(value: str, typ, key: str):
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value.lower() in ("none", "null") and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _parse(value, inner[0], key)
+    try:
+        if typ is bool:
+            low = value.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if typ is int:
+            return int(float(value)) if "e" in value.lower() else int(value)
+        if typ is float:
+            return float(value)
+        return typ(value)
+    except ValueError:
+        raise ValueError(f"--set {key}={value}: not a valid {getattr(typ, '__name__', typ)}") from None
+
+
+def apply_overrides(preset: Preset, overrides: list[str] | None) -> Preset:
+    """Apply `key=value` strings to a preset (in place) and return it."""
+    targets = {"model": preset.model, "train": preset.train}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if "." in key:
+            scope, name = key.split(".", 1)
+            if scope not in targets:
+                raise ValueError(f"--set {key}: scope must be model. or train.")
+            owners = [targets[scope]] if name in {f.name for f in fields(targets[scope])} else []
+        else:
+            name = key
+            owners = [o for o in targets.values() if name in {f.name for f in fields(o)}]
+        if not owners:
+            known = sorted({f.name for o in targets.values() for f in fields(o)})
+            raise ValueError(f"--set {key}: no such setting; known: {', '.join(known)}")
+        obj = owners[0]
+        typ = typing.get_type_hints(type(obj))[name]
+        setattr(obj, name, _parse(value.strip(), typ, key))
+    return preset
+
+
+# ----------------------------------------------------------------------------- built-in presets
+
+register_preset(Preset(
+    "tiny", "CPU smoke run: 1-layer 64-unit char LSTM, a few hundred steps",
+    ModelConfig(cell="lstm", layers=1, hidden=64, embedding=32, dropout=0.0),
+    TrainConfig(batch_size=16, seq_len=64, max_steps=200, lr=3e-3, warmup_steps=10, eval_every=50,
+                eval_max_batches=8, eval_batch_size=8, eval_seq_len=256, log_every=5, save_every=25)))
+
+register_preset(Preset(
+    "cpu-lstm", "char LSTM small enough for a few minutes on 2 CPU cores (2 x 256)",
+    ModelConfig(cell="lstm", layers=2, hidden=256, embedding=64, dropout=0.1),
+    TrainConfig(batch_size=32, seq_len=128, max_steps=600, lr=3e-3, warmup_steps=30, eval_every=100,
+                eval_batch_size=16, eval_seq_len=512, log_every=10)))
+
+register_preset(Preset(
+    "shakespeare-lstm", "the lecture's char model: 2 x 512 LSTM, emb 128, dropout 0.3, AdamW 2e-3 cosine, "
+    "batch 128 x 256, bf16 on CUDA (GPU run)",
+    ModelConfig(cell="lstm", layers=2, hidden=512, embedding=128, dropout=0.3),
+    TrainConfig(batch_size=128, seq_len=256, max_steps=3000, lr=2e-3, min_lr_ratio=0.1, warmup_steps=100,
+                weight_decay=0.01, grad_clip=1.0, eval_every=100, eval_batch_size=16, eval_seq_len=512,
+                log_every=25, bf16=True)))
+
+# Equation models (issue 6): LaTeX tokens, records of an ingest dir, θ joined to every step's input.
+# topic_dim=-1 means "K of the --topics dir"; `--set topic_dim=0` gives the unconditioned baseline.
+register_preset(Preset(
+    "eq-lstm", "equation model: 2 x 512 LSTM on LaTeX tokens, θ joined to every input (GPU run)",
+    ModelConfig(cell="lstm", layers=2, hidden=512, embedding=128, dropout=0.3, topic_dim=-1, topic_mode="input"),
+    TrainConfig(data_kind="records", tokenizer="latex", batch_size=128, max_steps=3000, lr=2e-3,
+                warmup_steps=100, eval_every=100, early_stop_evals=8, log_every=25, max_record_tokens=400,
+                min_count=2)))
+
+register_preset(Preset(
+    "eq-cpu", "equation model small enough for `make run` on 2 CPU cores (2 x 128, minutes)",
+    ModelConfig(cell="lstm", layers=2, hidden=128, embedding=64, dropout=0.1, topic_dim=-1, topic_mode="input"),
+    TrainConfig(data_kind="records", tokenizer="latex", batch_size=32, max_steps=600, lr=3e-3, warmup_steps=30,
+                eval_every=100, early_stop_evals=4, log_every=10, max_record_tokens=300, min_count=2)))
+
+register_preset(Preset(
+    "eq-tiny", "equation model for tests: 1 x 32 LSTM, a few dozen steps",
+    ModelConfig(cell="lstm", layers=1, hidden=32, embedding=16, dropout=0.0, topic_dim=-1, topic_mode="input"),
+    TrainConfig(data_kind="records", tokenizer="latex", batch_size=8, max_steps=30, lr=5e-3, warmup_steps=3,
+                eval_every=10, log_every=5, max_record_tokens=300)))

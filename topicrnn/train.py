@@ -1,0 +1,368 @@
+"""One training loop for every torch language model (long text or short records, with or without θ).
+
+AdamW, gradient clipping, warmup + cosine learning rate, dropout (in the model), validation every N steps in
+nats/char and bits/char (total nats / number of characters, whatever the tokenizer), `best.pt` (best
+validation) and `last.pt`, written atomically and self-contained, `resume=True` continues exactly where
+`last.pt` stopped (weights, optimizer, step, data position, carried state, RNG). bf16 autocast on CUDA.
+A loss-curve PNG (`loss_curve.png`) is written to the out dir.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import read_checkpoint, save_checkpoint
+from .data import (RecordBatches, TextStreams, load_equation_split, make_records, read_text, split_text)
+from .models import ModelConfig, RecurrentLM, detach_state
+from .tokenizers import Tokenizer, make_tokenizer
+
+LN2 = math.log(2.0)
+
+
+@dataclass
+class TrainConfig:
+    data_kind: str = "text"  # text (one long file, truncated BPTT) | records (equations; --data INGESTDIR)
+    tokenizer: str = "char"  # char | latex
+    batch_size: int = 64  # streams (text) or records per batch
+    seq_len: int = 256  # text: tokens per chunk (BPTT length)
+    max_steps: int = 2000
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at max_steps
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0  # max global gradient norm (0 = off)
+    eval_every: int = 200
+    eval_max_batches: int = 0  # 0 = the whole validation set
+    eval_batch_size: int = 16  # text: validation streams
+    eval_seq_len: int = 512  # text: validation chunk length (state carried)
+    save_every: int = 0  # also write last.pt every N steps (0 = at validations only)
+    early_stop_evals: int = 0  # stop after N validations without a new best (0 = never)
+    log_every: int = 10  # record the training loss every N steps (each record syncs the GPU)
+    seed: int = 1337
+    bf16: bool = True  # autocast to bfloat16 on CUDA (ignored elsewhere)
+    val_fraction: float = 0.1  # text: last fraction held out
+    max_record_tokens: int = 0  # records: drop longer ones (0 = keep all)
+    min_count: int = 1  # tokenizer: symbols seen fewer times -> <unk>
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for, but torch sees no CUDA GPU; use --device auto or cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError("--device mps asked for, but MPS is not available; use --device auto or cpu")
+    return torch.device(name)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine from lr to lr*min_lr_ratio at max_steps."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    ratio = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.lr * ratio
+
+
+# ----------------------------------------------------------------------------- data preparation
+
+@dataclass
+class PreparedData:
+    tokenizer: Tokenizer
+    train: TextStreams | RecordBatches
+    val: TextStreams | RecordBatches
+    topic: dict | None  # {"k", "dir"} when θ is used
+    info: dict  # counts for the metadata
+
+
+def prepare_data(cfg: TrainConfig, data_path, topics_dir=None, tokenizer: Tokenizer | None = None,
+                 use_topics: bool = True) -> PreparedData:
+    """Build tokenizer (fitted on the training part unless given) and train/val batchers."""
+    if data_path is None:
+        raise ValueError("no training data: pass --data (a text file, or an ingest dir for equation models)")
+    if cfg.data_kind == "text":
+        if Path(data_path).is_dir():
+            raise ValueError(f"{data_path} is a folder; this preset trains on one text file "
+                             "(use an eq-* preset for an ingest dir)")
+        train_text, val_text = split_text(read_text(data_path), cfg.val_fraction)
+        tok = tokenizer or make_tokenizer(cfg.tokenizer).fit(train_text, min_count=cfg.min_count)
+        train_ids, val_ids = tok.encode(train_text), tok.encode(val_text)
+        eval_bs = max(1, min(cfg.eval_batch_size, len(val_ids) // 4))
+        return PreparedData(tok, TextStreams(train_ids, cfg.batch_size, cfg.seq_len, tok.bos_id),
+                            TextStreams(val_ids, eval_bs, cfg.eval_seq_len, tok.bos_id), None,
+                            {"train_chars": len(train_text), "val_chars": len(val_text)})
+    if cfg.data_kind != "records":
+        raise ValueError(f"data_kind must be text or records, not {cfg.data_kind!r}")
+    if not Path(data_path).is_dir():
+        raise ValueError(f"{data_path} is not an ingest dir (equation presets read INGESTDIR/equations.jsonl)")
+    topic_dir = topics_dir if use_topics else None
+    tr = load_equation_split(data_path, topic_dir, "train")
+    va = load_equation_split(data_path, topic_dir, "val")
+    if not tr.texts or not va.texts:
+        raise ValueError(f"{data_path}: need equations in both the train and the val split "
+                         f"(found {len(tr.texts)} and {len(va.texts)})")
+    tok = tokenizer or make_tokenizer(cfg.tokenizer).fit(tr.texts, min_count=cfg.min_count)
+    train_recs, drop_tr = make_records(tr.texts, tok, tr.theta, tr.ids, cfg.max_record_tokens)
+    val_recs, drop_va = make_records(va.texts, tok, va.theta, va.ids, cfg.max_record_tokens)
+    ids = dict(pad_id=tok.pad_id, bos_id=tok.bos_id, eos_id=tok.eos_id)
+    topic = None
+    if topic_dir is not None:
+        topic = {"k": int(tr.theta.shape[1]), "dir": str(Path(topic_dir).resolve())}
+    info = {"train_records": len(train_recs), "val_records": len(val_recs),
+            "dropped_too_long": drop_tr + drop_va, "missing_theta": tr.missing_theta + va.missing_theta}
+    return PreparedData(tok, RecordBatches(train_recs, cfg.batch_size, **ids),
+                        RecordBatches(val_recs, cfg.batch_size, **ids), topic, info)
+
+
+# ----------------------------------------------------------------------------- loss + evaluation
+
+def _autocast(device: torch.device, cfg: TrainConfig):
+    enabled = bool(cfg.bf16) and device.type == "cuda"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def batch_loss(model: RecurrentLM, batch, state, *, reduction: str = "mean"):
+    """Cross-entropy (nats) of the batch's targets; returns (loss, new state)."""
+    logits, state = model(batch.x, batch.theta, state)
+    logits = logits.float()
+    if batch.mask is None:
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.y.reshape(-1), reduction=reduction)
+    else:
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.y.reshape(-1), reduction="none")
+        nll = nll * batch.mask.reshape(-1)
+        loss = nll.sum() if reduction == "sum" else nll.sum() / batch.mask.sum()
+    return loss, state
+
+
+@torch.no_grad()
+def evaluate(model: RecurrentLM, batches, device, cfg: TrainConfig, max_batches: int = 0) -> dict:
+    """-> {"nats_per_char", "bits_per_char", "nats_per_token", "chars", "tokens"} over the batches."""
+    was_training = model.training
+    model.eval()
+    total, chars, tokens, state = 0.0, 0, 0, None
+    for i, batch in enumerate(batches):
+        if max_batches and i >= max_batches:
+            break
+        batch = batch.to(device)
+        with _autocast(device, cfg):
+            loss, state = batch_loss(model, batch, None if batch.reset else state, reduction="sum")
+        total += float(loss)
+        chars += batch.n_chars
+        tokens += batch.n_tokens
+    if was_training:
+        model.train()
+    npc = total / max(1, chars)
+    return {"nats_per_char": npc, "bits_per_char": npc / LN2, "nats_per_token": total / max(1, tokens),
+            "chars": chars, "tokens": tokens}
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def _rng_state() -> dict:
+    st = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"].cpu())
+    if st.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in st["cuda"]])
+
+
+def plot_loss_curve(history: dict, path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    if history["step"]:
+        ax.plot(history["step"], history["train_loss"], lw=0.8, alpha=0.6, label="train (nats/token)")
+    if history["val_step"]:
+        ax.plot(history["val_step"], history["val_nats_per_char"], "o-", ms=3, label="validation (nats/char)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data_path=None, topics_dir=None,
+          resume: bool = False, device: str = "auto", max_steps: int | None = None, progress: bool = True,
+          preset: str = "") -> dict:
+    """Train (or resume) into out_dir; returns a summary dict (step, best/last validation, history, speed)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    payload = None
+    if resume:
+        if not (out / "last.pt").is_file():
+            raise FileNotFoundError(f"--resume: {out / 'last.pt'} not found (nothing to resume; drop --resume)")
+        payload = read_checkpoint(out / "last.pt", device="cpu")
+        model_config = ModelConfig.from_dict(payload["model_config"])
+        train_config = TrainConfig.from_dict(payload["train_config"])
+        preset = payload.get("preset", preset)
+        if topics_dir is None and payload.get("topic"):
+            topics_dir = payload["topic"]["dir"]
+        if data_path is None:
+            data_path = payload.get("data_path")
+    cfg = train_config
+    if max_steps is not None:
+        cfg.max_steps = int(max_steps)
+    torch.manual_seed(cfg.seed)
+
+    wants_topics = model_config.topic_dim != 0
+    if cfg.data_kind == "records" and wants_topics and topics_dir is None:
+        raise ValueError("this preset is topic-conditioned: pass --topics TOPICDIR "
+                         "(or --set topic_dim=0 for the unconditioned model)")
+    if cfg.data_kind == "text" and wants_topics:
+        raise ValueError("text data has no topic vectors: use topic_dim=0 for a text preset")
+    tokenizer = Tokenizer.from_dict(payload["tokenizer"]) if payload else None
+    data = prepare_data(cfg, data_path, topics_dir, tokenizer, use_topics=wants_topics)
+    model_config.vocab_size = data.tokenizer.vocab_size
+    if model_config.topic_dim == -1:  # "K of the topic dir"
+        model_config.topic_dim = data.topic["k"]
+    if data.topic and model_config.topic_dim != data.topic["k"]:
+        raise ValueError(f"topic_dim={model_config.topic_dim} but {topics_dir} has K={data.topic['k']}")
+
+    model = RecurrentLM(model_config).to(dev)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
+                            fused=dev.type == "cuda")
+    history = {"step": [], "train_loss": [], "val_step": [], "val_nats_per_char": []}
+    step, best_val, epoch, pos, carry, evals_since_best = 0, None, 0, 0, None, 0
+    if payload:
+        model.load_state_dict(payload["model"])
+        opt.load_state_dict(payload["optimizer"])
+        step, best_val = int(payload["step"]), payload.get("best_val")
+        history = payload["history"]
+        epoch, pos = int(payload["data_state"]["epoch"]), int(payload["data_state"]["pos"])
+        evals_since_best = int(payload["data_state"].get("evals_since_best", 0))
+        if payload.get("carry") is not None:
+            c = payload["carry"]
+            carry = tuple(t.to(dev) for t in c) if isinstance(c, (list, tuple)) else c.to(dev)
+        _set_rng_state(payload["rng"])
+
+    meta = {"preset": preset, "data_path": str(Path(data_path).resolve()), "topic": data.topic,
+            "data_info": data.info, "tokenizer": data.tokenizer.to_dict()}
+
+    def snapshot() -> dict:
+        return {"model_config": model_config.to_dict(), "train_config": cfg.to_dict(),
+                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "optimizer": opt.state_dict(), "step": step, "best_val": best_val, "history": history,
+                "rng": _rng_state(), "data_state": {"epoch": epoch, "pos": pos, "evals_since_best": evals_since_best},
+                "carry": None if carry is None else (tuple(t.detach().cpu() for t in carry)
+                                                     if isinstance(carry, tuple) else carry.detach().cpu()),
+                **meta}
+
+    def validate() -> dict:
+        nonlocal best_val, evals_since_best
+        res = evaluate(model, data.val.eval_batches(), dev, cfg, cfg.eval_max_batches)
+        history["val_step"].append(step)
+        history["val_nats_per_char"].append(res["nats_per_char"])
+        improved = best_val is None or res["nats_per_char"] < best_val
+        if improved:
+            best_val, evals_since_best = res["nats_per_char"], 0
+        else:
+            evals_since_best += 1
+        snap = snapshot()
+        if improved:
+            save_checkpoint(out / "best.pt", snap)
+        save_checkpoint(out / "last.pt", snap)
+        return res
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, file=sys.stderr, dynamic_ncols=True,
+               desc=preset or "train")
+    model.train()
+    it = data.train.epoch_batches(epoch, cfg.seed, pos)
+    tokens_done, t_train, last_val, last_plot = 0, 0.0, None, 0.0
+    running = None
+    while step < cfg.max_steps:
+        t0 = time.perf_counter()
+        batch = next(it, None)
+        if batch is None:  # next epoch
+            epoch, pos = epoch + 1, 0
+            it = data.train.epoch_batches(epoch, cfg.seed, 0)
+            continue
+        batch = batch.to(dev)
+        lr = lr_at(step, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with _autocast(dev, cfg):
+            loss, new_state = batch_loss(model, batch, None if batch.reset else carry)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        carry = detach_state(new_state) if cfg.data_kind == "text" else None
+        step, pos = step + 1, pos + 1
+        tokens_done += batch.n_tokens
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            lv = float(loss.detach())  # syncs
+            history["step"].append(step)
+            history["train_loss"].append(lv)
+            running = lv if running is None else 0.9 * running + 0.1 * lv
+        t_train += time.perf_counter() - t0
+        bar.update(1)
+        if running is not None and (step % cfg.log_every == 0):
+            post = {"loss": f"{running:.3f}", "tok/s": f"{tokens_done / max(t_train, 1e-9):,.0f}"}
+            if cfg.tokenizer == "char":
+                post["bpc"] = f"{running / LN2:.3f}"
+            if last_val is not None:
+                post["val_bpc"] = f"{last_val['bits_per_char']:.3f}"
+            bar.set_postfix(post, refresh=False)
+        stop = False
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            last_val = validate()
+            if time.perf_counter() - last_plot > 20 or step == cfg.max_steps:
+                plot_loss_curve(history, out / "loss_curve.png", f"{preset} {model_config.cell} "
+                                f"{model_config.layers}x{model_config.hidden}")
+                last_plot = time.perf_counter()
+            stop = bool(cfg.early_stop_evals) and evals_since_best >= cfg.early_stop_evals
+        elif cfg.save_every and step % cfg.save_every == 0:
+            save_checkpoint(out / "last.pt", snapshot())
+        if stop:
+            break
+    bar.close()
+    if last_val is None:  # nothing trained this call (already at max_steps)
+        last_val = evaluate(model, data.val.eval_batches(), dev, cfg, cfg.eval_max_batches)
+    plot_loss_curve(history, out / "loss_curve.png",
+                    f"{preset} {model_config.cell} {model_config.layers}x{model_config.hidden}")
+    return {"step": step, "best_val_nats_per_char": best_val,
+            "best_val_bits_per_char": None if best_val is None else best_val / LN2,
+            "last_val": last_val, "tokens_per_s": tokens_done / max(t_train, 1e-9),
+            "train_seconds": t_train, "device": str(dev), "out": str(out), "history": history,
+            "parameters": model.num_parameters(), "vocab_size": model_config.vocab_size}
