@@ -20,6 +20,7 @@ errors other than a missing file, time-outs, broken connections) are retried; ba
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import functools
 import hashlib
@@ -42,7 +43,7 @@ MARKER_NAME = ".topiceq-task.json"
 # Bump to invalidate every cached result after a change in how keys are made.
 KEY_VERSION = "topiceq-cache-v1"
 # Names never part of a folder's content: our own markers, Python byte code, editor/OS debris.
-IGNORED_NAMES = {MARKER_NAME, "__pycache__", ".DS_Store"}
+IGNORED_NAMES = {MARKER_NAME, ".topiceq-started.json", "__pycache__", ".DS_Store"}
 
 
 # --------------------------------------------------------------------------------------------------- hashing
@@ -248,6 +249,28 @@ def describe_input(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- decorator
+_current_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("topiceq_stage_key", default=None)
+
+
+def current_key() -> str | None:
+    """Inside a stage task's body: its cache key (e.g. to resume a crashed training of the same key only)."""
+    return _current_key.get()
+
+
+def started_with_same_key(out_dir: str | os.PathLike) -> bool:
+    """True when a previous attempt of this very task (same key) started writing into out_dir and did not
+    finish: its partial outputs (e.g. a training's last.pt) can be resumed from. Records this attempt."""
+    key = current_key()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = out / ".topiceq-started.json"
+    try:
+        same = json.loads(started.read_text()).get("key") == key and key is not None
+    except (OSError, ValueError):
+        same = False
+    started.write_text(json.dumps({"key": key, "started": time.time()}))
+    return same
+
 def stage_task(stage: str, *, input_arg: str, outputs: tuple[str, ...] = ("out_dir",),
                code: tuple[str, ...] = ("pipeline",), retries: int = 2, retry_delay_seconds: float = 3.0,
                cache: bool = True, **task_options: Any) -> Callable[[Callable], Any]:
@@ -271,14 +294,19 @@ def stage_task(stage: str, *, input_arg: str, outputs: tuple[str, ...] = ("out_d
             bound.apply_defaults()
             arguments = dict(bound.arguments)
             try:
-                result = fn(*args, **kwargs)
+                key = task_key(stage, source, arguments, outputs, code)
+                token = _current_key.set(key)
+                try:
+                    result = fn(*args, **kwargs)
+                finally:
+                    _current_key.reset(token)
             except StageFailed:
                 raise
             except Exception as exc:
                 raise StageFailed(stage, describe_input(arguments.get(input_arg)), f"{type(exc).__name__}: {exc}",
                                   transient=is_transient(exc)) from exc
             if cache and outputs:
-                write_markers(arguments, outputs, task_key(stage, source, arguments, outputs, code), stage)
+                write_markers(arguments, outputs, key, stage)
             return result
 
         options: dict[str, Any] = dict(name=stage, retries=retries, retry_delay_seconds=retry_delay_seconds,
