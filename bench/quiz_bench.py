@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from pipeline.ingest import read_records
-    from pipeline.quiz import QuizConfig, attach_dominant_topics, build_quiz
-    from topiceq.commands.quiz import choose_topics, generate_fakes
+    from pipeline.quiz import (GenerationConfig, QuizConfig, attach_dominant_topics, build_quiz, choose_topics,
+                               generate_fakes)
     from topicrnn import equation_model as em
 
     t0 = time.perf_counter()
@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     lm = em.load_model(args.checkpoint, device=args.device)
     topics = choose_topics(sorted({r["topic"] for r in reals}), args.pairs, args.seed)
     per_topic = max(1, math.ceil(args.pairs * args.candidates / len(topics)))
-    fakes = generate_fakes(lm, topic_model, topics, per_topic, data_dir=Path(args.data), seed=args.seed,
-                           temperature=args.temperature, constrained=True)
+    fakes = generate_fakes(lm, topic_model, topics, per_topic, data_dir=args.data, seed=args.seed,
+                           generation=GenerationConfig(temperature=args.temperature, device=args.device))
     quiz = build_quiz(reals, fakes, args.pairs, args.seed, config=QuizConfig(max_length_ratio=args.max_length_ratio))
     pairs = [(q.options[q.real], q.options[q.fake]) for q in quiz.questions]
     generation_s = time.perf_counter() - t0
