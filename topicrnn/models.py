@@ -69,8 +69,7 @@ class RecurrentLM(nn.Module):
             n_states = 2 if c.cell == "lstm" else 1
             self.topic_init = nn.Linear(c.topic_dim, n_states * c.layers * c.hidden)
         if c.topic_dim and c.topic_mode == "bias":
-            self.topic_bias = nn.Linear(c.topic_dim, c.vocab_size, bias=False)
-            nn.init.zeros_(self.topic_bias.weight)  # starts as the plain LM; learns the topic's lift
+            self.topic_bias = nn.Linear(c.topic_dim, c.vocab_size, bias=False)  # the topic's lift per token
 
     @property
     def is_lstm(self) -> bool:
