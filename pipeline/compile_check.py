@@ -1,0 +1,368 @@
+"""Does an equation compile? Real pdflatex verdicts under ../shared/docs/compile-rule.md, fast.
+
+`check_one_document` is the rule itself: one document per equation, one pdflatex run. `check` gives the same
+verdict for every equation, much faster: equations that cannot leave a trace share pdflatex runs (many per
+run, from a preloaded format, see pipeline.compile_batch), everything else and every case in doubt goes
+through `check_one_document`; verdicts are cached on disk by (preamble, equation, TeX installation).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import compile_safety
+from pipeline.compile_batch import BatchOutcome, FormatCache, run_batch
+from pipeline.compile_tex import (PDFLATEX_RUNS, SandboxConfig, engine_id, first_error, read_log, run_tex,
+                                  sandbox_env)
+
+DEFAULT_PREAMBLE = "\\documentclass{article}\n\\usepackage{amsmath,amssymb,amsfonts,mathtools,bm}\n"
+
+# Bump when a change here could change a verdict: old cache entries are then ignored.
+RULE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    error: str | None  # the first TeX error, e.g. "! Undefined control sequence. \\foo"; None when ok
+    seconds: float  # pdflatex time spent on this equation (its share of a shared run)
+
+
+@dataclass
+class CompileConfig:
+    batch_size: int = 200  # equations per shared pdflatex run (at most)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    use_format: bool = True  # preload the preamble into a format (start-up ~3x faster)
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "topiceq" / "compile"
+
+
+def document_text(equation: str, preamble: str = DEFAULT_PREAMBLE) -> str:
+    """The one document of the rule for EQUATION."""
+    pre = preamble if preamble.endswith("\n") else preamble + "\n"
+    return pre + "\\begin{document}\n\\[\n" + equation + "\n\\]\n\\end{document}\n"
+
+
+def check_one_document(equation: str, preamble: str | None = None, timeout: float = 10.0,
+                       config: CompileConfig | None = None) -> Verdict:
+    """The compile rule, literally: the equation's own document, pdflatex once, exit 0 and a PDF in time."""
+    config = config or CompileConfig()
+    with tempfile.TemporaryDirectory(prefix="teq-one-") as tmp:
+        tmpdir = Path(tmp)
+        (tmpdir / "eq.tex").write_bytes(document_text(equation, preamble or DEFAULT_PREAMBLE).encode("utf-8"))
+        res = run_tex(["-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", "eq.tex"], tmpdir,
+                      timeout, config.sandbox)
+        pdf = tmpdir / "eq.pdf"
+        has_pdf = pdf.exists() and pdf.stat().st_size > 0
+        if res.timed_out:
+            return Verdict(False, f"timeout: no result within {timeout:g} s", res.seconds)
+        if res.returncode == 0 and has_pdf:
+            return Verdict(True, None, res.seconds)
+        err = first_error(read_log(tmpdir / "eq.log"))
+        if err is None:
+            if res.returncode == 0:
+                err = "no PDF written"
+            elif res.returncode < 0:
+                err = f"pdflatex killed by signal {-res.returncode} (memory or file-size limit)"
+            else:
+                err = f"pdflatex exited with status {res.returncode}"
+        return Verdict(False, err, res.seconds)
+
+
+class VerdictCache:
+    """sqlite file of verdicts and of control-sequence meanings, safe to share between processes."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        self.path = cache_dir / "verdicts.sqlite"
+        self._local = threading.local()
+        with self._conn() as con:
+            con.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, ok INTEGER, error TEXT, "
+                        "seconds REAL)")
+            con.execute("CREATE TABLE IF NOT EXISTS meanings (pkey TEXT, name TEXT, meaning TEXT, "
+                        "PRIMARY KEY (pkey, name))")
+
+    def _conn(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = sqlite3.connect(self.path, timeout=60)
+            con.execute("PRAGMA journal_mode=WAL")
+            self._local.con = con
+        return con
+
+    def get_verdicts(self, keys: list[str]) -> dict[str, Verdict]:
+        out: dict[str, Verdict] = {}
+        con = self._conn()
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            rows = con.execute(f"SELECT key, ok, error, seconds FROM verdicts WHERE key IN "
+                               f"({','.join('?' * len(chunk))})", chunk).fetchall()
+            out.update({k: Verdict(bool(ok), err, sec) for k, ok, err, sec in rows})
+        return out
+
+    def put_verdicts(self, items: list[tuple[str, Verdict]]) -> None:
+        with self._conn() as con:
+            con.executemany("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?)",
+                            [(k, int(v.ok), v.error, v.seconds) for k, v in items])
+
+    def get_meanings(self, pkey: str, names: list[str]) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        con = self._conn()
+        for i in range(0, len(names), 500):
+            chunk = names[i:i + 500]
+            rows = con.execute(f"SELECT name, meaning FROM meanings WHERE pkey = ? AND name IN "
+                               f"({','.join('?' * len(chunk))})", [pkey, *chunk]).fetchall()
+            out.update(dict(rows))
+        return out
+
+    def put_meanings(self, pkey: str, meanings: dict[str, str | None]) -> None:
+        with self._conn() as con:
+            con.executemany("INSERT OR REPLACE INTO meanings VALUES (?, ?, ?)",
+                            [(pkey, k, v) for k, v in meanings.items()])
+
+
+def query_meanings(names: list[str], preamble: str, fmt: Path | None, config: CompileConfig) -> dict[str, str | None]:
+    """`\\meaning` of each control-sequence name in the document body under PREAMBLE (None: undefined)."""
+    out: dict[str, str | None] = {}
+    if not names:
+        return out
+    body = ["\\begin{document}", "\\makeatletter",
+            "\\def\\teq@q#1{\\immediate\\write17{@@Q#1=\\ifcsname#1\\endcsname D"
+            "\\expandafter\\meaning\\csname#1\\endcsname\\else U\\fi}}"]
+    body += [f"\\teq@q{{{name}}}" for name in names]
+    body.append("\\csname @@end\\endcsname")
+    text = "\n".join(body) + "\n"
+    args = ["-interaction=nonstopmode", "-no-shell-escape"]
+    if fmt is not None:
+        args.append(f"-fmt={fmt.with_suffix('')}")
+    else:
+        text = preamble + ("" if preamble.endswith("\n") else "\n") + text
+    with tempfile.TemporaryDirectory(prefix="teq-names-") as tmp:
+        tmpdir = Path(tmp)
+        (tmpdir / "names.tex").write_text(text, encoding="utf-8")
+        run_tex(args + ["names.tex"], tmpdir, 60.0, config.sandbox)
+        for line in read_log(tmpdir / "names.log"):
+            if line.startswith("@@Q") and "=" in line:
+                name, _, value = line[3:].partition("=")
+                if value.startswith("D"):
+                    out[name] = value[1:]
+                elif value.startswith("U"):
+                    out[name] = None
+    missing = [n for n in names if n not in out]
+    if missing:
+        raise RuntimeError(f"could not read the meaning of {len(missing)} control sequences from pdflatex "
+                           f"(e.g. {missing[0]!r}); is the preamble valid?")
+    return out
+
+
+@dataclass
+class CheckStats:
+    """What one call of `check` did (for benchmarks and tests; `last_stats()` returns the latest)."""
+
+    equations: int = 0
+    cache_hits: int = 0
+    unique_checked: int = 0
+    batch_safe: int = 0
+    batch_runs: int = 0  # shared pdflatex runs (a run stopped early and restarted counts twice)
+    in_doubt: int = 0  # batch equations re-checked alone
+    alone: int = 0  # equations checked alone because they may leave a trace
+
+    def add(self, **kw: int) -> None:
+        with _STATS_LOCK:
+            for k, v in kw.items():
+                setattr(self, k, getattr(self, k) + v)
+
+
+_STATS_LOCK = threading.Lock()
+_LAST_STATS = CheckStats()
+
+
+def last_stats() -> CheckStats:
+    return _LAST_STATS
+
+
+class _Checker:
+    """One call of `check`: the shared state of its worker threads."""
+
+    def __init__(self, preamble: str, cache_dir: Path, timeout: float, config: CompileConfig,
+                 use_cache: bool) -> None:
+        self.preamble = preamble
+        self.timeout = timeout
+        self.config = config
+        self.engine = engine_id()
+        self.cache = VerdictCache(cache_dir) if use_cache else None
+        self.formats = FormatCache(cache_dir, self.engine, config.sandbox)
+        self._meaning_memo: dict[tuple[str, str], str | None] = {}
+        self.stats = CheckStats()
+
+    def format(self, preamble: str) -> Path | None:
+        return self.formats.get(preamble) if self.config.use_format else None
+
+    def meanings(self, preamble: str, names: set[str]) -> dict[str, str | None]:
+        pkey = hashlib.sha256((self.engine + "\0" + preamble).encode()).hexdigest()[:24]
+        want = sorted(n for n in names if (pkey, n) not in self._meaning_memo)
+        if want:
+            got = self.cache.get_meanings(pkey, want) if self.cache else {}
+            todo = [n for n in want if n not in got]
+            if todo:
+                fresh = query_meanings(todo, preamble, self.format(preamble), self.config)
+                if self.cache:
+                    self.cache.put_meanings(pkey, fresh)
+                got.update(fresh)
+            for n in want:
+                self._meaning_memo[(pkey, n)] = got[n]
+        return {n: self._meaning_memo[(pkey, n)] for n in names}
+
+    def batch_safe(self, scans: list[compile_safety.Scan]) -> list[bool]:
+        """Which equations may share a run: see pipeline.compile_safety."""
+        names: set[str] = set()
+        for s in scans:
+            if s.unsafe_reason is None:
+                names |= s.names
+                for env in s.environments:
+                    names |= {env, "end" + env}
+        names = {n for n in names if n.replace("*", "").isalpha()}
+        mine = self.meanings(self.preamble, names)
+        custom = self.preamble != DEFAULT_PREAMBLE
+        default = self.meanings(DEFAULT_PREAMBLE, names) if custom else mine
+
+        def name_ok(n: str) -> bool:
+            m = mine.get(n)
+            if m is None or compile_safety.meaning_is_char(m):
+                return True
+            return n in compile_safety.SAFE_COMMANDS and (not custom or m == default.get(n))
+
+        def env_ok(e: str) -> bool:
+            if mine.get(e) is None:
+                return True  # "Environment ... undefined": an error alone and in a batch alike
+            return (e in compile_safety.SAFE_ENVIRONMENTS
+                    and (not custom or (mine.get(e) == default.get(e)
+                                        and mine.get("end" + e) == default.get("end" + e))))
+
+        out = []
+        for s in scans:
+            out.append(s.unsafe_reason is None and all(name_ok(n) for n in s.names if n not in ("begin", "end"))
+                       and all(env_ok(e) for e in s.environments))
+        return out
+
+    def run_batches(self, equations: list[str], on_done) -> None:
+        """Check batch-safe EQUATIONS; calls on_done(index, Verdict) as verdicts arrive."""
+        fmt = self.format(self.preamble)
+        pending = list(range(len(equations)))
+        while pending:
+            outcomes, used = run_batch([equations[i] for i in pending], self.preamble, fmt, self.timeout,
+                                       self.config.sandbox)
+            self.stats.add(batch_runs=1)
+            if used == 0:  # nothing came back from the run: take the first one alone
+                outcomes, used = [BatchOutcome(None, None, 0.0)], 1
+            for i, outcome in zip(pending[:used], outcomes):
+                if outcome.ok is None:
+                    self.stats.add(in_doubt=1)
+                    on_done(i, check_one_document(equations[i], self.preamble, self.timeout, self.config))
+                else:
+                    on_done(i, Verdict(outcome.ok, outcome.error, outcome.seconds))
+            pending = pending[used:]
+
+
+def check(equations, *, workers: int | None = None, preamble: str | None = None, use_cache: bool = True,
+          cache_dir: str | Path | None = None, timeout: float = 10.0, progress: bool = False,
+          config: CompileConfig | None = None) -> list[Verdict]:
+    """Verdicts for EQUATIONS in input order, each the same as `check_one_document`'s."""
+    equations = [str(e) for e in equations]
+    config = config or CompileConfig()
+    preamble = preamble if preamble is not None else DEFAULT_PREAMBLE
+    workers = max(1, workers or os.cpu_count() or 1)
+    checker = _Checker(preamble, Path(cache_dir) if cache_dir else default_cache_dir(), timeout, config,
+                       use_cache)
+    results: list[Verdict | None] = [None] * len(equations)
+    global _LAST_STATS
+    _LAST_STATS = checker.stats
+    checker.stats.equations = len(equations)
+
+    keys: list[str] = []
+    if checker.cache:
+        keys = [hashlib.sha256("\0".join((RULE_VERSION, checker.engine, f"{timeout:g}", preamble, eq))
+                               .encode("utf-8", "surrogatepass")).hexdigest() for eq in equations]
+        hits = checker.cache.get_verdicts(sorted(set(keys)))
+        for i, key in enumerate(keys):
+            if key in hits:
+                results[i] = hits[key]
+
+    # Identical equations are checked once.
+    todo_by_eq: dict[str, list[int]] = {}
+    for i, eq in enumerate(equations):
+        if results[i] is None:
+            todo_by_eq.setdefault(eq, []).append(i)
+    unique = list(todo_by_eq)
+    checker.stats.cache_hits = sum(r is not None for r in results)
+    checker.stats.unique_checked = len(unique)
+    if not unique:
+        return results  # type: ignore[return-value]
+
+    scans = [compile_safety.scan(eq) for eq in unique]
+    safe = checker.batch_safe(scans)
+    safe_idx = [u for u in range(len(unique)) if safe[u]]
+    solo_idx = [u for u in range(len(unique)) if not safe[u]]
+    checker.stats.batch_safe = len(safe_idx)
+    checker.stats.alone = len(solo_idx)
+
+    lock = threading.Lock()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(unique), desc="compile-check", unit="eq", file=sys.stderr)
+    fresh: list[tuple[str, Verdict]] = []
+
+    def done(u: int, verdict: Verdict) -> None:
+        with lock:
+            for i in todo_by_eq[unique[u]]:
+                results[i] = verdict
+            if checker.cache:
+                fresh.append((keys[todo_by_eq[unique[u]][0]], verdict))
+            if bar is not None:
+                bar.update(1)
+
+    # Chunks small enough to keep every worker busy, large enough to pay pdflatex's start-up rarely.
+    size = max(8, min(config.batch_size, -(-len(safe_idx) // (workers * 3)) if safe_idx else 1))
+    tasks = [("batch", safe_idx[i:i + size]) for i in range(0, len(safe_idx), size)]
+    tasks += [("one", [u]) for u in solo_idx]
+
+    def work(task):
+        kind, us = task
+        if kind == "batch":
+            checker.run_batches([unique[u] for u in us], lambda j, v: done(us[j], v))
+        else:
+            done(us[0], check_one_document(unique[us[0]], preamble, timeout, config))
+
+    # Solo checks first: they are the slow ones, and batches fill the gaps.
+    tasks.sort(key=lambda t: t[0] != "one")
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for fut in [pool.submit(work, t) for t in tasks]:
+                fut.result()
+    finally:
+        if bar is not None:
+            bar.close()
+        if checker.cache and fresh:
+            checker.cache.put_verdicts(fresh)
+    return results  # type: ignore[return-value]
+
+
+def pdflatex_runs() -> int:
+    """pdflatex processes started by this module so far (a cache hit starts none)."""
+    return PDFLATEX_RUNS.runs
+
+
+__all__ = ["DEFAULT_PREAMBLE", "CheckStats", "CompileConfig", "last_stats", "Verdict", "check", "check_one_document", "document_text",
+           "default_cache_dir", "pdflatex_runs", "sandbox_env"]
