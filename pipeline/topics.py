@@ -46,7 +46,7 @@ class TopicConfig:
     seed: int = 0                    # LdaModel random_state, cap sampling, inference initialisation
     documents: str = "contexts"      # LDA documents: "contexts" (one per equation) or "papers" (contexts joined)
     passes: int = 10
-    iterations: int = 100            # cap on per-document E-step iterations while training
+    iterations: int = 50             # cap on per-document E-step iterations while training (gensim default)
     infer_iterations: int = 50       # same cap when inferring θ (converges well before on short contexts)
     chunksize: int = 2000
     alpha: str = "auto"              # learned asymmetric prior (LdaMulticore cannot: it uses "symmetric")
@@ -184,6 +184,59 @@ def auto_labels(top_words: list[list[str]], n_words: int = 3) -> list[str]:
     return [f"{lab}#{t}" if counts[lab] > 1 else lab for t, lab in enumerate(raw)]
 
 
+# ----------------------------------------------------------------------------------------------- inference
+
+def batch_gamma(lda, bows: Sequence[list[tuple[int, int]]], *, iterations: int | None = None,
+                init: np.ndarray | None = None, batch_size: int = 4096, progress: bool = False) -> np.ndarray:
+    """γ [n, K] for bags of words: gensim LdaModel.inference's per-document updates (Hoffman's online-LDA
+    E-step, the same update, the same per-document stop rule: mean |Δγ| < lda.gamma_threshold), run on a
+    sparse batch of documents at once instead of one Python loop per document (about 1-2 ms per context in
+    gensim). `init` is the starting γ (gensim draws Gamma(100, 1/100) at random; the default here is its mean,
+    1, so the result is a function of the words alone). Equality with gensim is a test."""
+    from scipy.sparse import csr_matrix
+    from scipy.special import psi
+    from tqdm import tqdm
+
+    k = int(lda.num_topics)
+    iterations = int(iterations or lda.iterations)
+    alpha = np.asarray(lda.alpha, dtype=np.float64)
+    beta_t = np.ascontiguousarray(np.asarray(lda.expElogbeta, dtype=np.float32).T)  # [V, K]
+    eps = np.finfo(np.float32).eps  # the epsilon gensim adds to phinorm (its dtype is float32)
+    out = np.ones((len(bows), k), dtype=np.float64) if init is None else np.array(init, dtype=np.float64)
+    starts = range(0, len(bows), batch_size)
+    for start in tqdm(starts, desc="theta", unit="batch", disable=not progress or len(starts) < 2,
+                      file=sys.stderr):
+        chunk = bows[start:start + batch_size]
+        lengths = np.fromiter((len(b) for b in chunk), dtype=np.int64, count=len(chunk))
+        nnz = int(lengths.sum())
+        cols = np.fromiter((w for b in chunk for w, _ in b), dtype=np.int64, count=nnz)
+        cts = np.fromiter((c for b in chunk for _, c in b), dtype=np.float32, count=nnz)
+        gamma = out[start:start + len(chunk)]
+        # State of the documents still iterating, compacted as they converge: their rows, their words' ids,
+        # exp E[log beta] gathered once ([nnz, K]), and counts.
+        docs = np.flatnonzero(lengths > 0)
+        keep = np.repeat(lengths > 0, lengths)
+        lens, cols_w, cts_w = lengths[docs], cols[keep], cts[keep]
+        beta_w = beta_t[cols_w]
+        rows, indptr = np.repeat(np.arange(len(docs)), lens), np.concatenate([[0], np.cumsum(lens)])
+        for _ in range(iterations):
+            if not len(docs):
+                break
+            g = gamma[docs]
+            exp_elog_theta = np.exp(psi(g) - psi(g.sum(axis=1, keepdims=True))).astype(np.float32)
+            phinorm = np.einsum("nk,nk->n", exp_elog_theta[rows], beta_w) + eps
+            weighted = csr_matrix((cts_w / phinorm, cols_w, indptr), shape=(len(docs), beta_t.shape[0]))
+            new = alpha + exp_elog_theta * (weighted @ beta_t)
+            going = np.abs(new - g).mean(axis=1) >= lda.gamma_threshold
+            gamma[docs] = new
+            if not going.all():
+                word_going = np.repeat(going, lens)
+                docs, lens = docs[going], lens[going]
+                cols_w, cts_w, beta_w = cols_w[word_going], cts_w[word_going], beta_w[word_going]
+                rows, indptr = np.repeat(np.arange(len(docs)), lens), np.concatenate([[0], np.cumsum(lens)])
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- model
 
 class TopicModel:
@@ -198,7 +251,6 @@ class TopicModel:
         self.directory = Path(directory) if directory else None
         self.phrases = phrases
         self.tokenizer = Tokenizer(config.tokens)
-        self._rng = np.random.RandomState(config.seed)
         self._theta_cache: dict[str, np.ndarray] | None = None
         self.metrics: dict = {}
         alpha = np.asarray(lda.alpha, dtype=np.float64)
@@ -270,31 +322,21 @@ class TopicModel:
 
     def bows(self, texts: Sequence[str]) -> tuple[list[list[tuple[int, int]]], np.ndarray]:
         """Bags of known words, and how many known tokens each text has."""
-        bows = [self.dictionary.doc2bow(self.tokens(t)) for t in texts]
+        token2id = self.dictionary.token2id
+        # = dictionary.doc2bow(tokens), without its per-call overhead (a third of the inference time)
+        bows = [sorted(Counter(token2id[w] for w in self.tokens(t) if w in token2id).items()) for t in texts]
         n_known = np.fromiter((sum(c for _, c in b) for b in bows), dtype=np.int32, count=len(bows))
         return bows, n_known
 
     def theta_of_bows(self, bows: Sequence[list[tuple[int, int]]], progress: bool = False) -> np.ndarray:
-        """Dense θ rows (sum to 1). Each text is inferred alone from the same seeded start, so its θ depends on
-        its words only (not on the batch it came in). An empty bag gets the prior (normalised alpha)."""
-        from tqdm import tqdm
-
+        """Dense θ rows (sum to 1) for bags of words, by gensim's variational E-step run on many texts at once
+        (`batch_gamma`). Every text starts from the same γ, so its θ depends on its words only, not on the batch
+        it came in. An empty bag gets the prior (normalised alpha): LDA's answer for no evidence."""
+        gamma = batch_gamma(self.lda, bows, iterations=self.config.infer_iterations, progress=progress)
         theta = np.empty((len(bows), self.k), dtype=np.float32)
-        lda = self.lda
-        saved_state, saved_iter = lda.random_state, lda.iterations
-        lda.random_state, lda.iterations = self._rng, self.config.infer_iterations
-        try:
-            for i, bow in enumerate(tqdm(bows, desc="theta", unit="ctx", disable=not progress, file=sys.stderr,
-                                         mininterval=1.0)):
-                if not bow:
-                    theta[i] = self.prior
-                    continue
-                self._rng.seed(self.config.seed)
-                gamma, _ = lda.inference([bow])
-                row = gamma[0].astype(np.float64)
-                theta[i] = row / row.sum()
-        finally:
-            lda.random_state, lda.iterations = saved_state, saved_iter
+        empty = np.array([not b for b in bows], dtype=bool)
+        theta[~empty] = (gamma[~empty] / gamma[~empty].sum(axis=1, keepdims=True)).astype(np.float32)
+        theta[empty] = self.prior
         return theta
 
     def infer_many(self, texts: Sequence[str], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
