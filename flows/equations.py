@@ -1,0 +1,337 @@
+"""The `equations` flow: ingest -> topics -> train (topic model + unconditioned baseline) -> evaluate ->
+generate by topic -> compile check -> quiz -> report.
+
+Every task is a thin wrapper over one `pipeline/` or `topicrnn/` function, takes and returns paths and small
+records, and is cached by the content of its inputs (flows/caching.py). Compile checks fan out in batches
+over the task runner (threads, or Dask workers). Outputs, all under the run folder:
+
+    ingest/        equations.jsonl, report.json            (pipeline.ingest.ingest)
+    topics/        the topic model                         (pipeline.topics.fit_topics)
+    models/topic/  best.pt of the θ-conditioned LSTM       (topicrnn.train.train)
+    models/plain/  best.pt of the unconditioned baseline   (same budget, topic_dim=0)
+    generated/     equations.jsonl: topic, set, equation   (topicrnn.equation_model.sample_equations)
+    compile/       verdicts.jsonl, one per generated line  (pipeline.compile_check.check)
+    quiz/          quiz.json, answers.json, quiz.html, quiz.pdf (pipeline.quiz)
+    report.md, summary.json
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.caching import stage_task, started_with_same_key
+from flows.reporting import RunReport, format_summary
+
+
+# ------------------------------------------------------------------------------------------------ presets
+@dataclass
+class EquationsPreset:
+    """Sizes and budgets of one `topiceq run --preset`."""
+
+    model_preset: str                     # topicrnn preset of both equation models
+    topics: dict[str, Any] = field(default_factory=dict)  # TopicConfig overrides
+    max_steps: int | None = None          # None: the model preset's own budget
+    per_topic: int = 20                   # equations generated per topic and per generation set
+    temperature: float = 0.8
+    eval_max_equations: int | None = 2000  # test equations scored for the bpc table (None: all)
+    quiz_questions: int = 10
+    compile_batch: int = 500              # equations per compile-check task
+
+
+RUN_PRESETS: dict[str, EquationsPreset] = {
+    # Tests and smoke runs on a handful of papers: a few topics, a few dozen training steps.
+    "tiny": EquationsPreset("eq-tiny", topics=dict(k=4, passes=4, no_below=1, max_per_paper=None,
+                                                   max_per_source=None, min_tokens=1, metrics=False),
+                            per_topic=6, eval_max_equations=200, quiz_questions=4, compile_batch=25),
+    # `make run` on 2 CPU cores: the topic owner's defaults, the eq-cpu models (minutes each).
+    "cpu": EquationsPreset("eq-cpu", per_topic=20, eval_max_equations=2000, quiz_questions=10),
+    # One GPU: the full 2 x 512 models; 50 per topic and set (1,000 constrained equations for K = 20).
+    "gpu": EquationsPreset("eq-lstm", per_topic=50, eval_max_equations=None, quiz_questions=20,
+                           compile_batch=1000),
+}
+
+# Generation sets: (name, model, syntax-aware decoding). The quiz draws its fakes from "topic".
+GENERATION_SETS = (("topic", "topic", True), ("topic-unconstrained", "topic", False),
+                   ("plain", "plain", True))
+
+
+# -------------------------------------------------------------------------------------------------- tasks
+@stage_task("ingest", input_arg="corpus", outputs=("out_dir",), code=("pipeline",))
+def ingest_corpus(corpus: list[Path], out_dir: Path, workers: int) -> dict[str, Any]:
+    """`pipeline.ingest.ingest`: LaTeX sources -> out_dir/equations.jsonl + report.json."""
+    from pipeline.ingest import IngestConfig, ingest
+
+    report = ingest([str(c) for c in corpus], out_dir, IngestConfig(workers=workers, progress=True))
+    keep = ("papers_read", "papers_with_equations", "equations", "equations_per_area", "papers_per_area",
+            "equations_per_split", "equations_per_env", "dropped", "skipped_count", "partly_read_count", "seconds")
+    return {k: report.get(k) for k in keep}
+
+
+@stage_task("topics", input_arg="data_dir", outputs=("out_dir",), code=("pipeline",))
+def fit_topic_model(data_dir: Path, out_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """`pipeline.topics.fit_topics` on the ingest dir's train split."""
+    from pipeline.topics import TopicConfig, fit_topics
+
+    model = fit_topics(data_dir, out_dir, TopicConfig(**overrides), progress=True)
+    return {"k": int(model.k), "labels": list(model.labels),
+            "top_words": [model.top_words(t, 10) for t in range(int(model.k))],
+            "metrics": _jsonable(getattr(model, "metrics", None) or {})}
+
+
+@stage_task("train", input_arg="data_dir", outputs=("out_dir",), code=("topicrnn", "pipeline"), retries=1)
+def train_equation_model(data_dir: Path, topics_dir: Path | None, out_dir: Path, preset: str,
+                         overrides: list[str], max_steps: int | None, device: str) -> dict[str, Any]:
+    """`topicrnn.train.train` on the ingested equations (with θ from topics_dir, or none for the baseline);
+    resumes a crashed attempt of the same key from its last.pt."""
+    from topicrnn.presets import apply_overrides, get_preset
+    from topicrnn.train import train
+
+    resume = started_with_same_key(out_dir) and (Path(out_dir) / "last.pt").is_file()
+    p = apply_overrides(get_preset(preset), list(overrides))
+    result = train(p.model, p.train, out_dir, data_path=str(data_dir),
+                   topics_dir=None if topics_dir is None else str(topics_dir), resume=resume, device=device,
+                   max_steps=max_steps, progress=True, preset=p.name)
+    result = {k: v for k, v in result.items() if k != "history"}
+    result["resumed"] = resume
+    return result
+
+
+@stage_task("evaluate", input_arg="checkpoints", outputs=(), code=("topicrnn", "pipeline"))
+def evaluate_models(data_dir: Path, topics_dir: Path, checkpoints: list[Path], max_equations: int | None,
+                    seed: int) -> dict[str, Any]:
+    """`topicrnn.equation_model.evaluate`: bits per character of the test split for each checkpoint."""
+    from topicrnn.equation_model import evaluate
+
+    table = evaluate(data_dir, topics_dir, [str(c) for c in checkpoints], split="test",
+                     max_equations=max_equations, seed=seed, progress=True)
+    return {"json": table.to_json(), "markdown": table.to_markdown()}
+
+
+@stage_task("generate", input_arg="checkpoint", outputs=("out_file",), code=("topicrnn", "pipeline"))
+def generate_by_topic(checkpoint: Path, data_dir: Path, topics_dir: Path, out_file: Path, set_name: str,
+                      per_topic: int, temperature: float, constrained: bool, seed: int,
+                      device: str) -> dict[str, Any]:
+    """`per_topic` equations for every topic (θ = the topic's prototype; ignored by an unconditioned model)
+    with `topicrnn.equation_model.sample_equations`; one JSON line each in out_file."""
+    from topicrnn import equation_model as em
+    from topicrnn.train import resolve_device
+
+    lm = em.load_model(checkpoint, device=str(resolve_device(device)))
+    topic_model = em.load_topic_model(topics_dir)
+    prototypes = em.topic_prototypes(topic_model, em.read_split(data_dir, "train"))
+    controls = em.allowed_control_sequences(lm, data_dir) if constrained else None
+    labels = em.topic_labels(topic_model)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_name(out_file.name + ".part")
+    n = 0
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for topic in range(int(topic_model.k)):
+            theta = em.topic_theta(topic_model, topic, prototypes=prototypes)
+            equations = em.sample_equations(lm, theta, n=per_topic, temperature=temperature,
+                                            seed=seed + 7919 * topic, control_sequences=controls,
+                                            constrained=constrained)
+            for eq in equations:
+                fh.write(json.dumps({"set": set_name, "topic": topic, "label": labels[topic], "equation": eq},
+                                    ensure_ascii=False) + "\n")
+                n += 1
+    tmp.replace(out_file)
+    return {"set": set_name, "equations": n, "file": str(out_file)}
+
+
+@stage_task("compile-check", input_arg="equations_file", outputs=(), code=("pipeline",))
+def compile_check_batch(equations_file: Path, start: int, stop: int, workers: int) -> list[list[Any]]:
+    """`pipeline.compile_check.check` on lines [start, stop) of a JSONL file: [[ok, error], ...] in order."""
+    from pipeline.compile_check import check
+
+    with open(equations_file, encoding="utf-8") as fh:
+        lines = [line for i, line in enumerate(fh) if start <= i < stop]
+    equations = [json.loads(line)["equation"] for line in lines]
+    return [[bool(v.ok), v.error] for v in check(equations, workers=workers)]
+
+
+@stage_task("quiz", input_arg="fakes_file", outputs=("out_dir",), code=("pipeline",))
+def export_quiz_files(data_dir: Path, topics_dir: Path, fakes_file: Path, verdicts_file: Path, out_dir: Path,
+                      n: int, seed: int) -> dict[str, Any]:
+    """`pipeline.quiz.build_quiz` + `export_quiz`: real test-split equations against generated ones."""
+    from pipeline.ingest import read_records
+    from pipeline.quiz import FakeEquation, attach_dominant_topics, build_quiz, export_quiz, quiz_summary
+    from topicrnn import equation_model as em
+
+    topic_model = em.load_topic_model(topics_dir)
+    reals = attach_dominant_topics(read_records(data_dir), topic_model.theta_by_id(), split="test")
+    if not reals:
+        raise ValueError(f"no test-split equation of {data_dir} has a topic: the corpus is too small for a quiz")
+    fakes = []
+    with open(fakes_file, encoding="utf-8") as gf, open(verdicts_file, encoding="utf-8") as vf:
+        for g_line, v_line in zip(gf, vf):
+            g, v = json.loads(g_line), json.loads(v_line)
+            fakes.append(FakeEquation(equation=g["equation"], topic=int(g["topic"]), compiles=bool(v["ok"]),
+                                      error=v.get("error")))
+    quiz = build_quiz(reals, fakes, n, seed, topic_labels=em.topic_labels(topic_model))
+    paths = export_quiz(quiz, out_dir, progress=True)
+    summary = quiz_summary(quiz)
+    summary["files"] = {name: str(path) for name, path in paths.items()}
+    return summary
+
+
+# --------------------------------------------------------------------------------------------------- flow
+@flow(name="equations", log_prints=True)
+def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str = "auto", seed: int = 0,
+                   refresh: bool = False, workers: int | None = None, artifacts: bool = True,
+                   max_steps: int | None = None) -> dict[str, Any]:
+    """The whole pipeline on `corpus` (LaTeX files/folders) into the run folder `out`.
+
+    `preset`: tiny | cpu | gpu (see RUN_PRESETS); `refresh` recomputes every task; `max_steps` overrides the
+    training budget of both models.
+    """
+    import os
+
+    logger = get_run_logger()
+    if preset not in RUN_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(RUN_PRESETS)}")
+    cfg = RUN_PRESETS[preset]
+    if max_steps is not None:
+        cfg = replace(cfg, max_steps=max_steps)
+    workers = workers or os.cpu_count() or 2
+    run_dir = Path(out).resolve()
+    corpus_paths = [Path(c).resolve() for c in corpus]
+    for c in corpus_paths:
+        if not c.exists():
+            raise FileNotFoundError(f"corpus {c} does not exist")
+    opts = {"refresh_cache": True} if refresh else {}
+
+    def t(task_obj):
+        return task_obj.with_options(**opts)
+
+    ingest_dir, topics_dir = run_dir / "ingest", run_dir / "topics"
+    corpus_stats = t(ingest_corpus)(corpus_paths, ingest_dir, workers)
+    logger.info("ingest: %s equations from %s papers", corpus_stats["equations"], corpus_stats["papers_read"])
+    topics = t(fit_topic_model)(ingest_dir, topics_dir, dict(cfg.topics, seed=seed))
+    logger.info("topics: K = %s", topics["k"])
+
+    # Same data, tokenizer and budget; the baseline differs only by topic_dim = 0 (no θ at all).
+    models = {"topic": run_dir / "models" / "topic", "plain": run_dir / "models" / "plain"}
+    trained = {
+        "topic": t(train_equation_model)(ingest_dir, topics_dir, models["topic"], cfg.model_preset, [],
+                                         cfg.max_steps, device),
+        "plain": t(train_equation_model)(ingest_dir, None, models["plain"], cfg.model_preset, ["topic_dim=0"],
+                                         cfg.max_steps, device),
+    }
+    bpc_future = t(evaluate_models).submit(ingest_dir, topics_dir, [models["plain"], models["topic"]],
+                                           cfg.eval_max_equations, seed)
+
+    generated: dict[str, dict[str, Any]] = {}
+    for set_name, model_name, constrained in GENERATION_SETS:
+        generated[set_name] = t(generate_by_topic)(
+            models[model_name], ingest_dir, topics_dir, run_dir / "generated" / f"{set_name}.jsonl", set_name,
+            cfg.per_topic, cfg.temperature, constrained, seed, device)
+
+    # Compile checks: fixed-size batches fanned out over the task runner (threads or Dask workers).
+    verdict_futures: dict[str, list] = {}
+    for set_name, info in generated.items():
+        path, n = Path(info["file"]), info["equations"]
+        verdict_futures[set_name] = [
+            t(compile_check_batch).submit(path, start, min(start + cfg.compile_batch, n), 1)
+            for start in range(0, n, cfg.compile_batch)]
+    verdicts: dict[str, list] = {s: [v for f in fs for v in f.result()] for s, fs in verdict_futures.items()}
+    compile_dir = run_dir / "compile"
+    compile_dir.mkdir(parents=True, exist_ok=True)
+    verdict_files = {}
+    for set_name, vs in verdicts.items():
+        verdict_files[set_name] = compile_dir / f"{set_name}.verdicts.jsonl"
+        verdict_files[set_name].write_text("".join(json.dumps({"ok": ok, "error": err}) + "\n" for ok, err in vs),
+                                           encoding="utf-8")
+
+    quiz = t(export_quiz_files)(ingest_dir, topics_dir, Path(generated["topic"]["file"]), verdict_files["topic"],
+                                run_dir / "quiz", cfg.quiz_questions, seed)
+    bpc = bpc_future.result()
+
+    # ------------------------------------------------------------------------------------------- report
+    report = RunReport(run_dir, "equations", prefect_artifacts=artifacts)
+    report.table("corpus", "Corpus", [
+        {"area": area, "papers": (corpus_stats.get("papers_per_area") or {}).get(area, 0), "equations": n}
+        for area, n in (corpus_stats.get("equations_per_area") or {}).items()]
+        + [{"area": "all", "papers": corpus_stats["papers_read"], "equations": corpus_stats["equations"]}])
+    report.table("topics", f"Topics (K = {topics['k']})", [
+        {"topic": i, "label": topics["labels"][i], "top words": " ".join(topics["top_words"][i])}
+        for i in range(topics["k"])])
+    report.markdown("bpc", "Bits per character on the test split", bpc["markdown"])
+    rates = compile_rates(generated, verdicts, topics["labels"])
+    report.table("compile-rates", "Generated equations that compile", rates)
+    report.markdown("samples", "Sample equations by topic (syntax-aware decoding, compiling)",
+                    sample_markdown(Path(generated["topic"]["file"]), verdicts["topic"], per_topic=2))
+    report.link("quiz", "Quiz", Path(quiz["files"]["quiz.html"]))
+
+    overall = {r["set"]: r for r in rates if r["topic"] == "all"}
+    summary = {
+        "flow": "equations", "preset": preset, "corpus": [str(c) for c in corpus_paths],
+        "equations": corpus_stats["equations"], "papers": corpus_stats["papers_read"], "topics": topics["k"],
+        "bpc_test": {row["name"]: row["bits_per_char"] for row in bpc["json"]["rows"]},
+        "compile_rate": {s: overall[s]["rate"] for s in overall},
+        "quiz_questions": quiz["questions"],
+        "train_steps": {m: r["step"] for m, r in trained.items()},
+    }
+    outputs = {"ingest": str(ingest_dir / "equations.jsonl"), "topics": str(topics_dir),
+               "topic model": str(models["topic"] / "best.pt"), "baseline": str(models["plain"] / "best.pt"),
+               "generated": str(run_dir / "generated"), "verdicts": str(compile_dir),
+               **{f"quiz {Path(p).suffix[1:]}" if name != "answers.json" else "quiz answers": p
+                  for name, p in quiz["files"].items()}}
+    outputs.update(report.write({**summary, "outputs": outputs}))
+    summary["outputs"] = outputs
+    headline = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}
+    for name, value in summary["bpc_test"].items():
+        headline[f"test bits/char {name}"] = value
+    for name, value in summary["compile_rate"].items():
+        headline[f"compile rate {name}"] = value
+    print(format_summary(f"equations run finished: {run_dir}", headline, outputs))
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def compile_rates(generated: dict[str, dict], verdicts: dict[str, list], labels: list[str]) -> list[dict]:
+    """Rows (set, topic, label, n, compiled, rate): per topic and overall, per generation set."""
+    rows = []
+    for set_name, info in generated.items():
+        topics_of = [json.loads(line)["topic"] for line in Path(info["file"]).read_text(encoding="utf-8").splitlines()]
+        per_topic: dict[int, list[int]] = {}
+        for topic, (ok, _err) in zip(topics_of, verdicts[set_name]):
+            per_topic.setdefault(topic, [0, 0])
+            per_topic[topic][0] += 1
+            per_topic[topic][1] += int(bool(ok))
+        total = sum(v[0] for v in per_topic.values())
+        compiled = sum(v[1] for v in per_topic.values())
+        rows.append({"set": set_name, "topic": "all", "label": "", "n": total, "compiled": compiled,
+                     "rate": compiled / total if total else math.nan})
+        for topic in sorted(per_topic):
+            n, c = per_topic[topic]
+            rows.append({"set": set_name, "topic": topic, "label": labels[topic], "n": n, "compiled": c,
+                         "rate": c / n if n else math.nan})
+    return rows
+
+
+def sample_markdown(generated_file: Path, verdicts: list, per_topic: int = 2) -> str:
+    shown: dict[int, list[str]] = {}
+    labels: dict[int, str] = {}
+    for line, (ok, _err) in zip(generated_file.read_text(encoding="utf-8").splitlines(), verdicts):
+        g = json.loads(line)
+        labels[g["topic"]] = g["label"]
+        if ok and len(shown.setdefault(g["topic"], [])) < per_topic:
+            shown[g["topic"]].append(g["equation"])
+    parts = []
+    for topic in sorted(labels):
+        eqs = shown.get(topic) or []
+        body = "\n".join(f"$$ {e} $$" for e in eqs) if eqs else "(no compiling equation)"
+        parts.append(f"**{topic}: {labels[topic]}**\n\n{body}\n")
+    return "\n".join(parts)
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        return json.loads(json.dumps(value, default=float))
+    except (TypeError, ValueError):
+        return str(value)
