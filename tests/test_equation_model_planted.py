@@ -94,7 +94,7 @@ def test_generation_follows_the_topic(planted):
 
 def test_conditioned_model_beats_the_unconditioned_one_on_planted_data(planted):
     data, _, ckpts = planted
-    topic_model = TopicsFromThetaFile(planted[1])
+    topic_model = em.ThetaTable(planted[1])  # the planted θ, read from theta.npz
     table = em.evaluate(data, topic_model, [ckpts["none"], ckpts["input"]])
     by_name = {r.topic_mode: r for r in table.rows}
     assert table.baseline == "none" and set(by_name) == {"none", "input"}
@@ -105,16 +105,3 @@ def test_conditioned_model_beats_the_unconditioned_one_on_planted_data(planted):
     assert by_name["input"].bits_per_char < by_name["none"].bits_per_char
     md = table.to_markdown()
     assert "baseline" in md and "bits/char" in md and "%" in md
-
-
-class TopicsFromThetaFile:
-    """The part of pipeline.topics.TopicModel that scoring reads (k, labels, theta_by_id), from theta.npz."""
-
-    def __init__(self, topic_dir: Path):
-        with np.load(topic_dir / "theta.npz") as z:
-            self._theta = {str(i): t for i, t in zip(z["ids"], z["theta"])}
-        self.k = K
-        self.labels = ["greek", "sums"]
-
-    def theta_by_id(self):
-        return self._theta

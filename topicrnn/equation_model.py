@@ -49,6 +49,7 @@ class LoadedModel:
     metadata: dict
     path: Path
     name: str
+    cache: dict = field(default_factory=dict)  # per-model syntax vocabulary and constraint automaton
 
     @property
     def n_topics(self) -> int:
@@ -217,6 +218,45 @@ def load_topic_model(topic_dir: str | Path) -> Any:
     return TopicModel.load(d)
 
 
+class ThetaTable:
+    """The part of a topic model that scoring and prototypes read (k, labels, theta_by_id), from
+    TOPICDIR/theta.npz (+ topics.json for labels) with numpy alone: for machines without gensim (the GPU
+    check) and for planted θ in tests. Words cannot be turned into θ with it."""
+
+    def __init__(self, topic_dir: str | Path):
+        from topicrnn.data import load_theta
+
+        self.directory = Path(topic_dir)
+        self._theta, self.k = load_theta(self.directory)
+        self.labels = [f"topic {i}" for i in range(self.k)]
+        topics_file = self.directory / "topics.json"
+        if topics_file.is_file():
+            topics = json.loads(topics_file.read_text())["topics"]
+            self.labels = [t.get("human_label") or t.get("auto_label") or f"topic {i}" for i, t in enumerate(topics)]
+            self._top = [[w["word"] for w in t.get("top_words", [])] for t in topics]
+        else:
+            self._top = [[] for _ in range(self.k)]
+        self.metrics: dict = {}
+
+    def theta_by_id(self) -> dict:
+        return self._theta
+
+    def top_words(self, topic: int, n: int = 10) -> list[str]:
+        return self._top[topic][:n]
+
+    def resolve_topic(self, key: str | int) -> int:
+        text = str(key).strip()
+        if text.isdigit() and int(text) < self.k:
+            return int(text)
+        low = [lab.lower() for lab in self.labels]
+        if text.lower() in low:
+            return low.index(text.lower())
+        raise ValueError(f"no topic {text!r}: give an id 0..{self.k - 1} or one of {', '.join(self.labels)}")
+
+    def infer_many(self, texts):
+        raise ValueError("a theta.npz table cannot infer θ from words: load the topic model with gensim")
+
+
 def thetas_for(records: Sequence[dict], topic_model: Any, theta_by_id: dict | None = None) -> np.ndarray:
     """θ [n, K] of each record from its own context (TopicModel.theta_by_id, else inferred from its words)."""
     k = int(topic_model.k)
@@ -284,29 +324,43 @@ def topic_theta(topic_model: Any, topic: int, *, mode: str = "prototype",
 
 
 # ---------------------------------------------------------------------------------------- constraint
-def allowed_control_sequences(lm: LoadedModel, data_dir: str | Path | None = None) -> list[str] | None:
-    """Control sequences that compiling training equations used: from the checkpoint's metadata when the
-    training run stored them, else rebuilt from the ingest dir's training split (every ingested equation
-    compiles alone under the compile rule: the extractor keeps only those)."""
-    for key in ("control_sequences", "allowed_control_sequences", "macros"):
-        v = lm.metadata.get(key)
-        if v:
-            return sorted(v)
-    source = data_dir or lm.metadata.get("data_dir") or lm.metadata.get("data")
-    if source and Path(source, "equations.jsonl").is_file():
-        from topicrnn.latex_syntax import control_sequences_in
+def allowed_control_sequences(lm: LoadedModel, data_dir: str | Path | None = None) -> Any:
+    """The `SyntaxVocabulary` (control words, control symbols, environments) the syntax constraint may offer:
+    those of the compiling training equations — every ingested equation compiles alone under the compile
+    rule (the extractor keeps only those) — read from the training split of the ingest dir the model was
+    trained on. Without that dir, from the model's own LaTeX-token vocabulary, which the tokenizer fitted on
+    the same training equations. Cached on `lm` (the constraint's automaton caches its masks)."""
+    from topicrnn.latex_syntax import SyntaxVocabulary
 
-        names: set[str] = set()
-        for r in read_split(source, "train"):
-            names.update(control_sequences_in(r["equation"]))
-        return sorted(names)
-    return None
+    source = default_data_dir(lm, None, data_dir)
+    key = ("syntax", str(source))
+    cached = lm.cache.get(key)
+    if cached is not None:
+        return cached
+    if source is not None:
+        syntax = SyntaxVocabulary.from_equations(r["equation"] for r in read_split(source, "train"))
+    elif getattr(lm.tokenizer, "kind", "") == "latex":
+        syntax = SyntaxVocabulary.from_equations(t for t in lm.tokenizer.tokens if t.startswith("\\"))
+    else:
+        raise FileNotFoundError(f"the control sequences of {lm.path}'s training equations are unknown: pass "
+                                "--data INGESTDIR (the ingest dir it was trained on)")
+    lm.cache[key] = syntax
+    return syntax
 
 
-def make_constraint(lm: LoadedModel, control_sequences: Iterable[str] | None) -> Any:
+syntax_vocabulary = allowed_control_sequences
+
+
+def make_constraint(lm: LoadedModel, syntax: Any) -> Any:
+    """A fresh `LatexConstraint` for one sampler call; the automaton (and its mask cache) is shared per model."""
     from topicrnn.latex_syntax import LatexConstraint
 
-    return LatexConstraint(lm.tokenizer, allowed_control_sequences=control_sequences)
+    key = ("constraint", id(syntax))
+    proto = lm.cache.get(key)
+    if proto is None:
+        proto = LatexConstraint.for_tokenizer(lm.tokenizer, syntax)
+        lm.cache[key] = proto
+    return proto.fresh()
 
 
 # ---------------------------------------------------------------------------------------- generation
@@ -377,9 +431,12 @@ def sample_equations(lm: LoadedModel, theta: np.ndarray | None, *, n: int, tempe
                      max_len: int = 300, top_k: int | None = None,
                      control_sequences: Iterable[str] | None = None, constrained: bool = True,
                      batch_size: int = 250) -> list[str]:
-    """n equations from the core sampler, with θ repeated for each; a fresh constraint per batch."""
+    """n equations from the core sampler, with θ repeated for each; with `constrained`, a fresh syntax
+    constraint per batch over `control_sequences` (a SyntaxVocabulary; default: `allowed_control_sequences`)."""
     from topicrnn.sampling import sample
 
+    if constrained and control_sequences is None:
+        control_sequences = allowed_control_sequences(lm)
     out: list[str] = []
     for b, start in enumerate(range(0, n, batch_size)):
         m = min(batch_size, n - start)
@@ -428,7 +485,8 @@ def generate(checkpoint: str | Path | LoadedModel, topic_model: Any, *, words: s
     )
 
 
-def default_data_dir(lm: LoadedModel | None, topic_model: Any, data_dir: str | Path | None = None) -> Path | None:
+def default_data_dir(lm: LoadedModel | None, topic_model: Any = None,
+                     data_dir: str | Path | None = None) -> Path | None:
     """The ingest dir behind a model: the one given, else the one its training run or topic model names
     (when it is still there)."""
     candidates = [data_dir]
