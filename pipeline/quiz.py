@@ -18,7 +18,6 @@ import base64
 import html
 import json
 import math
-import os
 import random
 import re
 import shutil
@@ -33,9 +32,6 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 ASSETS = Path(__file__).resolve().parent / "quiz_assets"
-
-# The compile rule's preamble (docs/compile-rule.md); rendering adds only page layout on top of it.
-RULE_PACKAGES = r"\usepackage{amsmath,amssymb,amsfonts,mathtools,bm}"
 
 # Wide page so that long equations are not clipped; the picture is cropped to its ink afterwards.
 _RENDER_PAGE = r"\usepackage[paperwidth=50cm,paperheight=30cm,margin=2cm]{geometry}"
@@ -250,8 +246,8 @@ def build_quiz(real_records: Iterable[Mapping], fake_equations: Iterable, n: int
     if not pairs:
         raise ValueError(
             f"no quiz question could be made: {_shortfall_reasons(counts, len(fakes), config)}; "
-            "generate more equations (a larger -n or another checkpoint) or use topics that have "
-            "test-split equations")
+            "generate more candidates (--candidates), keep syntax-aware decoding on (--constrained), train "
+            "the model longer, or use a topic model whose topics have test-split equations")
 
     rng = random.Random(seed)
     order = list(range(len(pairs)))
@@ -335,25 +331,21 @@ def _pair(reals_by_topic: dict[int, list[dict]], fakes: list[FakeEquation], n: i
 
 # --------------------------------------------------------------------------------------------- rendering
 
-def _sandbox_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(openin_any="p", openout_any="p", shell_escape="f")
-    return env
+def run_pdflatex(tex_file: Path, timeout: float) -> str | None:
+    """pdflatex on TEX_FILE in its own folder, in the compile check's sandbox (pipeline.compile_tex: paranoid
+    file access, no shell escape, no font generation, resource caps, timeout). Returns None when the PDF was
+    written, else the first TeX error line."""
+    from pipeline.compile_tex import run_tex
 
-
-def run_pdflatex(tex_file: Path, timeout: float) -> subprocess.CompletedProcess:
-    """pdflatex in the file's own folder, sandboxed as in docs/compile-rule.md."""
-    pdflatex = shutil.which("pdflatex")
-    if pdflatex is None:
-        raise RuntimeError("pdflatex is not installed: install TeX Live (texlive-latex-base, "
-                           "texlive-latex-recommended)")
-    try:
-        return subprocess.run(
-            [pdflatex, "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", tex_file.name],
-            cwd=tex_file.parent, env=_sandbox_env(), stdin=subprocess.DEVNULL, capture_output=True,
-            timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"pdflatex took more than {timeout:g} s on {tex_file.name}") from exc
+    result = run_tex(["-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", tex_file.name],
+                     tex_file.parent, timeout)
+    if result.timed_out:
+        return f"pdflatex took more than {timeout:g} s"
+    pdf = tex_file.with_suffix(".pdf")
+    if result.returncode == 0 and pdf.exists() and pdf.stat().st_size > 0:
+        return None
+    log = tex_file.with_suffix(".log")
+    return _tex_error(log.read_text(encoding="utf-8", errors="replace") if log.exists() else "")
 
 
 def _tex_error(log: str) -> str:
@@ -389,16 +381,17 @@ def _read_pgm(path: Path) -> np.ndarray:
 
 def render_equation(equation: str, workdir: Path, name: str, timeout: float = 10.0) -> RenderedEquation:
     """Typeset one equation as in the compile rule and crop it to its ink; SVG by pdftocairo."""
+    from pipeline.compile_check import DEFAULT_PREAMBLE  # the compile rule's preamble; we add page layout only
+
     workdir.mkdir(parents=True, exist_ok=True)
     tex = workdir / f"{name}.tex"
-    tex.write_text("\\documentclass{article}\n" + RULE_PACKAGES + "\n" + _RENDER_PAGE
+    tex.write_text(DEFAULT_PREAMBLE + _RENDER_PAGE
                    + "\n\\pagestyle{empty}\n\\begin{document}\n\\[\n" + equation + "\n\\]\n\\end{document}\n",
                    encoding="utf-8")
-    result = run_pdflatex(tex, timeout)
+    error = run_pdflatex(tex, timeout)
     pdf = workdir / f"{name}.pdf"
-    if result.returncode != 0 or not pdf.exists():
-        raise RuntimeError(f"could not typeset equation {equation[:60]!r}: "
-                           f"{_tex_error(result.stdout.decode('utf-8', 'replace'))}")
+    if error is not None:
+        raise RuntimeError(f"could not typeset equation {equation[:60]!r}: {error}")
     subprocess.run(["pdftoppm", "-gray", "-r", str(_RENDER_DPI), "-singlefile", pdf.name, name],
                    cwd=workdir, check=True, capture_output=True, timeout=timeout)
     pixels = _read_pgm(workdir / f"{name}.pgm")
@@ -540,10 +533,9 @@ def export_quiz(quiz: Quiz, out_dir: str | Path, config: QuizConfig | None = Non
         handout.write_text(_handout_tex(quiz, rendered), encoding="utf-8")
         timeout = config.tex_timeout + 0.5 * len(quiz.questions)
         for _ in range(2):  # longtable settles its column widths on the second run
-            result = run_pdflatex(handout, timeout)
-            if result.returncode != 0:
-                raise RuntimeError("the quiz handout did not compile: "
-                                   f"{_tex_error(result.stdout.decode('utf-8', 'replace'))}")
+            error = run_pdflatex(handout, timeout)
+            if error is not None:
+                raise RuntimeError(f"the quiz handout did not compile: {error}")
         shutil.copyfile(workdir / "handout.pdf", paths["quiz.pdf"])
     return paths
 
