@@ -17,6 +17,15 @@ from topicrnn.tokenizers import CharTokenizer, LatexTokenizer, Tokenizer
 TEXT = "the cat sat on the mat. the dog sat on the log.\n" * 4
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread avoids OpenMP spin contention."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def tiny_model(vocab: int, cell="lstm", topic_dim=0, topic_mode="input", hidden=24, layers=2, seed=0):
     torch.manual_seed(seed)
     m = RecurrentLM(ModelConfig(cell=cell, layers=layers, hidden=hidden, embedding=8, dropout=0.0,
@@ -82,7 +91,7 @@ def test_overfits_one_batch():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.05 * math.log(v)
+    assert loss.item() < 0.05 * math.log(v)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
@@ -152,7 +161,12 @@ def _trained_char_lm():
 
 @pytest.fixture(scope="module")
 def char_lm():
-    return _trained_char_lm()
+    old = torch.get_num_threads()  # module-scoped: set up before the per-test one-thread fixture
+    torch.set_num_threads(1)
+    try:
+        return _trained_char_lm()
+    finally:
+        torch.set_num_threads(old)
 
 
 def test_temperature_to_zero_is_argmax(char_lm):

@@ -95,7 +95,7 @@ register_preset(Preset(
     "tiny", "CPU smoke run: 1-layer 64-unit char LSTM, a few hundred steps",
     ModelConfig(cell="lstm", layers=1, hidden=64, embedding=32, dropout=0.0),
     TrainConfig(batch_size=16, seq_len=64, max_steps=200, lr=3e-3, warmup_steps=10, eval_every=50,
-                eval_max_batches=8, eval_batch_size=8, eval_seq_len=256, log_every=5, save_every=25)))
+                eval_max_batches=8, eval_batch_size=8, eval_seq_len=256, log_every=5, save_every=25, threads=1)))
 
 register_preset(Preset(
     "cpu-lstm", "char LSTM small enough for a few minutes on 2 CPU cores (2 x 256)",
@@ -130,4 +130,4 @@ register_preset(Preset(
     "eq-tiny", "equation model for tests: 1 x 32 LSTM, a few dozen steps",
     ModelConfig(cell="lstm", layers=1, hidden=32, embedding=16, dropout=0.0, topic_dim=-1, topic_mode="input"),
     TrainConfig(data_kind="records", tokenizer="latex", batch_size=8, max_steps=30, lr=5e-3, warmup_steps=3,
-                eval_every=10, log_every=5, max_record_tokens=300)))
+                eval_every=10, log_every=5, max_record_tokens=300, threads=1)))

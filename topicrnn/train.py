@@ -51,6 +51,7 @@ class TrainConfig:
     val_fraction: float = 0.1  # text: last fraction held out
     max_record_tokens: int = 0  # records: drop longer ones (0 = keep all)
     min_count: int = 1  # tokenizer: symbols seen fewer times -> <unk>
+    threads: int = 0  # CPU: torch intra-op threads (0 = torch's default); 1 suits tiny models on a busy machine
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -222,6 +223,8 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
+    for stale in out.glob(".*.pt.tmp*"):  # left by a run killed mid-write; the real files are intact
+        stale.unlink(missing_ok=True)
     payload = None
     if resume:
         if not (out / "last.pt").is_file():
@@ -238,6 +241,8 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
     if max_steps is not None:
         cfg.max_steps = int(max_steps)
     torch.manual_seed(cfg.seed)
+    if cfg.threads and dev.type == "cpu":
+        torch.set_num_threads(cfg.threads)
 
     wants_topics = model_config.topic_dim != 0
     if cfg.data_kind == "records" and wants_topics and topics_dir is None:
@@ -347,7 +352,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
         stop = False
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             last_val = validate()
-            if time.perf_counter() - last_plot > 20 or step == cfg.max_steps:
+            if time.perf_counter() - last_plot > 120:  # matplotlib costs seconds; the final plot always comes
                 plot_loss_curve(history, out / "loss_curve.png", f"{preset} {model_config.cell} "
                                 f"{model_config.layers}x{model_config.hidden}")
                 last_plot = time.perf_counter()
