@@ -132,13 +132,15 @@ def _stable_key(seed: int, text: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}\0{text}".encode(), digest_size=8).digest(), "big")
 
 
-def select_training(records: Sequence[dict], tokens: Sequence[list[str]], config: TopicConfig) -> list[int]:
-    """Indices of train-split records used to fit: enough tokens, at most max_per_paper per paper and
+def select_training(records: Sequence[dict], tokens: Sequence[list[str]], config: TopicConfig,
+                    splits: Iterable[str] = ("train",)) -> list[int]:
+    """Indices of records (of the given splits) used to fit: enough tokens, at most max_per_paper per paper and
     max_per_source per source, chosen by a seeded hash of the id (independent of file order). Returned in
-    file order."""
+    file order. The same caps on val+test give the balanced held-out set the metrics use."""
+    splits = set(splits)
     by_paper: dict[str, list[int]] = defaultdict(list)
     for i, rec in enumerate(records):
-        if rec["split"] == "train" and len(tokens[i]) >= config.min_tokens:
+        if rec["split"] in splits and len(tokens[i]) >= config.min_tokens:
             by_paper[rec["paper"]].append(i)
     keep_paper: list[int] = []
     for idxs in by_paper.values():
@@ -357,8 +359,8 @@ class TopicModel:
             raise ValueError(
                 f"text {i} ({snippet!r}) has no word the topic model knows"
                 + (f" ({len(empty)} such texts)" if len(empty) > 1 else "")
-                + "; give content words like those in `topiceq topics show`, or use infer_many() to get a "
-                  "fallback θ instead of an error")
+                + " (only stop words or words outside its vocabulary); give content words like those listed by "
+                  "`topiceq topics show` (infer_many() returns a fallback θ instead)")
         return theta
 
     def unknown_words(self, text: str) -> list[str]:
@@ -501,9 +503,9 @@ def fit_topics(data_dir: str | Path, out_dir: str | Path, config: TopicConfig | 
     bows = [dictionary.doc2bow(t) for t in tokens]
     corpus = _lda_documents(records, train_idx, bows, config)
     corpus = [d for d in corpus if d]
-    t_fit = time.perf_counter()
+    t_fit, cpu_fit = time.perf_counter(), time.process_time()
     lda = train_lda(corpus, dictionary, config)
-    fit_seconds = time.perf_counter() - t_fit
+    fit_seconds, fit_cpu_seconds = time.perf_counter() - t_fit, time.process_time() - cpu_fit
 
     top = [[w for w, _ in lda.show_topic(t, topn=10)] for t in range(config.k)]
     autos = auto_labels(top)
@@ -541,7 +543,8 @@ def fit_topics(data_dir: str | Path, out_dir: str | Path, config: TopicConfig | 
         "largest_sources_before_caps": source_before.most_common(5),
         "largest_sources_after_caps": source_after.most_common(5),
         "area_counts_used": dict(Counter(records[i]["area"] for i in train_idx)),
-        "fit_seconds": round(fit_seconds, 3), "theta_seconds": round(theta_seconds, 3),
+        "fit_seconds": round(fit_seconds, 3), "fit_cpu_seconds": round(fit_cpu_seconds, 3),
+        "theta_seconds": round(theta_seconds, 3),
         "theta_per_second": round(len(records) / theta_seconds, 1) if theta_seconds > 0 else None,
     }
     if config.metrics:
@@ -551,16 +554,25 @@ def fit_topics(data_dir: str | Path, out_dir: str | Path, config: TopicConfig | 
             rng = np.random.RandomState(config.seed)
             ref = [ref[i] for i in sorted(rng.choice(len(ref), config.coherence_max_texts, replace=False))]
         metrics.update(coherence_scores(model, ref))
-        held = [i for i, r in enumerate(records) if r["split"] in ("val", "test")]
+        # Held-out = val+test contexts under the same caps as training (else the Stacks Project's chapters
+        # would be most of it); the uncapped figures are kept too.
+        held = select_training(records, tokens, config, splits=("val", "test"))
         metrics.update(heldout_perplexity(model, [bows[i] for i in held]))
+        held_all = [i for i, r in enumerate(records) if r["split"] in ("val", "test")]
+        metrics["heldout_perplexity_uncapped"] = heldout_perplexity(model, [bows[i] for i in held_all])[
+            "heldout_perplexity"]
         areas = [r["area"] for r in records]
         known = n_known > 0
-        is_held = np.array([r["split"] in ("val", "test") for r in records])
-        is_train = np.zeros(len(records), dtype=bool)
-        is_train[train_idx] = True
+
+        def mask(idx):
+            m = np.zeros(len(records), dtype=bool)
+            m[idx] = True
+            return m & known
+
+        metrics["nmi_area_heldout"] = area_nmi(theta, areas, mask(held))
+        metrics["nmi_area_train_used"] = area_nmi(theta, areas, mask(train_idx))
         metrics["nmi_area_all"] = area_nmi(theta, areas, known)
-        metrics["nmi_area_train_used"] = area_nmi(theta, areas, is_train & known)
-        metrics["nmi_area_heldout"] = area_nmi(theta, areas, is_held & known)
+        metrics["heldout_area_counts"] = dict(Counter(records[i]["area"] for i in held))
         metrics["metrics_seconds"] = round(time.perf_counter() - t_metrics, 3)
     metrics["total_seconds"] = round(time.perf_counter() - t_start, 3)
     _write_json(out_dir / METRICS_FILE, metrics)
