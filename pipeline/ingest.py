@@ -1,0 +1,413 @@
+"""Corpus stage: LaTeX sources -> `DIR/equations.jsonl` (one display equation per line) + `DIR/report.json`.
+
+`ingest(sources, out_dir, config)` reads files/folders/archives (see `pipeline.sources`), processes papers
+in worker processes (`config.workers`), and streams records to `equations.jsonl` in a deterministic order.
+Nothing is written outside `out_dir`. `read_records(dir)` reads the records back.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import logging
+
+from pipeline.latex_clean import (ContextExtractor, RawDisplay, find_displays, normalise_display,
+                                  remove_verbatim, _WORD_RE)
+from pipeline.latex_macros import ExpandConfig, MacroLimitError, MacroTable, collect_macros, expand_macros
+from pipeline.package_macros import package_macros, undefined_commands
+from pipeline.sources import IngestLimits, PaperJob, flatten_paper, iter_jobs
+
+logging.getLogger("pylatexenc").setLevel(logging.ERROR)  # its warnings are about our windows
+
+EQUATIONS_FILE = "equations.jsonl"
+REPORT_FILE = "report.json"
+
+
+@dataclass
+class IngestConfig:
+    context_words: int = 50              # words kept before and after each equation
+    workers: int = 0                     # worker processes; 0 = one per CPU, 1 = in this process
+    max_paper_mb: float = 50.0           # LaTeX bytes per paper / archive member
+    max_archive_mb: float = 256.0        # decompressed bytes streamed through one archive
+    max_equation_chars: int = 1000       # longer equations are dropped (tables/proofs mistaken for math)
+    max_expansions: int = 2000           # macro expansions per equation before it is dropped as recursive
+    drop_undefined: bool = True          # drop equations that still use commands the compile rule lacks
+    progress: bool = True                # tqdm bar on stderr
+    max_skipped_listed: int = 2000       # report.json lists this many skipped inputs (all are counted)
+
+
+def split_for(paper: str) -> str:
+    """80/10/10 train/val/test, deterministic from the paper id."""
+    bucket = int.from_bytes(hashlib.sha1(paper.encode("utf-8")).digest()[:8], "big") % 10
+    return "train" if bucket < 8 else "val" if bucket == 8 else "test"
+
+
+# ----------------------------------------------------------------------------------------------- one paper
+
+@dataclass
+class PaperResult:
+    paper: str
+    area: str
+    source: str
+    records: list[dict] = field(default_factory=list)
+    dropped: Counter = field(default_factory=Counter)
+    undefined: Counter = field(default_factory=Counter)     # command -> equations dropped for it
+    problems: list[str] = field(default_factory=list)
+    displays_found: int = 0
+
+
+_CONTEXT: ContextExtractor | None = None
+
+
+def _context() -> ContextExtractor:
+    global _CONTEXT
+    if _CONTEXT is None:
+        _CONTEXT = ContextExtractor()
+    return _CONTEXT
+
+
+class _Segments:
+    """Words of the prose between displays, converted lazily and only near its ends (bounded work)."""
+
+    def __init__(self, texts: list[str], window: int, words_of) -> None:
+        self.texts = texts
+        self.window = window
+        self.words_of = words_of
+        self._head: dict[int, list[str]] = {}
+        self._tail: dict[int, list[str]] = {}
+
+    def _full_if_short(self, k: int) -> list[str] | None:
+        t = self.texts[k]
+        if len(t) <= 2 * self.window:
+            if k not in self._head:
+                w = self.words_of(t) if t.strip() else []
+                self._head[k] = self._tail[k] = w
+            return self._head[k]
+        return None
+
+    def head(self, k: int) -> list[str]:
+        full = self._full_if_short(k)
+        if full is not None:
+            return full
+        if k not in self._head:
+            self._head[k] = self.words_of(self.texts[k][: self.window])[:-1]  # last word may be cut
+        return self._head[k]
+
+    def tail(self, k: int) -> list[str]:
+        full = self._full_if_short(k)
+        if full is not None:
+            return full
+        if k not in self._tail:
+            self._tail[k] = self.words_of(self.texts[k][-self.window:])[1:]
+        return self._tail[k]
+
+
+def _context_pairs(seg: _Segments, n: int, count: int) -> list[tuple[str, str]]:
+    """(before, after) words for display i, i in range(count); segment i is before display i."""
+    out = []
+    for i in range(count):
+        before: list[str] = []
+        k = i
+        while k >= 0 and len(before) < n and i - k < 4:
+            before = seg.tail(k) + before
+            k -= 1
+        after: list[str] = []
+        k = i + 1
+        while k < len(seg.texts) and len(after) < n and k - i < 5:
+            after = after + seg.head(k)
+            k += 1
+        out.append((" ".join(before[-n:]), " ".join(after[:n])))
+    return out
+
+
+def process_job(job: PaperJob, config: IngestConfig) -> PaperResult:
+    """Everything for one paper: flatten, collect macros, find displays, expand, normalise, contexts."""
+    res = PaperResult(job.paper, job.area, job.source, problems=list(job.problems))
+    try:
+        if job.kind == "unarxive":
+            pieces = _unarxive_pieces(job, res)
+        else:
+            pieces = _latex_pieces(job, config, res)
+    except RecursionError:
+        res.problems.append("nesting too deep: paper not read")
+        return res
+    table, raw_displays, segments, offsets = pieces
+    res.displays_found = len(raw_displays)
+    macros = dict(package_macros())
+    macros.update(table.macros)
+    exp_cfg = ExpandConfig(max_expansions=config.max_expansions, max_length=max(20000, config.max_equation_chars * 20))
+    n = config.context_words
+    window = max(400, 24 * n)
+    seg = _Segments(segments, window, _context().words if job.kind != "unarxive" else _plain_words)
+    contexts = _context_pairs(seg, n, len(raw_displays)) if n > 0 else [("", "")] * len(raw_displays)
+    seen: set[str] = set()
+    for d, offset, (before, after) in zip(raw_displays, offsets, contexts):
+        try:
+            expanded_body = expand_macros(d.body, macros, exp_cfg)
+        except MacroLimitError:
+            res.dropped["macro expansion limit (recursive or exploding macro)"] += 1
+            continue
+        eq = normalise_display(RawDisplay(d.env, expanded_body, d.start, d.end, d.arg))
+        if not eq:
+            res.dropped["empty after normalisation"] += 1
+            continue
+        if len(eq) > config.max_equation_chars:
+            res.dropped[f"longer than {config.max_equation_chars} characters"] += 1
+            continue
+        if config.drop_undefined:
+            unknown = undefined_commands(eq)
+            if unknown:
+                res.dropped["uses a command the compile rule's preamble does not define"] += 1
+                for u in unknown:
+                    res.undefined[u] += 1
+                continue
+        if eq in seen:
+            res.dropped["duplicate within the paper"] += 1
+            continue
+        seen.add(eq)
+        index = len(res.records)
+        res.records.append({
+            "id": f"{job.paper}#{index}", "paper": job.paper, "area": job.area, "source": job.source,
+            "env": getattr(d, "shown", d.env), "equation": eq, "context": (before + " " + after).strip(),
+            "context_before": before, "context_after": after, "split": split_for(job.paper),
+            "offset": offset, "index": index,
+            **({"arxiv_id": job.arxiv_id} if job.arxiv_id else {}),
+            **({"categories": job.categories} if job.categories else {}),
+        })
+    return res
+
+
+_ENV_SHORTCUT_RE = re.compile(r"^\s*(?:\\(?:begin|end)\{[a-zA-Z]+\*?\}\s*|\$\$|\\\[|\\\])+\s*$")
+
+
+def _latex_pieces(job: PaperJob, config: IngestConfig, res: PaperResult):
+    doc, sty_text, problems = flatten_paper(job, int(config.max_paper_mb * 2**20))
+    res.problems.extend(problems)
+    table = MacroTable()
+    if sty_text:
+        table, _ = collect_macros(sty_text, table)
+    table, doc = collect_macros(doc, table)
+    for k, v in table.unsupported.items():
+        res.problems.append(f"{k}: {v} (not expanded)")
+    # \be/\ee-style shortcuts for display environments must act on the document before displays are found
+    shortcuts = {name: m for name, m in table.macros.items()
+                 if m.nargs == 0 and _ENV_SHORTCUT_RE.match(m.body) and name.isalpha()}
+    if shortcuts:
+        doc = re.sub(r"\\(" + "|".join(sorted(map(re.escape, shortcuts), key=len, reverse=True)) + r")(?![a-zA-Z@])",
+                     lambda m: shortcuts[m.group(1)].body, doc)
+    doc = remove_verbatim(doc)
+    displays, probs = find_displays(doc, table.envs)
+    for k, v in probs.items():
+        res.problems.append(f"{k} ({v}x): rest of that environment skipped")
+    start = doc.find("\\begin{document}")
+    start = start + len("\\begin{document}") if start != -1 else 0
+    segments = []
+    prev = start
+    for d in displays:
+        segments.append(doc[prev:d.start] if d.start >= prev else "")
+        prev = max(prev, d.end)
+    segments.append(doc[prev:])
+    return table, displays, segments, [d.start for d in displays]
+
+
+_FORMULA_RE = re.compile(r"\{\{formula:([^{}]+)\}\}")
+_PLACEHOLDER_RE = re.compile(r"\{\{(?:cite|formula|figure|table|footnote):[^{}]*\}\}|\bREF\b")
+
+
+def _plain_words(text: str) -> list[str]:
+    return _WORD_RE.findall(_PLACEHOLDER_RE.sub(" ", text))
+
+
+def _unarxive_pieces(job: PaperJob, res: PaperResult):
+    """unarXive: formulas alone on their line (`\\n{{formula:ID}} \\n`) are display math."""
+    obj = json.loads(job.payload)
+    refs = obj.get("ref_entries") or {}
+    text = "\n".join(str(p.get("text", "")) for p in obj.get("body_text") or [] if isinstance(p, dict))
+    displays: list[RawDisplay] = []
+    segments: list[str] = []
+    prev = 0
+    for m in _FORMULA_RE.finditer(text):
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        line_end = text.find("\n", m.end())
+        line_end = len(text) if line_end == -1 else line_end
+        if text[line_start:m.start()].strip() or text[m.end():line_end].strip():
+            continue  # inline formula
+        entry = refs.get(m.group(1))
+        if not isinstance(entry, dict) or entry.get("type") != "formula" or not entry.get("latex"):
+            res.dropped["unarXive formula reference without LaTeX"] += 1
+            continue
+        latex = str(entry["latex"]).replace("{@", "{")
+        inner, _ = find_displays(latex)
+        if inner:  # unarXive keeps some environments, e.g. `\\begin{@align*}{1}{-1} ... \\end{@align*}`
+            d = inner[0]
+            body = re.sub(r"^\s*\{\d+\}\{-?\d+\}", "", d.body) if d.env.startswith("align") else d.body
+            displays.append(UnarxiveDisplay(d.env, body, m.start(), m.end(), d.arg, shown="unarxive:" + d.env))
+        else:
+            displays.append(UnarxiveDisplay("equation", latex, m.start(), m.end(), shown="unarxive"))
+        segments.append(text[prev:m.start()])
+        prev = m.end()
+    segments.append(text[prev:])
+    return MacroTable(), displays, segments, [d.start for d in displays]
+
+
+@dataclass
+class UnarxiveDisplay(RawDisplay):
+    shown: str = "unarxive"   # the `env` written to the record
+
+
+# ----------------------------------------------------------------------------------------------- the run
+
+def _worker_init() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _run_job(args: tuple[PaperJob, IngestConfig]) -> PaperResult:
+    job, config = args
+    try:
+        return process_job(job, config)
+    except Exception as exc:  # one broken paper never stops the run; it is reported
+        res = PaperResult(job.paper, job.area, job.source)
+        res.problems.append(f"internal error, paper skipped: {type(exc).__name__}: {exc}")
+        return res
+
+
+def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, config: IngestConfig | None = None
+           ) -> dict:
+    """Ingest `sources` into `out_dir`; returns the report (also written to `out_dir/report.json`).
+
+    Raises RuntimeError when no input at all could be read."""
+    cfg = config or IngestConfig()
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    limits = IngestLimits(max_paper_bytes=int(cfg.max_paper_mb * 2**20),
+                          max_archive_bytes=int(cfg.max_archive_mb * 2**20))
+    skipped: list[dict] = []
+    skipped_by_reason: Counter = Counter()
+
+    def skip(label: str, reason: str) -> None:
+        key = re.sub(r"'[^']*'|\d+", "N", reason)
+        skipped_by_reason[key] += 1
+        if len(skipped) < cfg.max_skipped_listed:
+            skipped.append({"input": label, "reason": reason})
+
+    workers = cfg.workers or (os.cpu_count() or 1)
+    per_area: Counter = Counter()
+    papers_per_area: Counter = Counter()
+    per_env: Counter = Counter()
+    per_split: Counter = Counter()
+    dropped: Counter = Counter()
+    undefined: Counter = Counter()
+    partly: list[dict] = []
+    papers_read = 0
+    papers_with_eq = 0
+    papers_without: list[str] = []
+    n_records = 0
+    displays_found = 0
+    tmp_path = out / (EQUATIONS_FILE + ".part")
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+        bar = tqdm(desc="ingest", unit=" papers", file=sys.stderr, dynamic_ncols=True)
+
+    def consume(res: PaperResult, fh) -> None:
+        nonlocal papers_read, papers_with_eq, n_records, displays_found
+        papers_read += 1
+        papers_per_area[res.area] += 1
+        displays_found += res.displays_found
+        dropped.update(res.dropped)
+        undefined.update(res.undefined)
+        if res.problems:
+            partly.append({"paper": res.paper, "source": res.source, "problems": res.problems[:20]})
+        if res.records:
+            papers_with_eq += 1
+        else:
+            papers_without.append(res.paper)
+        for r in res.records:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+            per_area[r["area"]] += 1
+            per_env[r["env"]] += 1
+            per_split[r["split"]] += 1
+        n_records += len(res.records)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(equations=n_records, refresh=False)
+
+    jobs = iter_jobs([str(s) for s in sources], limits, skip)
+    with open(tmp_path, "w", encoding="utf-8") as fh:
+        if workers <= 1:
+            for job in jobs:
+                consume(_run_job((job, cfg)), fh)
+        else:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("spawn")
+            max_inflight = workers * 6
+            max_bytes = 256 * 2**20
+            with ctx.Pool(workers, initializer=_worker_init) as pool:
+                inflight: deque = deque()
+                inflight_bytes = 0
+                for job in jobs:
+                    size = job.size()
+                    inflight.append((pool.apply_async(_run_job, ((job, cfg),)), size))
+                    inflight_bytes += size
+                    while inflight and (len(inflight) >= max_inflight or inflight_bytes > max_bytes):
+                        fut, sz = inflight.popleft()
+                        consume(fut.get(), fh)
+                        inflight_bytes -= sz
+                while inflight:
+                    fut, sz = inflight.popleft()
+                    consume(fut.get(), fh)
+    if bar is not None:
+        bar.close()
+    os.replace(tmp_path, out / EQUATIONS_FILE)
+    seconds = time.perf_counter() - t0
+    report = {
+        "sources": [str(s) for s in sources],
+        "out": str(out),
+        "config": asdict(cfg),
+        "papers_read": papers_read,
+        "papers_with_equations": papers_with_eq,
+        "papers_without_equations": papers_without[:200],
+        "displays_found": displays_found,
+        "equations": n_records,
+        "equations_per_area": dict(sorted(per_area.items())),
+        "papers_per_area": dict(sorted(papers_per_area.items())),
+        "equations_per_env": dict(per_env.most_common()),
+        "equations_per_split": dict(sorted(per_split.items())),
+        "dropped": dict(dropped.most_common()),
+        "undefined_commands": dict(undefined.most_common(100)),
+        "skipped_count": sum(skipped_by_reason.values()),
+        "skipped_by_reason": dict(skipped_by_reason.most_common()),
+        "skipped": skipped,
+        "partly_read": partly[:1000],
+        "partly_read_count": len(partly),
+        "seconds": round(seconds, 3),
+        "workers": workers,
+    }
+    with open(out / REPORT_FILE, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=1, ensure_ascii=False)
+    if papers_read == 0:
+        raise RuntimeError("no input could be read: " + (
+            "; ".join(f"{s['input']}: {s['reason']}" for s in skipped[:5]) or "no LaTeX, archive or JSONL found")
+            + f" (details in {out / REPORT_FILE})")
+    return report
+
+
+def read_records(ingest_dir: str | os.PathLike) -> Iterator[dict]:
+    """The records of `ingest_dir/equations.jsonl`, in file order."""
+    path = Path(ingest_dir) / EQUATIONS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run `topiceq ingest SOURCE --out {ingest_dir}` first")
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)

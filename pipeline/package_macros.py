@@ -1,0 +1,204 @@
+"""Well-known package macros rewritten into what the compile rule's preamble knows, and a check for commands
+the preamble does not define.
+
+The compile rule (docs/compile-rule.md) loads only amsmath, amssymb, amsfonts, mathtools and bm. Papers use
+more: physics (`\\abs`, `\\dv`, `\\braket`...), braket, siunitx, mathrsfs, dsfont, bbm, cancel, xcolor, ...
+`PACKAGE_DEFINITIONS` states their common macros in LaTeX, as a paper would; the paper's own definitions
+always win over these. `undefined_commands(eq)` lists control words (and environments) of `eq` that the rule's
+preamble does not define, using `rule_commands.txt`: every control word of the LaTeX kernel and those packages'
+sources, verified one by one with `\\ifcsname` in a real pdflatex run (`python -m pipeline.package_macros`).
+"""
+from __future__ import annotations
+
+import functools
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from pipeline.latex_macros import Macro, MacroTable, collect_macros
+
+KNOWN_COMMANDS_FILE = Path(__file__).resolve().parent / "rule_commands.txt"
+
+# Rewrites into the rule's preamble. Conflicting meanings (physics `\qty` vs siunitx `\qty`) are left out.
+PACKAGE_DEFINITIONS = r"""
+% physics
+\newcommand{\abs}[1]{\left\lvert #1\right\rvert}
+\newcommand{\norm}[1]{\left\lVert #1\right\rVert}
+\newcommand{\bra}[1]{\left\langle #1\right\rvert}
+\newcommand{\ket}[1]{\left\lvert #1\right\rangle}
+\newcommand{\braket}[2]{\left\langle #1\middle\vert #2\right\rangle}
+\newcommand{\ketbra}[2]{\left\lvert #1\middle\rangle\!\middle\langle #2\right\rvert}
+\newcommand{\expval}[1]{\left\langle #1\right\rangle}
+\newcommand{\ev}[1]{\left\langle #1\right\rangle}
+\newcommand{\mel}[3]{\left\langle #1\middle\vert #2\middle\vert #3\right\rangle}
+\newcommand{\dd}{\mathrm{d}}
+\newcommand{\dv}[2]{\frac{\mathrm{d}#1}{\mathrm{d}#2}}
+\newcommand{\pdv}[2]{\frac{\partial #1}{\partial #2}}
+\newcommand{\fdv}[2]{\frac{\delta #1}{\delta #2}}
+\newcommand{\order}[1]{\mathcal{O}\left(#1\right)}
+\newcommand{\tr}{\operatorname{tr}}
+\newcommand{\Tr}{\operatorname{Tr}}
+\newcommand{\rank}{\operatorname{rank}}
+\newcommand{\grad}{\nabla}
+\newcommand{\curl}{\nabla\times}
+\newcommand{\divergence}{\nabla\cdot}
+\newcommand{\laplacian}{\nabla^2}
+\newcommand{\vb}[1]{\mathbf{#1}}
+\newcommand{\vu}[1]{\hat{\mathbf{#1}}}
+\newcommand{\va}[1]{\vec{#1}}
+\newcommand{\comm}[2]{\left[#1,#2\right]}
+\newcommand{\acomm}[2]{\left\{#1,#2\right\}}
+\newcommand{\mqty}[1]{\begin{matrix}#1\end{matrix}}
+\newcommand{\pmqty}[1]{\begin{pmatrix}#1\end{pmatrix}}
+\newcommand{\bmqty}[1]{\begin{bmatrix}#1\end{bmatrix}}
+\newcommand{\vmqty}[1]{\begin{vmatrix}#1\end{vmatrix}}
+% braket package (`\Braket{a|b}` style)
+\newcommand{\Braket}[1]{\left\langle #1\right\rangle}
+\newcommand{\Bra}[1]{\left\langle #1\right\rvert}
+\newcommand{\Ket}[1]{\left\lvert #1\right\rangle}
+\newcommand{\Set}[1]{\left\{#1\right\}}
+% siunitx (units as upright text)
+\newcommand{\SI}[2]{#1\,\mathrm{#2}}
+\newcommand{\si}[1]{\mathrm{#1}}
+\newcommand{\num}[1]{#1}
+\newcommand{\unit}[1]{\mathrm{#1}}
+\newcommand{\ang}[1]{#1^{\circ}}
+% fonts: mathrsfs, dsfont, bbm, bbold, esvect, upgreek
+\newcommand{\mathscr}[1]{\mathcal{#1}}
+\newcommand{\mathds}[1]{\mathbb{#1}}
+\newcommand{\mathbbm}[1]{\mathbb{#1}}
+\newcommand{\bbm}[1]{\mathbb{#1}}
+\newcommand{\vv}[1]{\vec{#1}}
+\newcommand{\upmu}{\mu}
+\newcommand{\uppi}{\pi}
+\newcommand{\upalpha}{\alpha}
+\newcommand{\upbeta}{\beta}
+\newcommand{\upgamma}{\gamma}
+\newcommand{\updelta}{\delta}
+\newcommand{\upepsilon}{\epsilon}
+\newcommand{\uptau}{\tau}
+\newcommand{\upsigma}{\sigma}
+\newcommand{\mathbold}[1]{\boldsymbol{#1}}
+\newcommand{\bsym}[1]{\boldsymbol{#1}}
+% cancel, xcolor, soul, ulem: keep the math, drop the decoration
+\newcommand{\cancel}[1]{#1}
+\newcommand{\bcancel}[1]{#1}
+\newcommand{\xcancel}[1]{#1}
+\newcommand{\cancelto}[2]{#2}
+\newcommand{\textcolor}[2]{#2}
+\newcommand{\color}[1]{}
+\newcommand{\colorbox}[2]{#2}
+\newcommand{\hl}[1]{#1}
+\newcommand{\uline}[1]{\underline{#1}}
+% references and links (hyperref, cleveref)
+\newcommand{\cref}[1]{\ref{#1}}
+\newcommand{\Cref}[1]{\ref{#1}}
+\newcommand{\autoref}[1]{\ref{#1}}
+\newcommand{\href}[2]{#2}
+\newcommand{\hyperref}[2][]{#2}
+\newcommand{\url}[1]{\texttt{#1}}
+% xfrac, nicefrac, gensymb, textcomp, stmaryrd, relsize, units
+\newcommand{\sfrac}[2]{{#1}/{#2}}
+\newcommand{\nicefrac}[2]{{#1}/{#2}}
+\newcommand{\unitfrac}[2]{{#1}/{#2}}
+\newcommand{\degree}{^{\circ}}
+\newcommand{\celsius}{^{\circ}\mathrm{C}}
+\newcommand{\textdegree}{^{\circ}}
+\newcommand{\llbracket}{[\![}
+\newcommand{\rrbracket}{]\!]}
+\newcommand{\mathlarger}[1]{#1}
+\newcommand{\mathsmaller}[1]{#1}
+\newcommand{\eqdef}{\stackrel{\mathrm{def}}{=}}
+% AASTeX
+\newcommand{\sun}{\odot}
+\newcommand{\earth}{\oplus}
+\newcommand{\arcsec}{{}^{\prime\prime}}
+\newcommand{\arcmin}{{}^{\prime}}
+\newcommand{\farcs}{.\!\!^{\prime\prime}}
+\newcommand{\farcm}{.\!\!^{\prime}}
+\newcommand{\micron}{\mu\mathrm{m}}
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def package_macros() -> dict[str, Macro]:
+    table, _ = collect_macros(PACKAGE_DEFINITIONS, MacroTable())
+    known = known_commands()
+    # never shadow something the rule's preamble already defines (e.g. amsmath's own commands)
+    return {k: v for k, v in table.macros.items() if not known or k not in known}
+
+
+@functools.lru_cache(maxsize=1)
+def known_commands() -> frozenset[str]:
+    """Control-word names (and environment names) that the compile rule's preamble defines; empty if unknown."""
+    try:
+        return frozenset(line.strip() for line in KNOWN_COMMANDS_FILE.read_text().splitlines() if line.strip())
+    except OSError:
+        return frozenset()
+
+
+_CS_RE = re.compile(r"(\\\\)|\\([a-zA-Z]+)|\\begin\s*\{([^{}]+)\}")
+
+
+def undefined_commands(equation: str) -> list[str]:
+    """Commands (`\\name`, or `{env}` for environments) in `equation` that the rule's preamble lacks."""
+    known = known_commands()
+    if not known:
+        return []
+    out = []
+    for m in _CS_RE.finditer(equation):
+        if m.group(1):
+            continue
+        name = m.group(2)
+        if name is not None:
+            if name not in known and name not in ("begin", "end"):
+                out.append("\\" + name)
+        else:
+            env = m.group(3).strip()
+            if env not in known:
+                out.append("{" + env + "}")
+    return sorted(set(out))
+
+
+# ----------------------------------------------------------------------------------------------- building the list
+
+RULE_PREAMBLE_FILES = ["latex.ltx", "fontmath.ltx", "fonttext.ltx", "article.cls", "size10.clo",
+                       "amsmath.sty", "amssymb.sty", "amsfonts.sty", "amsbsy.sty", "amsopn.sty", "amstext.sty",
+                       "amsgen.sty", "mathtools.sty", "mhsetup.sty", "calc.sty", "keyval.sty", "bm.sty",
+                       "expl3-code.tex", "latex2e-first-aid-for-external-files.ltx"]
+
+
+def build_known_commands(extra_names: list[str] = (), out_path: Path = KNOWN_COMMANDS_FILE) -> int:
+    """Verify candidate names with pdflatex under the compile rule's preamble; writes the defined ones."""
+    candidates: set[str] = set(extra_names)
+    for f in RULE_PREAMBLE_FILES:
+        try:
+            path = subprocess.run(["kpsewhich", f], capture_output=True, text=True, check=False).stdout.strip()
+        except OSError:
+            path = ""
+        if not path:
+            continue
+        text = Path(path).read_text(encoding="latin-1")
+        candidates.update(re.findall(r"\\([a-zA-Z]+)", text))
+        candidates.update(re.findall(r"\\tex_([a-zA-Z]+):D", text))
+        candidates.update(re.findall(r"\{([a-zA-Z]+\*?)\}", text))  # environment names
+    names = sorted(n for n in candidates if re.fullmatch(r"[a-zA-Z]+\*?", n))
+    body = "\n".join(f"\\check{{{n}}}" for n in names)
+    doc = (r"\documentclass{article}" "\n" r"\usepackage{amsmath,amssymb,amsfonts,mathtools,bm}" "\n"
+           r"\begin{document}" "\n" r"\newwrite\knownout \immediate\openout\knownout=known.txt" "\n"
+           r"\def\check#1{\ifcsname #1\endcsname\immediate\write\knownout{#1}\fi}" "\n" + body + "\n"
+           r"\immediate\closeout\knownout" "\n" r"\end{document}" "\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "k.tex").write_text(doc)
+        subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", "k.tex"],
+                       cwd=tmp, capture_output=True, check=False, timeout=300)
+        known = sorted(set(Path(tmp, "known.txt").read_text(encoding="latin-1").split()))
+    out_path.write_text("\n".join(known) + "\n")
+    return len(known)
+
+
+if __name__ == "__main__":
+    extra = Path(sys.argv[1]).read_text().split() if len(sys.argv) > 1 else []
+    print(build_known_commands(extra), "defined names written to", KNOWN_COMMANDS_FILE)
