@@ -166,7 +166,8 @@ def _length_ratio(a: int, b: int) -> float:
 def build_quiz(real_records: Iterable[Mapping], fake_equations: Iterable, n: int, seed: int, *,
                topic_labels: Sequence[str] | Mapping[int, str] | None = None,
                config: QuizConfig | None = None,
-               check: Callable[[list[str]], list] | None = None) -> Quiz:
+               check: Callable[[list[str]], list] | None = None,
+               known_equations: Iterable[str] = ()) -> Quiz:
     """Pair real test-split equations with generated ones that compile; at most `n` questions.
 
     real_records: ingest records with `id`, `equation` and `topic` (their dominant topic, see
@@ -174,6 +175,8 @@ def build_quiz(real_records: Iterable[Mapping], fake_equations: Iterable, n: int
     fake_equations: `FakeEquation`s (or mappings with `equation`, `topic`, `compiles`).
     check: the compile check (default `pipeline.compile_check.check`); every equation that enters a
       question is checked with it, whatever verdict the fake came with.
+    known_equations: other real equations (e.g. the training split); a fake that repeats one verbatim is
+      a memorised real equation, not a fake, and is dropped like a copy of a test equation.
     Fewer than `n` possible questions: the quiz is smaller and `quiz.shortfall` (also printed to stderr)
     says why. None possible: ValueError.
     """
@@ -202,6 +205,7 @@ def build_quiz(real_records: Iterable[Mapping], fake_equations: Iterable, n: int
         counts["reals_given"] += 1
         reals_by_topic.setdefault(int(record["topic"]), []).append(dict(record))
         real_texts.add(_normalised(record["equation"]))
+    real_texts.update(_normalised(eq) for eq in known_equations)
 
     # Fakes: claimed to compile, distinct, not a verbatim copy of a real equation, and compiling on re-check.
     fakes: list[FakeEquation] = []
@@ -225,8 +229,9 @@ def build_quiz(real_records: Iterable[Mapping], fake_equations: Iterable, n: int
         counts["fakes_failed_recheck"] = len(fakes) - len(kept)
         fakes = kept
 
-    # Pair, re-check the reals chosen, and pair again without the ones that fail (rare: ingest keeps
-    # only compiling equations). Each attempt restarts from the seed, so the result depends only on it.
+    # Pair, re-check the reals chosen, and pair again without the ones that fail (rare: ingest drops
+    # equations with undefined commands, not every fault). Each attempt restarts from the seed, so the
+    # result depends only on it.
     bad_reals: set[str] = set()
     good_reals: set[str] = set()
     while True:
@@ -276,7 +281,7 @@ def _shortfall_reasons(counts: dict[str, int], usable_fakes: int, config: QuizCo
     for key, text in [("fakes_not_compiling", "did not compile"),
                       ("fakes_failed_recheck", "failed the compile re-check"),
                       ("fakes_duplicate", "were duplicates"),
-                      ("fakes_copy_of_real", "copied a real test equation"),
+                      ("fakes_copy_of_real", "repeated a real equation verbatim"),
                       ("fakes_without_real_match",
                        f"had no real test equation of their topic within a length ratio of "
                        f"{config.max_length_ratio:g}")]:
@@ -605,7 +610,8 @@ def make_quiz(checkpoint: str | Path, data_dir: str | Path, topic_dir: str | Pat
         raise FileNotFoundError(f"{data_dir}/equations.jsonl is missing: run `topiceq ingest SOURCE --out "
                                 f"{data_dir}` first")
     topic_model = em.load_topic_model(topic_dir)
-    reals = attach_dominant_topics(read_records(data_dir), topic_model.theta_by_id(), split="test")
+    records = list(read_records(data_dir))
+    reals = attach_dominant_topics(records, topic_model.theta_by_id(), split="test")
     if not reals:
         raise ValueError(f"no test-split equation of {data_dir} has a topic in {topic_dir}: pass the --data "
                          "folder the topic model was fitted on")
@@ -617,7 +623,8 @@ def make_quiz(checkpoint: str | Path, data_dir: str | Path, topic_dir: str | Pat
     per_topic = max(1, math.ceil(n * generation.candidates_per_question / len(topics)))
     fakes = generate_fakes(lm, topic_model, topics, per_topic, data_dir=data_dir, seed=seed,
                            generation=generation)
-    quiz = build_quiz(reals, fakes, n, seed, topic_labels=em.topic_labels(topic_model), config=config)
+    quiz = build_quiz(reals, fakes, n, seed, topic_labels=em.topic_labels(topic_model), config=config,
+                      known_equations=(r["equation"] for r in records))
     paths = export_quiz(quiz, out_dir, config, progress=True)
     summary = quiz_summary(quiz)
     summary.update(generated=len(fakes), generated_compiling=sum(f.compiles for f in fakes),

@@ -113,6 +113,12 @@ def test_fakes_copied_from_real_equations_are_dropped(small_reals):
     quiz = build_quiz(small_reals, [copy, FakeEquation(r"\beta = " + sums("t", 3), 0, True)], 2, seed=0)
     assert quiz.counts["fakes_copy_of_real"] == 1
     assert [q.options[q.fake] for q in quiz.questions] == [r"\beta = " + sums("t", 3)]
+    # a memorised training equation is a real equation, not a fake
+    memorised = FakeEquation(r"\delta = " + sums("t", 2), 0, True)
+    quiz = build_quiz(small_reals, [memorised, FakeEquation(r"\beta = " + sums("t", 3), 0, True)], 2, seed=0,
+                      known_equations=["\\delta  =  " + sums("t", 2)])
+    assert quiz.counts["fakes_copy_of_real"] == 1
+    assert [q.options[q.fake] for q in quiz.questions] == [r"\beta = " + sums("t", 3)]
 
 
 def test_seed_fixes_pairing_slots_and_order(small_reals):
