@@ -27,6 +27,13 @@ way ways also just like one two three four five six first second third new non s
 made need needs needed want set sets value values number numbers general particular respectively see seen
 similarly similar consider considered example examples below above way order get gets got result results
 form forms thing things defined rather well since within without upon however thus whereas
+assume assumed assumes assumption exists exist existence hand conclude concludes claim claims suppose fact
+choose chosen finally compute computed computing prove proves proved holds hold holding apply applying applied
+suffices suffice observe know known notation lemma lemmas proof proofs implies imply implied satisfies satisfy
+satisfying satisfied corresponding correspond equal equals property properties condition conditions associated
+theorem theorems proposition propositions corollary remark remarks step steps hint properly jointly giving
+immediate immediately instance true false clearly obvious obviously indeed furthermore moreover namely certain
+exactly precisely actually usually typically called say said sure want wanted look looks find finds found
 """.split())
 
 
@@ -37,6 +44,7 @@ class TokenConfig:
     min_length: int = 3
     max_length: int = 30
     extra_stopwords: list[str] = field(default_factory=list)  # more words to drop, e.g. corpus boilerplate
+    fold_plurals: bool = True  # "galaxies" -> "galaxy" when the singular occurs in the training contexts
 
 
 _LATEX_COMMAND = re.compile(r"\\[A-Za-z@]+\*?")
@@ -52,17 +60,36 @@ def fold_ascii(text: str) -> str:
 class Tokenizer:
     """Callable: text -> list of tokens. Build once per config (the stop-word set is compiled once)."""
 
-    def __init__(self, config: TokenConfig | None = None):
+    def __init__(self, config: TokenConfig | None = None, plurals: dict[str, str] | None = None):
         self.config = config or TokenConfig()
         self.stopwords = frozenset(GENSIM_STOPWORDS) | EXTRA_STOPWORDS | {w.lower() for w in self.config.extra_stopwords}
+        self.plurals = plurals or {}  # learned from a corpus by plural_map(); empty = no folding
 
     def words(self, text: str) -> list[str]:
         """Every alphabetic word of the text (lower case, ASCII), before stop words and length limits."""
         return _WORD.findall(fold_ascii(_LATEX_COMMAND.sub(" ", text or "")))
 
     def __call__(self, text: str) -> list[str]:
-        lo, hi, stop = self.config.min_length, self.config.max_length, self.stopwords
-        return [w for w in self.words(text) if lo <= len(w) <= hi and w not in stop]
+        lo, hi, stop, plurals = self.config.min_length, self.config.max_length, self.stopwords, self.plurals
+        return [plurals.get(w, w) for w in self.words(text) if lo <= len(w) <= hi and w not in stop]
 
     def many(self, texts: Iterable[str]) -> list[list[str]]:
         return [self(t) for t in texts]
+
+
+def plural_map(token_lists: Iterable[list[str]], min_count: int = 2) -> dict[str, str]:
+    """Plural -> singular for words whose singular also occurs in the corpus: "galaxies" -> "galaxy",
+    "morphisms" -> "morphism", "classes" -> "class"; never a word ending in "ss", "us" or "is" ("process",
+    "radius", "analysis"). Learned from the training tokens (no stemmer: top words stay readable)."""
+    from collections import Counter
+
+    counts = Counter(w for toks in token_lists for w in toks)
+    out: dict[str, str] = {}
+    for w in counts:
+        if len(w) < 4 or not w.endswith("s") or w.endswith(("ss", "us", "is")):
+            continue
+        for cand in (w[:-3] + "y" if w.endswith("ies") else None, w[:-2] if w.endswith("es") else None, w[:-1]):
+            if cand and len(cand) >= 3 and counts.get(cand, 0) >= min_count:
+                out[w] = cand
+                break
+    return out

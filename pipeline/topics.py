@@ -26,11 +26,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from pipeline.topic_tokens import TokenConfig, Tokenizer
+from pipeline.topic_tokens import TokenConfig, Tokenizer, plural_map
 
 MODEL_FILE = "lda.model"
 DICTIONARY_FILE = "dictionary.gensim"
 PHRASES_FILE = "phrases.pkl"
+PLURALS_FILE = "plurals.json"
 THETA_FILE = "theta.npz"
 TOPICS_FILE = "topics.json"
 CONFIG_FILE = "config.json"
@@ -245,14 +246,14 @@ class TopicModel:
     """A fitted topic model: θ for any words, the topic table, θ of every ingested equation."""
 
     def __init__(self, lda, dictionary, config: TopicConfig, topics: list[dict], directory: Path | None = None,
-                 phrases=None):
+                 phrases=None, plurals: dict[str, str] | None = None):
         self.lda = lda
         self.dictionary = dictionary
         self.config = config
         self.topics = topics
         self.directory = Path(directory) if directory else None
         self.phrases = phrases
-        self.tokenizer = Tokenizer(config.tokens)
+        self.tokenizer = Tokenizer(config.tokens, plurals)
         self._theta_cache: dict[str, np.ndarray] | None = None
         self.metrics: dict = {}
         alpha = np.asarray(lda.alpha, dtype=np.float64)
@@ -276,7 +277,8 @@ class TopicModel:
             from gensim.models.phrases import Phrases
             phrases = Phrases.load(str(topic_dir / PHRASES_FILE))
         topics = json.loads((topic_dir / TOPICS_FILE).read_text())["topics"]
-        model = cls(lda, dictionary, config, topics, topic_dir, phrases)
+        plurals = json.loads((topic_dir / PLURALS_FILE).read_text()) if (topic_dir / PLURALS_FILE).is_file() else None
+        model = cls(lda, dictionary, config, topics, topic_dir, phrases, plurals)
         if (topic_dir / METRICS_FILE).is_file():
             model.metrics = json.loads((topic_dir / METRICS_FILE).read_text())
         return model
@@ -459,11 +461,29 @@ def heldout_perplexity(model: TopicModel, bows: list) -> dict:
     return {"heldout_docs": len(bows), "heldout_log_perplexity": bound, "heldout_perplexity": 2.0 ** (-bound)}
 
 
+def coarse_area(area: str) -> str | None:
+    """The corpus folder areas (math, astro-ph, physics, stat, cs-ml) for arXiv categories too ("math.GT" ->
+    math, "hep-th" -> physics); None for what has no subject ("formats": LaTeX class samples) or none known."""
+    a = (area or "").strip()
+    if not a or a == "formats":
+        return None
+    head = a.split(".")[0]
+    if head in ("math", "astro-ph", "physics", "stat"):
+        return head
+    if head in ("cs", "cs-ml", "eess"):
+        return "cs-ml"
+    if head in ("hep-th", "hep-ph", "hep-lat", "hep-ex", "gr-qc", "quant-ph", "nucl-th", "nucl-ex", "cond-mat",
+                "nlin", "math-ph"):
+        return "physics"
+    return head
+
+
 def area_nmi(theta: np.ndarray, areas: Sequence[str], mask: np.ndarray) -> float | None:
-    """Normalised mutual information between each equation's dominant topic and its area."""
+    """Normalised mutual information between each equation's dominant topic and its (coarse) area."""
     from sklearn.metrics import normalized_mutual_info_score
 
-    labels = [areas[i] for i in np.flatnonzero(mask)]
+    mask = mask & np.array([coarse_area(a) is not None for a in areas], dtype=bool)
+    labels = [coarse_area(areas[i]) for i in np.flatnonzero(mask)]
     if len(set(labels)) < 2:
         return None
     return float(normalized_mutual_info_score(labels, theta[mask].argmax(axis=1)))
@@ -481,6 +501,10 @@ def fit_topics(data_dir: str | Path, out_dir: str | Path, config: TopicConfig | 
     tokenizer = Tokenizer(config.tokens)
     tokens = [tokenizer(r["context"]) for r in tqdm(records, desc="tokens", unit="ctx", disable=not progress,
                                                      file=sys.stderr, mininterval=1.0)]
+    plurals = None
+    if config.tokens.fold_plurals:
+        plurals = plural_map(t for t, r in zip(tokens, records) if r["split"] == "train")
+        tokens = [[plurals.get(w, w) for w in toks] for toks in tokens]
     phrases = None
     if config.bigrams:
         from gensim.models.phrases import Phrases
@@ -514,7 +538,7 @@ def fit_topics(data_dir: str | Path, out_dir: str | Path, config: TopicConfig | 
               for t in range(config.k)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = TopicModel(lda, dictionary, config, topics, out_dir, phrases)
+    model = TopicModel(lda, dictionary, config, topics, out_dir, phrases, plurals)
     if labels_file is not None:
         model.set_labels(load_labels(labels_file, config.k), labels_file)
 
@@ -528,6 +552,8 @@ def fit_topics(data_dir: str | Path, out_dir: str | Path, config: TopicConfig | 
     dictionary.save(str(out_dir / DICTIONARY_FILE))
     if phrases is not None:
         phrases.save(str(out_dir / PHRASES_FILE))
+    if plurals is not None:
+        _write_json(out_dir / PLURALS_FILE, plurals)
     np.savez_compressed(out_dir / THETA_FILE, ids=ids, theta=theta, n_known=n_known)
     _write_json(out_dir / TOPICS_FILE, {"topics": model.topics})
     _write_json(out_dir / CONFIG_FILE, asdict(config))
@@ -542,7 +568,7 @@ def fit_topics(data_dir: str | Path, out_dir: str | Path, config: TopicConfig | 
         "empty_contexts": int((n_known == 0).sum()),
         "largest_sources_before_caps": source_before.most_common(5),
         "largest_sources_after_caps": source_after.most_common(5),
-        "area_counts_used": dict(Counter(records[i]["area"] for i in train_idx)),
+        "area_counts_used": dict(Counter(str(coarse_area(records[i]["area"])) for i in train_idx)),
         "fit_seconds": round(fit_seconds, 3), "fit_cpu_seconds": round(fit_cpu_seconds, 3),
         "theta_seconds": round(theta_seconds, 3),
         "theta_per_second": round(len(records) / theta_seconds, 1) if theta_seconds > 0 else None,
@@ -572,7 +598,7 @@ def fit_topics(data_dir: str | Path, out_dir: str | Path, config: TopicConfig | 
         metrics["nmi_area_heldout"] = area_nmi(theta, areas, mask(held))
         metrics["nmi_area_train_used"] = area_nmi(theta, areas, mask(train_idx))
         metrics["nmi_area_all"] = area_nmi(theta, areas, known)
-        metrics["heldout_area_counts"] = dict(Counter(records[i]["area"] for i in held))
+        metrics["heldout_area_counts"] = dict(Counter(str(coarse_area(records[i]["area"])) for i in held))
         metrics["metrics_seconds"] = round(time.perf_counter() - t_metrics, 3)
     metrics["total_seconds"] = round(time.perf_counter() - t_start, 3)
     _write_json(out_dir / METRICS_FILE, metrics)
