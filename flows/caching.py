@@ -8,9 +8,9 @@ A task made with `stage_task` is recomputed only when something it depends on ch
   stage's code invalidates its results.
 
 Output arguments (`outputs=("out_dir",)`) take part by their path only (their content is what the task
-produces). When the task finishes it writes a marker `.topiceq-task.json` holding its key into each output
-(next to it, for a file); a later run whose marker is missing or different (outputs deleted, a run that
-crashed half-way through writing them) forgets the stale record and recomputes. Results are persisted by
+produces). When the task finishes it writes a marker `.topiceq-task.json` holding its key and the outputs'
+content hash into each output (next to it, for a file); a later run whose outputs are missing, edited, or
+carry another key (a run that crashed half-way through writing them) forgets the stale record and recomputes. Results are persisted by
 Prefect in the flow's result storage (`RUNDIR/.prefect-results`), so a new process finds them: that is how
 a second run with nothing changed is fast and how a crashed run resumes from the last completed task.
 
@@ -152,16 +152,18 @@ def marker_path(output: str | os.PathLike) -> Path:
 
 
 def outputs_complete(arguments: dict[str, Any], outputs: Iterable[str], key: str) -> bool:
-    """True when every output exists and carries the marker of this very key."""
+    """True when every output exists, carries the marker of this very key and still has the content that
+    the task wrote (an output deleted or edited by hand is recomputed)."""
     for name in outputs:
         value = arguments.get(name)
         if value is None:
             continue
         marker = marker_path(value)
         try:
-            if json.loads(marker.read_text())["key"] != key:
+            recorded = json.loads(marker.read_text())
+            if recorded["key"] != key or recorded["content"] != content_hash(value):
                 return False
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError):  # no marker, no output, or an unreadable one
             return False
     return True
 
@@ -172,7 +174,8 @@ def write_markers(arguments: dict[str, Any], outputs: Iterable[str], key: str, s
         if value is None or not Path(value).exists():
             continue
         tmp = marker_path(value).with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": key, "stage": stage, "finished": time.time()}))
+        tmp.write_text(json.dumps({"key": key, "stage": stage, "content": content_hash(value),
+                                   "finished": time.time()}))
         os.replace(tmp, marker_path(value))
 
 

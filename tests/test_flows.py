@@ -1,0 +1,239 @@
+"""Flows on tiny data inside `prefect_test_harness` (temporary PREFECT_HOME from conftest): results, the
+content-keyed cache (second run all Cached, --refresh and changed input recompute), retries for transient
+failures only, and a failure that names the stage and the input."""
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from flows.caching import (StageFailed, TransientError, content_hash, fingerprint, is_transient, stage_task,
+                           task_key)
+
+WORDS = ("to be or not to be that is the question whether tis nobler in the mind to suffer the slings "
+         "and arrows of outrageous fortune or to take arms against a sea of troubles\n")
+
+
+# ------------------------------------------------------------------------------------- keys, no Prefect run
+def test_content_hash_follows_content_not_time(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("one")
+    h1 = content_hash(f)
+    f.write_text("one")  # same bytes, new mtime
+    assert content_hash(f) == h1
+    f.write_text("two")
+    assert content_hash(f) != h1
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    (d / "sub" / "x").write_text("x")
+    hd = content_hash(d)
+    (d / ".topiceq-task.json").write_text("{}")  # markers are not content
+    assert content_hash(d) == hd
+    (d / "sub" / "y").write_text("y")
+    assert content_hash(d) != hd
+    with pytest.raises(FileNotFoundError, match="missing"):
+        content_hash(tmp_path / "missing")
+
+
+@dataclass
+class _Cfg:
+    k: int = 3
+    name: str = "x"
+
+
+def test_task_key_uses_config_and_inputs_but_only_the_path_of_outputs(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("data")
+    out = tmp_path / "out"
+    key = task_key("s", "src", {"src": src, "out": out, "cfg": _Cfg()}, ("out",), ())
+    assert key == task_key("s", "src", {"src": src, "out": out, "cfg": _Cfg()}, ("out",), ())
+    assert key != task_key("s", "src", {"src": src, "out": out, "cfg": _Cfg(k=4)}, ("out",), ())
+    assert key != task_key("s2", "src", {"src": src, "out": out, "cfg": _Cfg()}, ("out",), ())
+    out.mkdir()
+    (out / "result").write_text("whatever the task wrote")
+    assert key == task_key("s", "src", {"src": src, "out": out, "cfg": _Cfg()}, ("out",), ())
+    assert fingerprint({"b": 1, "a": [1, 2]}) == fingerprint({"a": [1, 2], "b": 1})
+    with pytest.raises(TypeError, match="cache key"):
+        fingerprint(object())
+
+
+def test_stage_failed_message_pickles_and_transient_classification():
+    err = StageFailed("ingest", "/data/corpus", "ValueError: bad", transient=False)
+    assert str(err) == "stage 'ingest' failed on input /data/corpus: ValueError: bad"
+    again = pickle.loads(pickle.dumps(err))
+    assert str(again) == str(err) and again.stage == "ingest"
+    assert is_transient(TransientError("busy")) and is_transient(TimeoutError()) and is_transient(OSError(28, "full"))
+    assert not is_transient(ValueError("bad input")) and not is_transient(FileNotFoundError("x"))
+    assert not is_transient(StageFailed("a", "b", "c", transient=False))
+
+
+# ------------------------------------------------------------------------------------------ Prefect runs
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=None):
+        yield
+
+
+def task_states(flow_state) -> dict[str, list[str]]:
+    """{task name: [state names]} of one flow run, read back from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    flow_run_id = flow_state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    states: dict[str, list[str]] = {}
+    for tr in runs:
+        states.setdefault(tr.name.rsplit("-", 1)[0], []).append(tr.state.name)
+    return states
+
+
+@pytest.mark.slow
+def test_charlm_flow_then_cache_then_refresh_then_changed_input(harness, tmp_path):
+    from flows.charlm import charlm_flow
+    from flows.launch import run_flow
+
+    text = tmp_path / "text.txt"
+    text.write_text(WORDS * 60)
+    run_dir = tmp_path / "run"
+    params = dict(text=str(text), preset="tiny", max_steps=6, n_samples=2, sample_length=40, score_chars=2000,
+                  artifacts=True)
+
+    first = run_flow(charlm_flow, run_dir, return_state=True, **params)
+    summary = first.result()
+    assert summary["steps"] == 6
+    assert len(summary["samples"]) == 2
+    assert 0 < summary["held_out_bits_per_char"] < 10
+    for name in ("checkpoint", "samples", "report", "summary"):
+        assert Path(summary["outputs"][name]).is_file(), name
+    assert "Bits per character" in (run_dir / "report.md").read_text()
+    states = task_states(first)
+    assert set(states) == {"charlm-train", "charlm-sample", "charlm-score"}
+    assert all(s == ["Completed"] for s in states.values()), states
+
+    best = run_dir / "model" / "best.pt"
+    stamp = best.stat().st_mtime_ns
+    second = run_flow(charlm_flow, run_dir, return_state=True, **params)
+    assert second.result()["samples"] == summary["samples"]
+    assert all(s == ["Cached"] for s in task_states(second).values()), task_states(second)
+    assert best.stat().st_mtime_ns == stamp  # nothing was retrained
+
+    refreshed = run_flow(charlm_flow, run_dir, return_state=True, refresh=True, **params)
+    assert all(s == ["Completed"] for s in task_states(refreshed).values()), task_states(refreshed)
+
+    (run_dir / "samples.txt").unlink()  # an output deleted by hand: that task alone recomputes
+    again = run_flow(charlm_flow, run_dir, return_state=True, **params)
+    states = task_states(again)
+    assert states["charlm-sample"] == ["Completed"] and states["charlm-train"] == ["Cached"], states
+    assert (run_dir / "samples.txt").is_file()
+
+    text.write_text(WORDS.upper() * 60)  # new content: everything downstream of it recomputes
+    changed = run_flow(charlm_flow, run_dir, return_state=True, **params)
+    assert all(s == ["Completed"] for s in task_states(changed).values()), task_states(changed)
+
+
+def test_a_task_failure_names_the_stage_and_the_input(harness, tmp_path):
+    from flows.charlm import charlm_flow
+    from flows.launch import run_flow
+
+    text = tmp_path / "short.txt"
+    text.write_text(WORDS * 20)
+    with pytest.raises(StageFailed) as info:
+        # A real failure of the training stage: `--set` of a setting that does not exist.
+        run_flow(charlm_flow, tmp_path / "run", text=str(text), preset="tiny", max_steps=2,
+                 overrides=["no_such_setting=1"], artifacts=False)
+    message = str(info.value)
+    assert message.startswith(f"stage 'charlm-train' failed on input {text}")
+    assert "no_such_setting" in message
+
+
+_attempts: dict[str, int] = {}
+
+
+@stage_task("flaky", input_arg="name", outputs=(), code=(), retries=2, retry_delay_seconds=0)
+def _flaky(name: str, fail_times: int, exc: str) -> str:
+    _attempts[name] = _attempts.get(name, 0) + 1
+    if _attempts[name] <= fail_times:
+        raise {"transient": TransientError, "bad": ValueError}[exc](f"attempt {_attempts[name]}")
+    return f"{name} ok after {_attempts[name]}"
+
+
+def test_retries_only_for_transient_failures(harness):
+    from prefect import flow
+
+    @flow
+    def run_flaky(name: str, fail_times: int, exc: str) -> str:
+        return _flaky(name, fail_times, exc)
+
+    assert run_flaky("t", 2, "transient") == "t ok after 3"
+    with pytest.raises(StageFailed, match="stage 'flaky' failed on input b: ValueError: attempt 1"):
+        run_flaky("b", 1, "bad")
+    assert _attempts["b"] == 1  # bad input: never retried
+
+
+# ------------------------------------------------------------------------------- equations flow, tiny
+PHYSICS = ("energy mass particle field quantum momentum wave photon electron spin gravity star galaxy "
+           "orbit relativity").split()
+STATS = ("probability variance estimator likelihood prior posterior sample regression bayesian random "
+         "distribution inference model data noise").split()
+EQS_PHYS = [r"E = m c^2", r"p = \hbar k", r"\nabla \cdot E = \rho", r"F = G \frac{m_1 m_2}{r^2}",
+            r"H \psi = E \psi", r"\omega = 2 \pi f", r"L = T - V", r"S = \int L \, dt"]
+EQS_STAT = [r"\mu = \frac{1}{n} \sum_{i=1}^{n} x_i", r"\sigma^2 = E[(X - \mu)^2]",
+            r"p(\theta | x) \propto p(x | \theta) p(\theta)", r"y = \beta_0 + \beta_1 x + \epsilon",
+            r"\hat{\theta} = \arg\max_\theta L(\theta)", r"P(A | B) = \frac{P(B | A) P(A)}{P(B)}"]
+
+
+def write_corpus(root: Path, papers: int = 30, seed: int = 0) -> Path:
+    """Small LaTeX papers in two areas, each equation surrounded by words of its area."""
+    import random
+
+    rng = random.Random(seed)
+    for i in range(papers):
+        area, words, eqs = (("physics", PHYSICS, EQS_PHYS) if i % 2 == 0 else ("stat", STATS, EQS_STAT))
+        body = []
+        for j in range(6):
+            before = " ".join(rng.choice(words) for _ in range(30))
+            after = " ".join(rng.choice(words) for _ in range(30))
+            eq = rng.choice(eqs) + ("" if j % 2 else f" + {rng.randint(1, 9)}")
+            body.append(f"{before}\n\\begin{{equation}}\n{eq}\n\\end{{equation}}\n{after}\n")
+        folder = root / area
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"paper{i:02d}.tex").write_text(
+            "\\documentclass{article}\n\\begin{document}\n" + "\n".join(body) + "\\end{document}\n")
+    return root
+
+
+@pytest.mark.slow
+def test_equations_flow_tiny_then_cached(harness, tmp_path):
+    from flows.equations import equations_flow
+    from flows.launch import run_flow
+
+    corpus = write_corpus(tmp_path / "corpus")
+    run_dir = tmp_path / "run"
+    params = dict(corpus=[str(corpus)], preset="tiny", max_steps=6, workers=2)
+    first = run_flow(equations_flow, run_dir, return_state=True, **params)
+    summary = first.result()
+    assert summary["equations"] > 100 and summary["papers"] == 30
+    assert summary["topics"] == 4
+    assert set(summary["bpc_test"]) and all(0 < v < 20 for v in summary["bpc_test"].values())
+    assert set(summary["compile_rate"]) == {"topic", "topic-unconstrained", "plain"}
+    generated = (run_dir / "generated" / "topic.jsonl").read_text().splitlines()
+    verdicts = (run_dir / "compile" / "topic.verdicts.jsonl").read_text().splitlines()
+    assert len(generated) == len(verdicts) == 4 * 6
+    rate = sum(json.loads(v)["ok"] for v in verdicts) / len(verdicts)
+    assert summary["compile_rate"]["topic"] == pytest.approx(rate)
+    for name in ("quiz json", "quiz html", "quiz pdf", "quiz answers", "report"):
+        assert Path(summary["outputs"][name]).is_file(), name
+    report = (run_dir / "report.md").read_text()
+    for title in ("Corpus", "Topics", "Bits per character", "compile", "Sample equations", "Quiz"):
+        assert title in report
+
+    second = run_flow(equations_flow, run_dir, return_state=True, **params)
+    assert second.result()["compile_rate"] == summary["compile_rate"]
+    states = task_states(second)
+    assert all(set(s) == {"Cached"} for s in states.values()), states
