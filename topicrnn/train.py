@@ -180,6 +180,28 @@ def evaluate(model: RecurrentLM, batches, device, cfg: TrainConfig, max_batches:
 
 # ----------------------------------------------------------------------------- the loop
 
+def train_step(model: RecurrentLM, opt, batch, carry, cfg: TrainConfig, dev: torch.device, lr: float):
+    """One optimisation step on a batch already on `dev`; -> (loss tensor, state to carry or None)."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    with _autocast(dev, cfg):
+        loss, new_state = batch_loss(model, batch, None if batch.reset else carry)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return loss, (detach_state(new_state) if cfg.data_kind == "text" else None)
+
+
+def make_optimizer(model: RecurrentLM, cfg: TrainConfig, dev: torch.device):
+    """AdamW; no weight decay on biases and embeddings."""
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, fused=dev.type == "cuda")
+
+
 def _rng_state() -> dict:
     st = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -259,11 +281,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
         raise ValueError(f"topic_dim={model_config.topic_dim} but {topics_dir} has K={data.topic['k']}")
 
     model = RecurrentLM(model_config).to(dev)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
-                            fused=dev.type == "cuda")
+    opt = make_optimizer(model, cfg, dev)
     history = {"step": [], "train_loss": [], "val_step": [], "val_nats_per_char": []}
     step, best_val, epoch, pos, carry, evals_since_best = 0, None, 0, 0, None, 0
     if payload:
@@ -322,17 +340,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
             it = data.train.epoch_batches(epoch, cfg.seed, 0)
             continue
         batch = batch.to(dev)
-        lr = lr_at(step, cfg)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        with _autocast(dev, cfg):
-            loss, new_state = batch_loss(model, batch, None if batch.reset else carry)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        carry = detach_state(new_state) if cfg.data_kind == "text" else None
+        loss, carry = train_step(model, opt, batch, carry, cfg, dev, lr_at(step, cfg))
         step, pos = step + 1, pos + 1
         tokens_done += batch.n_tokens
         if step % cfg.log_every == 0 or step == cfg.max_steps:
