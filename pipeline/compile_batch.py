@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 import secrets
+import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -31,9 +32,11 @@ BATCH_SETUP = r"""\makeatletter
 \def\teq@st{\the\currentgrouplevel:\the\currentiflevel:\ifvmode v\else\ifhmode h\else m\fi\fi\ifinner i\fi}
 \def\teq@B#1{\immediate\write17{@@NONCE B#1 \the\pdfelapsedtime}}
 % \write expands with mode 0, so the state is taken by \edef first.
-\long\def\enddocument{\edef\teq@s{\teq@st}\immediate\write17{@@NONCE D \teq@s}\teq@gobble}
+\long\def\enddocument{\edef\teq@s{\teq@st}\immediate\write17{@@NONCE D \teq@s}%
+  \xdef\teq@d{\teq@s}\teq@gobble}
 \long\def\teq@gobble#1\ignorespaces\fi{}
 \def\teq@ok{0:0}
+\def\teq@dok{1:0:h}\def\teq@dokv{1:0:v}
 \def\teq@stop{\immediate\write17{@@NONCE X}\read16to\teq@x}
 % After an equation that failed, close whatever it left open, innermost first, by e-TeX's group type;
 % stop the run when that is not possible (an alignment, an open conditional).
@@ -51,14 +54,100 @@ BATCH_SETUP = r"""\makeatletter
 \long\def\teq@close#1#2\fi\fi{\fi\fi#1\teq@fix}
 \def\teq@mathshift{\ifinner$\else$$\fi}
 \def\teq@right{\right.}
-\def\teq@do#1{\teq@B{#1}\begingroup\pdfprimitive\input ./tq#1.tex
-  \immediate\write17{@@NONCE F#1}\teq@fix
+% An equation that did not reach \end{document} at the outer level, or left groups open, may have left
+% global state half-changed (amsmath keeps some): unless the state check (\teq@check, when loaded) finds
+% every watched name as it was after \begin{document}, the run stops after it and restarts fresh.
+\def\teq@unclean{\teq@stop}
+\def\teq@do#1{\teq@B{#1}\gdef\teq@d{}\begingroup\pdfprimitive\input ./tq#1.tex
+  \immediate\write17{@@NONCE F#1}%
+  \ifnum\currentgrouplevel=\@ne\else\gdef\teq@d{}\fi
+  \teq@fix
   \ifmmode\teq@stop\fi \par
+  \ifx\teq@d\teq@dok\teq@clean\else\ifx\teq@d\teq@dokv\teq@clean\else\teq@unclean\fi\fi
   \edef\teq@s{\the\currentgrouplevel:\the\currentiflevel\ifmmode m\fi}%
   \immediate\write17{@@NONCE E#1 \teq@s\space\the\pdfelapsedtime}%
   \ifx\teq@s\teq@ok\else\teq@stop\fi}
+\let\teq@clean\relax
 \makeatother
 """
+
+# Files whose code runs while an equation is typeset under the default preamble: the global state an
+# equation that broke off half-way could leave changed is among the names they mention.
+STATE_FILES = ("latex.ltx", "article.cls", "size10.clo", "amsmath.sty", "amstext.sty", "amsbsy.sty", "amsopn.sty",
+               "amsgen.sty", "mathtools.sty", "mhsetup.sty", "calc.sty", "bm.sty", "amsfonts.sty", "amssymb.sty",
+               "expl3-code.tex")
+_REGISTER = re.compile(r"^\\(count|dimen|skip|muskip|toks)\d+$")
+
+# Valid equations used once per preamble to find the names that change in normal operation (caches,
+# scratch variables, the page counter): the state check ignores those.
+CALIBRATION_EQUATIONS = (
+    r"x^2", r"\frac{a}{b} + \sqrt[3]{x}", r"\begin{aligned} a &= b \\ c &= d \end{aligned}",
+    r"\begin{split} a &= b \\ &= c \end{split}", r"\begin{matrix} 1 & 2 \\ 3 & 4 \end{matrix}",
+    r"\begin{pmatrix} a \end{pmatrix} \begin{bmatrix} b \end{bmatrix}", r"f(x) = \begin{cases} 1 & x > 0 \\ 0 & "
+    r"\text{otherwise} \end{cases}", r"\text{if } \mathbb{R} \mathcal{O} \mathfrak{g} \mathsf{x} \mathtt{y}",
+    r"\left( \frac{1}{2} \middle| \right.", r"\bm{x} \boldsymbol{\alpha} \pmb{y}", r"\operatorname{Tr} \lim_{n} \sin x",
+    r"\begin{array}{c|l} a & b \\ \hline c & d \end{array}", r"\overbrace{a+b}^{n} \underbrace{c}_{m} \xrightarrow{f}",
+    r"\sum_{\substack{i \\ j}} \dots \cdots \ldots", r"\begin{dcases} a & b \end{dcases} \coloneqq \mathclap{x}",
+    r"\begin{gathered} a \\ b \end{gathered} \begin{alignedat}{2} a &= b & c &= d \end{alignedat}",
+    r"\mathbf{A} \mathit{b} \mathrm{c} \textbf{d} \textit{e} \mbox{f} \hbox{g}", r"\binom{n}{k} \tfrac12 \dfrac{1}{2}",
+    r"\hat{a} \widehat{ab} \tilde{x} \vec{v} \dot{y} \ddot{z} \overline{w}", r"\big( \Big[ \bigg\{ \Bigg\langle",
+    r"""\text{\small a \large b \ttfamily c \bfseries d \"o \'e} \models \lefteqn{x}""",
+    r"\begin{multlined} a + b \\ c \end{multlined} \ref{x} \eqref{y} \sqrt[\uproot{2}3]{x}",
+    r"\begin{array}{cc} a & b \cr \omit c & d \crcr \end{array} \mathchoice{a}{b}{c}{d} \vbox{\hrule}",
+    "a \\\n b",
+)
+
+
+def state_names() -> list[str]:
+    """Control-sequence names whose value the state check compares (without the backslash)."""
+    names: set[str] = set()
+    for f in STATE_FILES:
+        path = subprocess.run(["kpsewhich", f], capture_output=True, text=True).stdout.strip()
+        if not path:
+            continue
+        text = Path(path).read_text(encoding="latin-1")
+        if not f.startswith("expl3"):
+            names |= set(re.findall(r"\\([A-Za-z@]+)", text))
+        names |= {n for n in re.findall(r"\\([A-Za-z@_:]+)", text) if re.match(r"g__?[A-Za-z]", n)}
+    return sorted(names)
+
+
+def state_check_tex(meanings: dict[str, str | None], volatile: set[str], report_all: bool = False) -> str:
+    """TeX (read inside a group with @ _ : as letters, so all global) that snapshots the watched names now and
+    defines \\teq@check: every watched macro or register found changed is put back as it was (reported as
+    `R name`); a watched name that was undefined and is now defined cannot be put back and taints the run
+    (\\teq@tainted = \\relax, reported as `S name`). REPORT_ALL (calibration) only reports, changing nothing."""
+    snap, check = [], []
+    for name, meaning in sorted(meanings.items()):
+        if name in volatile or name.startswith("teq@"):
+            continue
+        if meaning is None:
+            check.append(f"\\ifcsname {name}\\endcsname\\teq@bad{{{name}}}\\fi%")
+        elif meaning == "\\" + name or "\\outer" in meaning.split("macro:")[0]:
+            continue  # a primitive under its own name, or an \\outer macro that cannot appear in a body
+        elif m := _REGISTER.match(meaning):
+            snap.append(f"\\xdef\\teq@v@{name}{{\\the\\{name}}}")
+            put = "\\teq@putt" if m.group(1) == "toks" else "\\teq@putr"
+            check.append(f"\\edef\\teq@t{{\\the\\{name}}}\\ifx\\teq@t\\teq@v@{name}\\else"
+                         f"{put}{{{name}}}\\fi%")
+        else:
+            snap.append(f"\\global\\let\\teq@s@{name}=\\{name}")
+            check.append(f"\\ifx\\{name}\\teq@s@{name}\\else\\teq@putm{{{name}}}\\fi%")
+    # The name appears only as letters in the branch TeX may skip: a name meaning \\iftrue there would be
+    # counted as a conditional.
+    head = [r"\gdef\teq@bad#1{\immediate\write17{@@NONCE S #1}\global\let\teq@tainted\relax}"]
+    if report_all:
+        head += [r"\gdef\teq@putm#1{\teq@bad{#1}}", r"\gdef\teq@putr#1{\teq@bad{#1}}",
+                 r"\gdef\teq@putt#1{\teq@bad{#1}}"]
+    else:
+        head += [r"\gdef\teq@putm#1{\immediate\write17{@@NONCE R #1}\expandafter\global\expandafter\let"
+                 r"\csname#1\expandafter\endcsname\csname teq@s@#1\endcsname}",
+                 r"\gdef\teq@putr#1{\immediate\write17{@@NONCE R #1}\global\csname#1\endcsname="
+                 r"\csname teq@v@#1\endcsname\relax}",
+                 r"\gdef\teq@putt#1{\immediate\write17{@@NONCE R #1}\global\csname#1\endcsname="
+                 r"\expandafter\expandafter\expandafter{\csname teq@v@#1\endcsname}}"]
+    return "\n".join([*head, *snap, "\\gdef\\teq@check{\\global\\let\\teq@tainted\\empty%", *check, "}"]) + "\n"
+
 
 # Messages whose cause may be what earlier equations of the run left behind (fonts, families, memory).
 _STATE_DEPENDENT = re.compile(r"capacity exceeded|Too many|No room for a new|memory|Interwoven|"
@@ -120,8 +209,9 @@ def _copy(src: Path, dst: Path) -> None:
     dst.write_bytes(src.read_bytes())
 
 
-def run_batch(equations: list[str], preamble: str, fmt: Path | None, timeout: float,
-              config: SandboxConfig) -> tuple[list[BatchOutcome], int]:
+def run_batch(equations: list[str], preamble: str, fmt: Path | None, timeout: float, config: SandboxConfig,
+              state_tex: str | None = None, check_every: bool = False,
+              raw_log: list[str] | None = None) -> tuple[list[BatchOutcome], int]:
     """Check EQUATIONS (all batch-safe) in one run. Returns outcomes for a prefix and its length; the caller
     runs the rest again (the run stopped after an equation that left the state off, or crashed)."""
     nonce = secrets.token_hex(6)
@@ -131,6 +221,12 @@ def run_batch(equations: list[str], preamble: str, fmt: Path | None, timeout: fl
         for k, eq in enumerate(equations):
             (tmpdir / f"tq{k}.tex").write_bytes(equation_file_text(eq, lines_before).encode("utf-8"))
         body = ["\\begin{document}", BATCH_SETUP.replace("NONCE", nonce)]
+        if state_tex is not None:
+            (tmpdir / "teqstate.tex").write_text(state_tex.replace("NONCE", nonce), encoding="latin-1")
+            body.append("\\begingroup\\catcode`\\@=11 \\catcode`\\_=11 \\catcode`\\:=11 "
+                        "\\pdfprimitive\\input ./teqstate.tex \\endgroup")
+            body.append("\\makeatletter\\def\\teq@unclean{\\teq@check\\ifx\\teq@tainted\\relax\\teq@stop\\fi}"
+                        + ("\\let\\teq@clean\\teq@check" if check_every else "") + "\\makeatother")
         body += [f"\\csname teq@do\\endcsname{{{k}}}" for k in range(len(equations))]
         body.append("\\clearpage\\deadcycles0 \\csname @@end\\endcsname")
         text = "\n".join(body) + "\n"
@@ -143,6 +239,8 @@ def run_batch(equations: list[str], preamble: str, fmt: Path | None, timeout: fl
         run_timeout = 2 * timeout + 0.2 * len(equations)
         run_tex(args + ["batch.tex"], tmpdir, run_timeout, config)
         lines = read_log(tmpdir / "batch.log")
+    if raw_log is not None:
+        raw_log.extend(line.replace(nonce, "NONCE") for line in lines)
     return parse_batch_log(lines, nonce, timeout)
 
 

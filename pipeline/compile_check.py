@@ -8,6 +8,7 @@ through `check_one_document`; verdicts are cached on disk by (preamble, equation
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import sys
@@ -19,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import compile_safety
-from pipeline.compile_batch import BatchOutcome, FormatCache, run_batch
+from pipeline.compile_batch import (CALIBRATION_EQUATIONS, BatchOutcome, FormatCache, run_batch, state_check_tex,
+                                    state_names)
 from pipeline.compile_tex import (PDFLATEX_RUNS, SandboxConfig, engine_id, first_error, read_log, run_tex,
                                   sandbox_env)
 
@@ -192,6 +194,10 @@ def last_stats() -> CheckStats:
     return _LAST_STATS
 
 
+_STATE_MEMO: dict[tuple[str, str, str], str | None] = {}
+_STATE_MEMO_LOCK = threading.Lock()
+
+
 class _Checker:
     """One call of `check`: the shared state of its worker threads."""
 
@@ -201,10 +207,56 @@ class _Checker:
         self.timeout = timeout
         self.config = config
         self.engine = engine_id()
-        self.cache = VerdictCache(cache_dir) if use_cache else None
+        self.use_cache = use_cache
+        # The sqlite file also keeps control-sequence meanings: those are kept even without the verdict cache.
+        self.cache = VerdictCache(cache_dir)
         self.formats = FormatCache(cache_dir, self.engine, config.sandbox)
         self._meaning_memo: dict[tuple[str, str], str | None] = {}
         self.stats = CheckStats()
+        self.cache_dir = cache_dir
+        self._state_lock = threading.Lock()
+        self._state_tex: str | None | bool = False  # False: not built yet
+
+    def state_tex(self) -> str | None:
+        """The state check for shared runs (default preamble only; None: stop after any broken equation)."""
+        with self._state_lock:
+            if self._state_tex is False:
+                memo_key = (str(self.cache_dir), self.engine, self.preamble)
+                with _STATE_MEMO_LOCK:
+                    if memo_key not in _STATE_MEMO:
+                        _STATE_MEMO[memo_key] = (self._build_state_tex() if self.preamble == DEFAULT_PREAMBLE
+                                                 else None)
+                    self._state_tex = _STATE_MEMO[memo_key]
+            return self._state_tex  # type: ignore[return-value]
+
+    def _build_state_tex(self) -> str | None:
+        pkey = hashlib.sha256((RULE_VERSION + self.engine + "\0" + self.preamble).encode()).hexdigest()[:24]
+        names = state_names()
+        if not names:
+            return None
+        meanings = self.meanings(self.preamble, set(names))
+        volatile_file = self.cache_dir / f"volatile-{pkey}.json"
+        volatile: set[str] | None = None
+        if volatile_file.is_file():
+            try:
+                volatile = set(json.loads(volatile_file.read_text()))
+            except (ValueError, OSError):
+                volatile = None
+        if volatile is None:
+            # Names that change while valid equations are typeset are caches or scratch: not watched.
+            log: list[str] = []
+            run_batch(list(CALIBRATION_EQUATIONS), self.preamble, self.format(self.preamble), 60.0,
+                      self.config.sandbox, state_tex=state_check_tex(meanings, set(), report_all=True),
+                      check_every=True, raw_log=log)
+            self.stats.add(batch_runs=1)
+            if not any(line.startswith(f"@@NONCE E{len(CALIBRATION_EQUATIONS) - 1} ") for line in log):
+                return None  # calibration did not run through: no state check, runs stop instead
+            volatile = {line.split()[2] for line in log if line.startswith("@@NONCE S ")}
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = volatile_file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(sorted(volatile)))
+            os.replace(tmp, volatile_file)
+        return state_check_tex(meanings, volatile)
 
     def format(self, preamble: str) -> Path | None:
         return self.formats.get(preamble) if self.config.use_format else None
@@ -213,12 +265,11 @@ class _Checker:
         pkey = hashlib.sha256((self.engine + "\0" + preamble).encode()).hexdigest()[:24]
         want = sorted(n for n in names if (pkey, n) not in self._meaning_memo)
         if want:
-            got = self.cache.get_meanings(pkey, want) if self.cache else {}
+            got = self.cache.get_meanings(pkey, want)
             todo = [n for n in want if n not in got]
             if todo:
                 fresh = query_meanings(todo, preamble, self.format(preamble), self.config)
-                if self.cache:
-                    self.cache.put_meanings(pkey, fresh)
+                self.cache.put_meanings(pkey, fresh)
                 got.update(fresh)
             for n in want:
                 self._meaning_memo[(pkey, n)] = got[n]
@@ -262,7 +313,7 @@ class _Checker:
         pending = list(range(len(equations)))
         while pending:
             outcomes, used = run_batch([equations[i] for i in pending], self.preamble, fmt, self.timeout,
-                                       self.config.sandbox)
+                                       self.config.sandbox, state_tex=self.state_tex())
             self.stats.add(batch_runs=1)
             if used == 0:  # nothing came back from the run: take the first one alone
                 outcomes, used = [BatchOutcome(None, None, 0.0)], 1
@@ -291,7 +342,7 @@ def check(equations, *, workers: int | None = None, preamble: str | None = None,
     checker.stats.equations = len(equations)
 
     keys: list[str] = []
-    if checker.cache:
+    if use_cache:
         keys = [hashlib.sha256("\0".join((RULE_VERSION, checker.engine, f"{timeout:g}", preamble, eq))
                                .encode("utf-8", "surrogatepass")).hexdigest() for eq in equations]
         hits = checker.cache.get_verdicts(sorted(set(keys)))
@@ -328,7 +379,7 @@ def check(equations, *, workers: int | None = None, preamble: str | None = None,
         with lock:
             for i in todo_by_eq[unique[u]]:
                 results[i] = verdict
-            if checker.cache:
+            if use_cache:
                 fresh.append((keys[todo_by_eq[unique[u]][0]], verdict))
             if bar is not None:
                 bar.update(1)
@@ -354,7 +405,7 @@ def check(equations, *, workers: int | None = None, preamble: str | None = None,
     finally:
         if bar is not None:
             bar.close()
-        if checker.cache and fresh:
+        if use_cache and fresh:
             checker.cache.put_verdicts(fresh)
     return results  # type: ignore[return-value]
 

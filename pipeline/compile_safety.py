@@ -60,18 +60,21 @@ longleftarrow longleftrightarrow Longrightarrow Longleftarrow Longleftrightarrow
 iff uparrow downarrow updownarrow Uparrow Downarrow Updownarrow hookrightarrow hookleftarrow
 in notin ni subset supset subseteq supseteq subsetneq supsetneq equiv sim simeq approx cong propto perp mid
 parallel
-dagger ddagger top bot
+dagger ddagger top bot models
+vbox vtop hrule vrule cr crcr omit hline mathchoice lefteqn uproot leftroot ref eqref
+normalfont rmfamily sffamily ttfamily bfseries mdseries itshape upshape slshape scshape
+tiny scriptsize footnotesize small normalsize large Large LARGE huge Huge
 """.split())
 
 # Control symbols (backslash + one non-letter) that only typeset or space: `\\{` `\\,` `\\\\` etc.
-SAFE_SYMBOLS: frozenset[str] = frozenset(list("{}|,;:!> _%&$#[]()") + ["\\"])
+SAFE_SYMBOLS: frozenset[str] = frozenset(list("{}|,;:!> _%&$#[]()\"'\n") + ["\\"])
 
 # Environments that are math typesetting with local effects.
 SAFE_ENVIRONMENTS: frozenset[str] = frozenset("""
 matrix pmatrix bmatrix Bmatrix vmatrix Vmatrix smallmatrix matrix* pmatrix* bmatrix* Bmatrix* vmatrix* Vmatrix*
 smallmatrix* psmallmatrix bsmallmatrix Bsmallmatrix vsmallmatrix Vsmallmatrix
 cases cases* dcases dcases* rcases rcases* drcases drcases*
-array subarray aligned alignedat gathered split lgathered rgathered
+array subarray aligned alignedat gathered split lgathered rgathered multlined
 """.split())
 
 # Meanings (`\\meaning` under the preamble) that are a single math character, delimiter or accent: safe
@@ -118,9 +121,8 @@ def scan(equation: str) -> Scan:
             i += 1
             continue
         j = i + 1
-        if j >= n:  # a final backslash reads the end of the line: `\^^M`
-            out.unsafe_reason = "backslash at end of equation"
-            return out
+        if j >= n:  # a final backslash reads the end of the line: `\^^M`, a control space in LaTeX
+            break
         if text[j].isascii() and text[j].isalpha():
             k = j
             while k < n and text[k].isascii() and text[k].isalpha():
