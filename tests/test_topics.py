@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Three planted topics with disjoint vocabularies; each paper is mostly one of them.
 PLANTED = {
     "astro-ph": "star galaxy gravity orbit planet stellar luminosity telescope redshift cosmology halo supernova "
-                "photometry spectrum exoplanet".split(),
+                "photometry spectrum exoplanet stars galaxies".split(),
     "math": "scheme morphism sheaf module ring ideal functor cohomology category algebra prime noetherian "
             "homomorphism isomorphism topology".split(),
     "stat": "likelihood posterior prior sampling variance estimator regression bayesian inference gaussian "
@@ -80,6 +80,24 @@ def topic_of_area(model: TopicModel, area: str) -> int:
 def test_tokenizer_drops_latex_numbers_stopwords_and_folds_accents():
     tok = Tokenizer()
     assert tok(r"The \mathbf{Schrödinger} equation, see Eq. 3 and x2 where galaxies") == ["schrodinger", "galaxies"]
+
+
+def test_plural_folding_is_learned_from_the_corpus_and_kept_for_inference(planted):
+    from pipeline.topic_tokens import plural_map
+
+    folded = plural_map([["galaxies", "galaxy", "galaxy", "classes", "class", "class", "morphisms", "morphism",
+                          "morphism", "process", "radius", "analysis", "lens"]])
+    assert folded == {"galaxies": "galaxy", "classes": "class", "morphisms": "morphism"}
+    _, model = planted
+    assert model.tokens("stars galaxies") == ["star", "galaxy"]  # both singulars occur in the planted corpus
+    assert TopicModel.load(model.directory).tokens("stars galaxies") == ["star", "galaxy"]
+
+
+def test_coarse_area_maps_arxiv_categories():
+    from pipeline.topics import coarse_area
+
+    assert [coarse_area(a) for a in ("math.GT", "hep-th", "astro-ph.EP", "cs.LG", "stat", "formats", "")] == \
+        ["math", "physics", "astro-ph", "cs-ml", "stat", None, None]
 
 
 def test_planted_topics_are_recovered(planted):
