@@ -447,18 +447,34 @@ def coherence_scores(model: TopicModel, texts: list[list[str]], topn: int = 10) 
     return out
 
 
-def heldout_perplexity(model: TopicModel, bows: list) -> dict:
-    """gensim's per-word variational bound on held-out contexts, as perplexity 2^(-bound)."""
-    bows = [b for b in bows if b]
-    if not bows:
-        return {"heldout_docs": 0, "heldout_log_perplexity": None, "heldout_perplexity": None}
+def heldout_perplexity(model: TopicModel, token_lists: list[list[str]]) -> dict:
+    """Held-out perplexity by document completion: θ is inferred from every other known token of a held-out
+    context (positions 0, 2, 4, ...) and the remaining tokens are scored, exp(-Σ log Σ_k θ_k β_kw / N).
+    Comparable across K and across document modes (gensim's log_perplexity bound is not: it adds a global
+    topic term divided by the held-out word count). gensim's bound is reported beside it."""
+    token2id = model.dictionary.token2id
+    known = [[token2id[w] for w in toks if w in token2id] for toks in token_lists]
+    known = [ids for ids in known if len(ids) >= 2]
+    if not known:
+        return {"heldout_docs": 0, "heldout_perplexity": None, "heldout_perplexity_gensim_bound": None}
+    half_bows = [sorted(Counter(ids[0::2]).items()) for ids in known]
+    theta = model.theta_of_bows(half_bows).astype(np.float64)
+    beta = model.lda.get_topics().astype(np.float64)  # [K, V], rows sum to 1
+    log_lik, n_words = 0.0, 0
+    for d, ids in enumerate(known):
+        rest = np.asarray(ids[1::2])
+        log_lik += float(np.log(theta[d] @ beta[:, rest]).sum())
+        n_words += len(rest)
+    full_bows = [sorted(Counter(ids).items()) for ids in known]
     saved = model.lda.random_state
     model.lda.random_state = np.random.RandomState(model.config.seed)
     try:
-        bound = float(model.lda.log_perplexity(bows))
+        bound = float(model.lda.log_perplexity(full_bows))
     finally:
         model.lda.random_state = saved
-    return {"heldout_docs": len(bows), "heldout_log_perplexity": bound, "heldout_perplexity": 2.0 ** (-bound)}
+    return {"heldout_docs": len(known), "heldout_words_scored": n_words,
+            "heldout_perplexity": float(np.exp(-log_lik / n_words)),
+            "heldout_perplexity_gensim_bound": 2.0 ** (-bound)}
 
 
 def coarse_area(area: str) -> str | None:
@@ -583,9 +599,9 @@ def fit_topics(data_dir: str | Path, out_dir: str | Path, config: TopicConfig | 
         # Held-out = val+test contexts under the same caps as training (else the Stacks Project's chapters
         # would be most of it); the uncapped figures are kept too.
         held = select_training(records, tokens, config, splits=("val", "test"))
-        metrics.update(heldout_perplexity(model, [bows[i] for i in held]))
+        metrics.update(heldout_perplexity(model, [tokens[i] for i in held]))
         held_all = [i for i, r in enumerate(records) if r["split"] in ("val", "test")]
-        metrics["heldout_perplexity_uncapped"] = heldout_perplexity(model, [bows[i] for i in held_all])[
+        metrics["heldout_perplexity_uncapped"] = heldout_perplexity(model, [tokens[i] for i in held_all])[
             "heldout_perplexity"]
         areas = [r["area"] for r in records]
         known = n_known > 0
