@@ -22,7 +22,7 @@ import logging
 from pipeline.latex_clean import (ContextExtractor, RawDisplay, find_displays, normalise_display,
                                   remove_verbatim, _WORD_RE)
 from pipeline.latex_macros import ExpandConfig, MacroLimitError, MacroTable, collect_macros, expand_macros
-from pipeline.package_macros import package_macros, undefined_commands
+from pipeline.package_macros import conventional_macro, package_macros, undefined_commands
 from pipeline.sources import IngestLimits, PaperJob, flatten_paper, iter_jobs
 
 logging.getLogger("pylatexenc").setLevel(logging.ERROR)  # its warnings are about our windows
@@ -40,6 +40,7 @@ class IngestConfig:
     max_equation_chars: int = 1000       # longer equations are dropped (tables/proofs mistaken for math)
     max_expansions: int = 2000           # macro expansions per equation before it is dropped as recursive
     drop_undefined: bool = True          # drop equations that still use commands the compile rule lacks
+    guess_conventional: bool = True      # \bbH -> \mathbb{H}, \cA -> \mathcal{A} when nothing defines them
     progress: bool = True                # tqdm bar on stderr
     max_skipped_listed: int = 2000       # report.json lists this many skipped inputs (all are counted)
 
@@ -60,6 +61,7 @@ class PaperResult:
     records: list[dict] = field(default_factory=list)
     dropped: Counter = field(default_factory=Counter)
     undefined: Counter = field(default_factory=Counter)     # command -> equations dropped for it
+    guessed: Counter = field(default_factory=Counter)       # undefined command -> equations given a guess
     problems: list[str] = field(default_factory=list)
     displays_found: int = 0
 
@@ -116,12 +118,12 @@ def _context_pairs(seg: _Segments, n: int, count: int) -> list[tuple[str, str]]:
     for i in range(count):
         before: list[str] = []
         k = i
-        while k >= 0 and len(before) < n and i - k < 4:
+        while k >= 0 and len(before) < n and i - k < 20:
             before = seg.tail(k) + before
             k -= 1
         after: list[str] = []
         k = i + 1
-        while k < len(seg.texts) and len(after) < n and k - i < 5:
+        while k < len(seg.texts) and len(after) < n and k - i < 21:
             after = after + seg.head(k)
             k += 1
         out.append((" ".join(before[-n:]), " ".join(after[:n])))
@@ -162,8 +164,16 @@ def process_job(job: PaperJob, config: IngestConfig) -> PaperResult:
         if len(eq) > config.max_equation_chars:
             res.dropped[f"longer than {config.max_equation_chars} characters"] += 1
             continue
-        if config.drop_undefined:
+        unknown = undefined_commands(eq)
+        guesses = {u[1:]: conventional_macro(u[1:]) for u in unknown if u.startswith("\\")}
+        guesses = {k: v for k, v in guesses.items() if v is not None}
+        if guesses and config.guess_conventional:
+            eq = normalise_display(RawDisplay(d.env, expand_macros(expanded_body, guesses, exp_cfg), d.start, d.end,
+                                              d.arg))
+            for g in guesses:
+                res.guessed["\\" + g] += 1
             unknown = undefined_commands(eq)
+        if config.drop_undefined:
             if unknown:
                 res.dropped["uses a command the compile rule's preamble does not define"] += 1
                 for u in unknown:
@@ -306,6 +316,7 @@ def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, config:
     per_split: Counter = Counter()
     dropped: Counter = Counter()
     undefined: Counter = Counter()
+    guessed: Counter = Counter()
     partly: list[dict] = []
     papers_read = 0
     papers_with_eq = 0
@@ -325,6 +336,7 @@ def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, config:
         displays_found += res.displays_found
         dropped.update(res.dropped)
         undefined.update(res.undefined)
+        guessed.update(res.guessed)
         if res.problems:
             partly.append({"paper": res.paper, "source": res.source, "problems": res.problems[:20]})
         if res.records:
@@ -385,6 +397,7 @@ def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, config:
         "equations_per_split": dict(sorted(per_split.items())),
         "dropped": dict(dropped.most_common()),
         "undefined_commands": dict(undefined.most_common(100)),
+        "guessed_commands": dict(guessed.most_common(100)),
         "skipped_count": sum(skipped_by_reason.values()),
         "skipped_by_reason": dict(skipped_by_reason.most_common()),
         "skipped": skipped,

@@ -24,6 +24,7 @@ class Macro:
     default: str | None = None  # default of the optional first argument, None when there is none
     body: str = ""
     rescan: bool = True         # False for `\let` aliases of commands we do not define (never re-expanded)
+    handler: object = None      # callable(text, i) -> (replacement, index after the call) for special macros
 
 
 @dataclass
@@ -325,6 +326,21 @@ def expand_macros(text: str, macros: dict[str, Macro], config: ExpandConfig | No
         if count > cfg.max_expansions:
             raise MacroLimitError(f"more than {cfg.max_expansions} macro expansions (recursive \\{name}?)")
         i = m.end()
+        if macro.handler is not None:
+            handled = macro.handler(text, i)
+            if handled is None:  # the special form does not apply here: leave the command as it is
+                pos = m.end()
+                continue
+            repl, i = handled
+            if used is not None:
+                used.add(name)
+            head = text[:m.start()]
+            joined_head = _join(head, repl) if repl else head
+            text = _join(joined_head, text[i:])
+            if len(text) > cfg.max_length:
+                raise MacroLimitError(f"equation grew past {cfg.max_length} characters while expanding \\{name}")
+            pos = m.start()
+            continue
         args: list[str] = []
         nargs = macro.nargs
         if macro.default is not None and nargs > 0:
@@ -354,3 +370,133 @@ def expand_macros(text: str, macros: dict[str, Macro], config: ExpandConfig | No
             raise MacroLimitError(f"equation grew past {cfg.max_length} characters while expanding \\{name}")
         text = new_text
         pos = m.start() if macro.rescan else len(joined_head)
+
+
+# ----------------------------------------------------------------------------------------------- special forms
+
+def _peek(text: str, i: int) -> tuple[str, int]:
+    j = _skip_ws(text, i)
+    return (text[j] if j < len(text) else ""), j
+
+
+def _if_next_char(text: str, i: int):
+    """`\@ifnextchar C{yes}{no}`: decided by the character that follows the call."""
+    tok, i = _read_arg(text, i)
+    yes, i = _read_arg(text, i)
+    no, i = _read_arg(text, i)
+    want = "{" if tok in ("\\bgroup", "{") else tok
+    nxt, _ = _peek(text, i)
+    return (yes if nxt == want else no), i
+
+
+def _if_star(text: str, i: int):
+    yes, i = _read_arg(text, i)
+    no, i = _read_arg(text, i)
+    nxt, j = _peek(text, i)
+    if nxt == "*":
+        return yes, j + 1
+    return no, i
+
+
+def _top_level_bar(s: str) -> bool:
+    depth = 0
+    k = 0
+    while k < len(s):
+        c = s[k]
+        if c == "\\":
+            k += 2
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            return True
+        k += 1
+    return False
+
+
+def _braket(text: str, i: int):
+    """braket package `\\braket{a|b}` or physics `\\braket{a}{b}` / `\\braket{a}`."""
+    nxt, j = _peek(text, i)
+    if nxt != "{":
+        return None
+    a, i = _read_arg(text, j)
+    if _top_level_bar(a):
+        return "\\left\\langle " + a.replace("|", "\\middle\\vert ") + "\\right\\rangle", i
+    nxt, j = _peek(text, i)
+    if nxt == "{":
+        b, i = _read_arg(text, j)
+    else:
+        b = a
+    return "\\left\\langle " + a + "\\middle\\vert " + b + "\\right\\rangle", i
+
+
+_QTY_PAIRS = {"(": ("(", ")"), "[": ("[", "]"), "|": ("|", "|")}
+
+
+def _qty(text: str, i: int):
+    """physics `\\qty(..)`, `\\qty[..]`, `\\qty|..|`, `\\qty{..}`; siunitx `\\qty{3}{m}`."""
+    nxt, j = _peek(text, i)
+    if nxt == "{":
+        a, k = _read_arg(text, j)
+        nxt2, j2 = _peek(text, k)
+        if nxt2 == "{":
+            unit, k2 = _read_arg(text, j2)
+            return a + "\\,\\mathrm{" + unit + "}", k2
+        return "\\left\\{" + a + "\\right\\}", k
+    if nxt not in _QTY_PAIRS:
+        return None
+    open_, close = _QTY_PAIRS[nxt]
+    depth = 0
+    k = j
+    while k < len(text):
+        c = text[k]
+        if c == "\\":
+            k += 2
+            continue
+        if c == open_ and (open_ != close or k == j):
+            depth += 1
+        elif c == close:
+            depth -= 1
+            if depth == 0:
+                inner = text[j + 1:k]
+                left = "\\lvert" if open_ == "|" else open_
+                right = "\\rvert" if close == "|" else close
+                return "\\left" + left + " " + inner + "\\right" + right, k + 1
+        k += 1
+    return None
+
+
+def _derivative(symbol: str):
+    def handler(text: str, i: int):
+        nxt, j = _peek(text, i)
+        order = ""
+        if nxt == "[":
+            try:
+                order, i = _read_bracket(text, j)
+            except _BadDefinition:
+                return None
+            nxt, j = _peek(text, i)
+        if nxt != "{":
+            return None
+        f, i = _read_arg(text, j)
+        power = "^{" + order + "}" if order else ""
+        nxt, j = _peek(text, i)
+        if nxt == "{":
+            x, i = _read_arg(text, j)
+            return "\\frac{" + symbol + power + " " + f + "}{" + symbol + " " + x + power + "}", i
+        return "\\frac{" + symbol + power + "}{" + symbol + " " + f + power + "}", i
+    return handler
+
+
+def special_macros() -> dict[str, Macro]:
+    """Macros whose meaning depends on what follows them (not expressible as a plain definition)."""
+    return {
+        "@ifnextchar": Macro("@ifnextchar", handler=_if_next_char),
+        "@ifstar": Macro("@ifstar", handler=_if_star),
+        "braket": Macro("braket", handler=_braket),
+        "qty": Macro("qty", handler=_qty),
+        "dv": Macro("dv", handler=_derivative("\\mathrm{d}")),
+        "pdv": Macro("pdv", handler=_derivative("\\partial")),
+    }

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline.latex_macros import Macro, MacroTable, collect_macros
+from pipeline.latex_macros import Macro, MacroTable, collect_macros, special_macros
 
 KNOWN_COMMANDS_FILE = Path(__file__).resolve().parent / "rule_commands.txt"
 
@@ -28,14 +28,11 @@ PACKAGE_DEFINITIONS = r"""
 \newcommand{\norm}[1]{\left\lVert #1\right\rVert}
 \newcommand{\bra}[1]{\left\langle #1\right\rvert}
 \newcommand{\ket}[1]{\left\lvert #1\right\rangle}
-\newcommand{\braket}[2]{\left\langle #1\middle\vert #2\right\rangle}
 \newcommand{\ketbra}[2]{\left\lvert #1\middle\rangle\!\middle\langle #2\right\rvert}
 \newcommand{\expval}[1]{\left\langle #1\right\rangle}
 \newcommand{\ev}[1]{\left\langle #1\right\rangle}
 \newcommand{\mel}[3]{\left\langle #1\middle\vert #2\middle\vert #3\right\rangle}
 \newcommand{\dd}{\mathrm{d}}
-\newcommand{\dv}[2]{\frac{\mathrm{d}#1}{\mathrm{d}#2}}
-\newcommand{\pdv}[2]{\frac{\partial #1}{\partial #2}}
 \newcommand{\fdv}[2]{\frac{\delta #1}{\delta #2}}
 \newcommand{\order}[1]{\mathcal{O}\left(#1\right)}
 \newcommand{\tr}{\operatorname{tr}}
@@ -125,6 +122,7 @@ PACKAGE_DEFINITIONS = r"""
 @functools.lru_cache(maxsize=1)
 def package_macros() -> dict[str, Macro]:
     table, _ = collect_macros(PACKAGE_DEFINITIONS, MacroTable())
+    table.macros.update(special_macros())
     known = known_commands()
     # never shadow something the rule's preamble already defines (e.g. amsmath's own commands)
     return {k: v for k, v in table.macros.items() if not known or k not in known}
@@ -160,6 +158,28 @@ def undefined_commands(equation: str) -> list[str]:
             if env not in known:
                 out.append("{" + env + "}")
     return sorted(set(out))
+
+
+_CONVENTIONS = [
+    (re.compile(r"^(?:bb|mathbb|BB|Bbb)([A-Za-z])$"), "\\mathbb{%s}"),
+    (re.compile(r"^(?:c|cal|mc|mcal|C)([A-Z])$"), "\\mathcal{%s}"),
+    (re.compile(r"^(?:s|scr|msc)([A-Z])$"), "\\mathcal{%s}"),
+    (re.compile(r"^(?:frak|fr|mf|mfrak|g)([A-Za-z])$"), "\\mathfrak{%s}"),
+    (re.compile(r"^(?:bf|mb|mbf|vb)([A-Za-z])$"), "\\mathbf{%s}"),
+    (re.compile(r"^(?:rm|mr|mrm)([A-Za-z])$"), "\\mathrm{%s}"),
+    (re.compile(r"^([NZQRCFHPE])$"), "\\mathbb{%s}"),
+]
+
+
+def conventional_macro(name: str) -> Macro | None:
+    """A guess for an undefined command named by a common convention (`\\bbH` -> `\\mathbb{H}`, `\\cA` ->
+    `\\mathcal{A}`, `\\R` -> `\\mathbb{R}`): used only when neither the paper nor the rule's preamble
+    defines the name (e.g. a book chapter whose macros live in the book's preamble)."""
+    for pattern, template in _CONVENTIONS:
+        m = pattern.match(name)
+        if m:
+            return Macro(name, 0, None, template % m.group(1))
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- building the list
