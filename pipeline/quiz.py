@@ -554,6 +554,8 @@ class GenerationConfig:
     candidates_per_question: float = 3.0  # some do not compile, some find no real of similar length
     temperature: float = 0.8
     constrained: bool = True  # syntax-aware decoding (topicrnn.latex_syntax)
+    max_len: int = 300  # tokens per equation at most
+    batch_size: int = 250  # sequences per sampler call
     device: str = "cpu"
 
 
@@ -569,26 +571,36 @@ def generate_fakes(lm, topic_model, topics: Sequence[int], per_topic: int, *, da
                    generation: GenerationConfig | None = None) -> list[FakeEquation]:
     """`per_topic` equations for each topic (θ = the topic's prototype), each with its compile verdict.
 
-    lm: `topicrnn.equation_model.LoadedModel`; topic_model: `pipeline.topics.TopicModel`.
+    lm: `topicrnn.equation_model.LoadedModel`; topic_model: `pipeline.topics.TopicModel`. All topics share
+    one sampler call per batch (one θ row per sequence): a sampler call has a large fixed cost (the syntax
+    constraint), so one call per topic would be K times slower.
     """
-    from tqdm import tqdm
+    import torch
 
     from pipeline.compile_check import check
     from topicrnn import equation_model as em  # the model side, imported only when generating
+    from topicrnn.sampling import sample
 
     generation = generation or GenerationConfig()
     prototypes = em.topic_prototypes(topic_model, em.read_split(data_dir, "train"))
     controls = em.allowed_control_sequences(lm, data_dir) if generation.constrained else None
-    generated: list[tuple[int, str]] = []
-    for i, topic in enumerate(tqdm(list(topics), desc="generating", unit="topic", file=sys.stderr)):
-        theta = em.topic_theta(topic_model, topic, prototypes=prototypes)
-        equations = em.sample_equations(lm, theta, n=per_topic, temperature=generation.temperature,
-                                        seed=seed + 7919 * i, control_sequences=controls,
-                                        constrained=generation.constrained)
-        generated.extend((topic, eq) for eq in equations)
-    verdicts = check([eq for _, eq in generated], progress=True)
+    row_topics = [topic for topic in topics for _ in range(per_topic)]
+    thetas = np.stack([em.topic_theta(topic_model, topic, prototypes=prototypes) for topic in row_topics])
+    equations: list[str] = []
+    batches = range(0, len(row_topics), generation.batch_size)
+    for b, start in enumerate(batches):
+        stop = min(start + generation.batch_size, len(row_topics))
+        print(f"generating equations {start + 1}-{stop} of {len(row_topics)} ({len(topics)} topics)",
+              file=sys.stderr)
+        theta = torch.as_tensor(thetas[start:stop]) if lm.conditioned else None
+        constraint = em.make_constraint(lm, controls) if generation.constrained else None
+        texts = sample(lm.model, lm.tokenizer, n=stop - start, max_len=generation.max_len,
+                       temperature=generation.temperature, theta=theta, seed=seed + 1000003 * b,
+                       constraint=constraint, device=lm.device)
+        equations.extend(t.strip() for t in texts)
+    verdicts = check(equations, progress=True)
     return [FakeEquation(equation=eq, topic=topic, compiles=bool(v.ok), error=v.error)
-            for (topic, eq), v in zip(generated, verdicts)]
+            for topic, eq, v in zip(row_topics, equations, verdicts)]
 
 
 def make_quiz(checkpoint: str | Path, data_dir: str | Path, topic_dir: str | Path, out_dir: str | Path, n: int,
