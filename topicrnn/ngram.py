@@ -195,6 +195,11 @@ def main(argv=None) -> int:
         row = {"order": order, "unit": a.unit, "smoothing": a.smoothing, "val_nats_per_char": round(s.nats_per_char, 4),
                "val_bits_per_char": round(s.bits_per_char, 4), "val_chars": s.n_chars,
                "seconds": round(time.perf_counter() - t0, 1)}
+        if a.unit == "word":  # per-char is not comparable here: spaces are implied, an OOV word is one <unk>
+            ids = lm._ids(val)
+            row["val_words"] = len(ids)
+            row["val_oov_fraction"] = round(sum(i == lm.index[UNK] for i in ids) / max(1, len(ids)), 4)
+            row["val_perplexity_per_word"] = round(math.exp(-s.logprob_nats / max(1, len(ids))), 1)
         print(json.dumps(row), flush=True)
         if a.sample:
             print(lm.sample(1, a.sample, seed=a.seed)[0])
