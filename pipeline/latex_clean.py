@@ -11,7 +11,6 @@ from dataclasses import dataclass
 # ----------------------------------------------------------------------------------------------- cleaning
 
 # A `%` that is not escaped: preceded by an even number of backslashes (including none).
-_COMMENT_RE = re.compile(r"(?<!\\)((?:\\\\)*)%[^\n]*(?:\n[ \t]*)?")
 _COMMENT_ENV_RE = re.compile(r"\\begin\{comment\}.*?(?:\\end\{comment\}|\Z)", re.S)
 # Verbatim-like environments whose bodies are not LaTeX: their display math is not math.
 _VERBATIM_ENVS = ("verbatim", "verbatim*", "Verbatim", "lstlisting", "minted", "alltt", "Sinput", "Soutput",
@@ -28,7 +27,31 @@ _NOT_CONDITIONALS = {"iff", "ifthenelse", "ifstrequal", "ifstrempty", "ifblank",
 
 def strip_comments(text: str) -> str:
     """Remove `%` comments (TeX also eats the newline and the next line's leading blanks)."""
-    return _COMMENT_RE.sub(r"\1", text)
+    i = text.find("%")
+    if i == -1:
+        return text
+    out = []
+    pos = 0
+    n = len(text)
+    while i != -1:
+        k = i - 1
+        while k >= pos and text[k] == "\\":
+            k -= 1
+        if (i - 1 - k) % 2 == 1:  # `\%` is a percent sign
+            i = text.find("%", i + 1)
+            continue
+        out.append(text[pos:i])
+        e = text.find("\n", i)
+        if e == -1:
+            pos = n
+            break
+        e += 1
+        while e < n and text[e] in " \t":
+            e += 1
+        pos = e
+        i = text.find("%", pos)
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def strip_iffalse(text: str) -> tuple[str, int]:
