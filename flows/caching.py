@@ -260,6 +260,16 @@ def current_key() -> str | None:
     return _current_key.get()
 
 
+def _call_with_key(key: str, fn: Callable, args: tuple, kwargs: dict) -> Any:
+    # A module-level helper: the task wrapper below must not refer to the ContextVar itself, because Dask
+    # ships the wrapper to its workers with cloudpickle, which cannot pickle a ContextVar.
+    token = _current_key.set(key)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _current_key.reset(token)
+
+
 def started_with_same_key(out_dir: str | os.PathLike) -> bool:
     """True when a previous attempt of this very task (same key) started writing into out_dir and did not
     finish: its partial outputs (e.g. a training's last.pt) can be resumed from. Records this attempt."""
@@ -298,11 +308,7 @@ def stage_task(stage: str, *, input_arg: str, outputs: tuple[str, ...] = ("out_d
             arguments = dict(bound.arguments)
             try:
                 key = task_key(stage, source, arguments, outputs, code)
-                token = _current_key.set(key)
-                try:
-                    result = fn(*args, **kwargs)
-                finally:
-                    _current_key.reset(token)
+                result = _call_with_key(key, fn, args, kwargs)
             except StageFailed:
                 raise
             except Exception as exc:

@@ -144,14 +144,15 @@ def generate_by_topic(checkpoint: Path, data_dir: Path, topics_dir: Path, out_fi
 
 
 @stage_task("compile-check", input_arg="equations_file", outputs=(), code=("pipeline",))
-def compile_check_batch(equations_file: Path, start: int, stop: int, workers: int) -> list[list[Any]]:
+def compile_check_batch(equations_file: Path, start: int, stop: int, workers: int,
+                        use_cache: bool = True) -> list[list[Any]]:
     """`pipeline.compile_check.check` on lines [start, stop) of a JSONL file: [[ok, error], ...] in order."""
     from pipeline.compile_check import check
 
     with open(equations_file, encoding="utf-8") as fh:
         lines = [line for i, line in enumerate(fh) if start <= i < stop]
     equations = [json.loads(line)["equation"] for line in lines]
-    return [[bool(v.ok), v.error] for v in check(equations, workers=workers)]
+    return [[bool(v.ok), v.error] for v in check(equations, workers=workers, use_cache=use_cache)]
 
 
 @stage_task("quiz", input_arg="fakes_file", outputs=("out_dir",), code=("pipeline",))
