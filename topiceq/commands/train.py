@@ -10,7 +10,8 @@ DESCRIPTION = ("Train a torch RNN/GRU/LSTM language model. --data is a text file
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--preset", required=True, help="preset name (see --list-presets)")
+    p.add_argument("--preset", required=True, help="tiny, cpu-lstm, shakespeare-lstm, eq-lstm, eq-cpu, eq-tiny "
+                   "(topicrnn.presets; an unknown name lists the registered ones)")
     p.add_argument("--out", required=True, metavar="CKPTDIR", help="folder for best.pt, last.pt, loss_curve.png")
     p.add_argument("--data", metavar="PATH", help="text file (char presets) or ingest dir (eq-* presets); "
                    "default for char presets: ../shared/data/text/tinyshakespeare.txt")
