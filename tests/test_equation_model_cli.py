@@ -13,6 +13,8 @@ from pipeline.topics import TopicConfig, fit_topics
 from topicrnn.presets import apply_overrides, get_preset
 from topicrnn.train import train
 
+pytestmark = pytest.mark.slow  # an LDA fit and two trainings (~20 s unloaded; a minute on a busy machine)
+
 WORDS = [["galaxy", "star", "orbit", "gravity", "mass", "planet"],
          ["probability", "variance", "estimator", "regression", "sample", "likelihood"]]
 
