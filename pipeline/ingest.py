@@ -22,7 +22,7 @@ import logging
 from pipeline.latex_clean import (ContextExtractor, RawDisplay, find_displays, normalise_display,
                                   remove_verbatim, _WORD_RE)
 from pipeline.latex_macros import ExpandConfig, MacroLimitError, MacroTable, collect_macros, expand_macros
-from pipeline.package_macros import conventional_macro, package_macros, undefined_commands
+from pipeline.package_macros import conventional_macro, package_macros, structure_problem, undefined_commands
 from pipeline.sources import IngestLimits, PaperJob, flatten_paper, iter_jobs
 
 logging.getLogger("pylatexenc").setLevel(logging.ERROR)  # its warnings are about our windows
@@ -39,7 +39,8 @@ class IngestConfig:
     max_archive_mb: float = 256.0        # decompressed bytes streamed through one archive
     max_equation_chars: int = 1000       # longer equations are dropped (tables/proofs mistaken for math)
     max_expansions: int = 2000           # macro expansions per equation before it is dropped as recursive
-    drop_undefined: bool = True          # drop equations that still use commands the compile rule lacks
+    drop_undefined: bool = True          # drop equations that surely fail the compile rule (unknown commands,
+                                         # unbalanced braces or \left/\right)
     guess_conventional: bool = True      # \bbH -> \mathbb{H}, \cA -> \mathcal{A} when nothing defines them
     progress: bool = True                # tqdm bar on stderr
     max_skipped_listed: int = 2000       # report.json lists this many skipped inputs (all are counted)
@@ -173,6 +174,10 @@ def process_job(job: PaperJob, config: IngestConfig) -> PaperResult:
             for g in guesses:
                 res.guessed["\\" + g] += 1
             unknown = undefined_commands(eq)
+        problem = structure_problem(eq) if config.drop_undefined else None
+        if problem:
+            res.dropped[problem] += 1
+            continue
         if config.drop_undefined:
             if unknown:
                 res.dropped["uses a command the compile rule's preamble does not define"] += 1

@@ -475,7 +475,13 @@ def normalise_display(d: RawDisplay) -> str:
                          and not has_top_level(body, "&")):
         body = "\\begin{" + target + "}" + body + "\\end{" + target + "}"
     body = collapse_whitespace(body)
+    # amsmath quirk: `\begin{aligned}&` (empty first cell) followed later in the row by `\sin`, `\dots`, ...
+    # stops pdflatex with "Missing control sequence inserted"; an empty group first avoids it
+    body = _ALIGNED_AMP_RE.sub(lambda m: m.group(1) + "{}&", body)
     return body
+
+
+_ALIGNED_AMP_RE = re.compile(r"(\\begin\{(?:aligned\}(?:\[[tbc]\])?|split\}|alignedat\}\{[^{}]*\}))\s*&")
 
 
 def _strip_trailing(body: str) -> str:

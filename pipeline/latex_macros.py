@@ -25,6 +25,7 @@ class Macro:
     body: str = ""
     rescan: bool = True         # False for `\let` aliases of commands we do not define (never re-expanded)
     handler: object = None      # callable(text, i) -> (replacement, index after the call) for special macros
+    braced_args_only: bool = False  # expand only when every mandatory argument is a {group}
 
 
 @dataclass
@@ -275,6 +276,18 @@ def _read_arg(text: str, i: int) -> tuple[str, int]:
     return c, i + 1
 
 
+def _braced_args_follow(text: str, i: int, n: int) -> bool:
+    for _ in range(n):
+        i = _skip_ws(text, i)
+        if not text.startswith("{", i):
+            return False
+        end = find_brace_end(text, i)
+        if end == -1:
+            return False
+        i = end
+    return True
+
+
 def _substitute(body: str, args: list[str]) -> str:
     if "#" not in body:
         return body
@@ -354,6 +367,11 @@ def expand_macros(text: str, macros: dict[str, Macro], config: ExpandConfig | No
                 opt = macro.default
             args.append(opt)
             nargs -= 1
+        if macro.braced_args_only and text.startswith("*", i):
+            i += 1  # physics-style starred variants (`\\vu*{x}`, `\\abs*{x}`) mean the same here
+        if macro.braced_args_only and nargs and not _braced_args_follow(text, i, nargs):
+            pos = m.end()
+            continue
         for _ in range(nargs):
             arg, i = _read_arg(text, i)
             args.append(arg)
@@ -468,6 +486,35 @@ def _qty(text: str, i: int):
     return None
 
 
+_MQTY_ENVS = {"(": ("pmatrix", ")"), "[": ("bmatrix", "]"), "|": ("vmatrix", "|"), "{": ("matrix", "}")}
+
+
+def _mqty(text: str, i: int):
+    """physics `\\mqty(a & b \\\\ c & d)` and the `[..]`, `|..|`, `{..}` forms -> amsmath matrices."""
+    nxt, j = _peek(text, i)
+    if nxt not in _MQTY_ENVS:
+        return None
+    env, close = _MQTY_ENVS[nxt]
+    if nxt == "{":
+        inner, k = _read_arg(text, j)
+        return "\\begin{matrix}" + inner + "\\end{matrix}", k
+    depth = 0
+    k = j
+    while k < len(text):
+        c = text[k]
+        if c == "\\":
+            k += 2
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+        elif c == close and depth == 0 and k > j:
+            return "\\begin{" + env + "}" + text[j + 1:k] + "\\end{" + env + "}", k + 1
+        k += 1
+    return None
+
+
 def _derivative(symbol: str):
     def handler(text: str, i: int):
         nxt, j = _peek(text, i)
@@ -497,6 +544,7 @@ def special_macros() -> dict[str, Macro]:
         "@ifstar": Macro("@ifstar", handler=_if_star),
         "braket": Macro("braket", handler=_braket),
         "qty": Macro("qty", handler=_qty),
+        "mqty": Macro("mqty", handler=_mqty),
         "dv": Macro("dv", handler=_derivative("\\mathrm{d}")),
         "pdv": Macro("pdv", handler=_derivative("\\partial")),
     }

@@ -47,7 +47,6 @@ PACKAGE_DEFINITIONS = r"""
 \newcommand{\va}[1]{\vec{#1}}
 \newcommand{\comm}[2]{\left[#1,#2\right]}
 \newcommand{\acomm}[2]{\left\{#1,#2\right\}}
-\newcommand{\mqty}[1]{\begin{matrix}#1\end{matrix}}
 \newcommand{\pmqty}[1]{\begin{pmatrix}#1\end{pmatrix}}
 \newcommand{\bmqty}[1]{\begin{bmatrix}#1\end{bmatrix}}
 \newcommand{\vmqty}[1]{\begin{vmatrix}#1\end{vmatrix}}
@@ -122,6 +121,8 @@ PACKAGE_DEFINITIONS = r"""
 @functools.lru_cache(maxsize=1)
 def package_macros() -> dict[str, Macro]:
     table, _ = collect_macros(PACKAGE_DEFINITIONS, MacroTable())
+    for macro in table.macros.values():
+        macro.braced_args_only = True  # never swallow `&`, `\\` or a lone token: `\si` may be a paper's sigma
     table.macros.update(special_macros())
     known = known_commands()
     # never shadow something the rule's preamble already defines (e.g. amsmath's own commands)
@@ -137,7 +138,9 @@ def known_commands() -> frozenset[str]:
         return frozenset()
 
 
-_CS_RE = re.compile(r"(\\\\)|\\([a-zA-Z]+)|\\begin\s*\{([^{}]+)\}")
+_CS_RE = re.compile(r"(\\\\)|\\begin\s*\{([^{}]+)\}|\\([a-zA-Z]+)")
+# Defined by LaTeX, but only for text fonts: in math under the rule's OT1 encoding they stop the run.
+_TEXT_ONLY = {"th", "TH", "dh", "DH", "dj", "DJ", "ng", "NG", "textquotedbl", "guillemotleft", "guillemotright"}
 
 
 def undefined_commands(equation: str) -> list[str]:
@@ -149,12 +152,12 @@ def undefined_commands(equation: str) -> list[str]:
     for m in _CS_RE.finditer(equation):
         if m.group(1):
             continue
-        name = m.group(2)
+        name = m.group(3)
         if name is not None:
-            if name not in known and name not in ("begin", "end"):
+            if (name not in known or name in _TEXT_ONLY) and name != "end":
                 out.append("\\" + name)
         else:
-            env = m.group(3).strip()
+            env = m.group(2).strip()
             if env not in known:
                 out.append("{" + env + "}")
     return sorted(set(out))
@@ -222,3 +225,26 @@ def build_known_commands(extra_names: list[str] = (), out_path: Path = KNOWN_COM
 if __name__ == "__main__":
     extra = Path(sys.argv[1]).read_text().split() if len(sys.argv) > 1 else []
     print(build_known_commands(extra), "defined names written to", KNOWN_COMMANDS_FILE)
+
+
+_LEFT_RE = re.compile(r"\\left(?![a-zA-Z@])")
+_RIGHT_RE = re.compile(r"\\right(?![a-zA-Z@])")
+_BRACE_RE = re.compile(r"\\.|[{}]", re.S)
+
+
+def structure_problem(equation: str) -> str | None:
+    """A reason when `equation` cannot compile whatever the preamble: unbalanced braces or \\left/\\right."""
+    depth = 0
+    for m in _BRACE_RE.finditer(equation):
+        t = m.group(0)
+        if t == "{":
+            depth += 1
+        elif t == "}":
+            depth -= 1
+            if depth < 0:
+                return "unbalanced braces"
+    if depth:
+        return "unbalanced braces"
+    if len(_LEFT_RE.findall(equation)) != len(_RIGHT_RE.findall(equation)):
+        return "unbalanced \\left/\\right"
+    return None

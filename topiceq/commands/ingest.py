@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-equation-chars", type=int, default=1000, metavar="N",
                         help="drop equations longer than this after normalisation")
     parser.add_argument("--keep-undefined", action="store_true",
-                        help="keep equations that use commands the compile rule's preamble does not define")
+                        help="keep equations that surely fail the compile rule: commands its preamble does not "
+                        "define, unbalanced braces or \\left/\\right")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a summary")
 
