@@ -71,6 +71,20 @@ def pairwise_scores(pairs: list[tuple[str, str]], folds: int, seed: int) -> dict
             "folds": folds}
 
 
+def telltale_tokens(pairs: list[tuple[str, str]], n: int = 8) -> dict[str, list[str]]:
+    """Token n-grams with the largest weights towards "fake" and towards "real", fitted on all pairs."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    texts = [t for real, fake in pairs for t in (real, fake)]
+    labels = np.array([label for _ in pairs for label in (0, 1)])
+    vectorizer = CountVectorizer(tokenizer=latex_tokens, token_pattern=None, lowercase=False, ngram_range=(1, 2))
+    model = LogisticRegression(max_iter=2000, C=1.0).fit(vectorizer.fit_transform(texts), labels)
+    names = vectorizer.get_feature_names_out()
+    order = np.argsort(model.coef_[0])
+    return {"fake": [str(names[i]) for i in order[::-1][:n]], "real": [str(names[i]) for i in order[:n]]}
+
+
 def longer_is_fake(pairs: list[tuple[str, str]]) -> float:
     from pipeline.quiz import equation_length
 
@@ -128,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "longer_is_fake_matched": longer_is_fake(pairs),
         "longer_is_fake_unmatched": longer_is_fake(unmatched),
         "generation_seconds": round(generation_s, 1),
+        "telltale_tokens": telltale_tokens(pairs) if len(pairs) >= 2 else {},
     }
     if args.json:
         print(json.dumps(result))
@@ -140,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
               f"  = {result['pairwise_vs_chance']:.2f}x chance")
         print(f"'longer is fake', quiz pairs: {result['longer_is_fake_matched']:.3f}; "
               f"with a random real of the topic: {result['longer_is_fake_unmatched']:.3f}")
+        if result["telltale_tokens"]:
+            print(f"tokens that say fake: {' | '.join(result['telltale_tokens']['fake'])}")
+            print(f"tokens that say real: {' | '.join(result['telltale_tokens']['real'])}")
     return 0
 
 
