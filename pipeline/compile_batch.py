@@ -95,6 +95,7 @@ CALIBRATION_EQUATIONS = (
     r"\begin{multlined} a + b \\ c \end{multlined} \ref{x} \eqref{y} \sqrt[\uproot{2}3]{x}",
     r"\begin{array}{cc} a & b \cr \omit c & d \crcr \end{array} \mathchoice{a}{b}{c}{d} \vbox{\hrule}",
     "a \\\n b",
+    r"\text{\l \o \t{ab} \c{c} \v{s} \r{a} \d{o} \b{o} \u{a} \H{o} \=a \.a \^a \~a \`a \ss \ae} a",
 )
 
 
@@ -150,8 +151,11 @@ def state_check_tex(meanings: dict[str, str | None], volatile: set[str], report_
 
 
 # Messages whose cause may be what earlier equations of the run left behind (fonts, families, memory).
+# A math alphabet's first use allocates a family and redefines the command globally, so an error inside
+# its argument names a different macro before and after its first use in the run.
 _STATE_DEPENDENT = re.compile(r"capacity exceeded|Too many|No room for a new|memory|Interwoven|"
-                              r"That makes 100 errors|I can't go on|Emergency stop", re.I)
+                              r"That makes 100 errors|I can't go on|Emergency stop|"
+                              r"math@egroup|select@group|use@mathgroup|getanddefine@fonts", re.I)
 
 
 @dataclass

@@ -63,11 +63,12 @@ parallel
 dagger ddagger top bot models
 vbox vtop hrule vrule cr crcr omit hline mathchoice lefteqn uproot leftroot ref eqref
 normalfont rmfamily sffamily ttfamily bfseries mdseries itshape upshape slshape scshape
-tiny scriptsize footnotesize small normalsize large Large LARGE huge Huge
+tiny scriptsize footnotesize small normalsize large Large LARGE huge Huge math
+l L o O t th TH c r d a b v u H k i j ae AE oe OE ss aa AA dh DH ng NG
 """.split())
 
 # Control symbols (backslash + one non-letter) that only typeset or space: `\\{` `\\,` `\\\\` etc.
-SAFE_SYMBOLS: frozenset[str] = frozenset(list("{}|,;:!> _%&$#[]()\"'\n") + ["\\"])
+SAFE_SYMBOLS: frozenset[str] = frozenset(list("{}|,;:!> _%&$#[]()\"'\n^~=.`") + ["\\"])
 
 # Environments that are math typesetting with local effects.
 SAFE_ENVIRONMENTS: frozenset[str] = frozenset("""
