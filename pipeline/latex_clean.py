@@ -255,9 +255,9 @@ def find_displays(text: str, env_args: dict[str, tuple[int, str | None]] | None 
             body_start = m.end()
             arg = ""
             if env.startswith("alignat"):
-                am = re.match(r"\s*\{([^{}]*)\}", text[body_start:body_start + 50])
+                am = re.match(r"\s*(?:\{([^{}]*)\}|(\d))", text[body_start:body_start + 50])
                 if am:
-                    arg = am.group(1)
+                    arg = am.group(1) if am.group(1) is not None else am.group(2)
                     body_start += am.end()
             if env_args and env in env_args:  # a display environment the paper redefined with arguments
                 nargs, default = env_args[env]
@@ -474,6 +474,8 @@ def normalise_display(d: RawDisplay) -> str:
     elif target and not (target in ("aligned", "gathered") and not has_top_level(body, "\\\\")
                          and not has_top_level(body, "&")):
         body = "\\begin{" + target + "}" + body + "\\end{" + target + "}"
+    if "\\begin{" in body:  # display environments nested inside a display (amsmath's testmath does this)
+        body = _NESTED_DISPLAY_RE.sub(lambda m: "\\" + m.group(1) + "{" + _NESTED_TARGET[m.group(2)] + "}", body)
     body = collapse_whitespace(body)
     # amsmath quirk: `\begin{aligned}&` (empty first cell) followed later in the row by `\sin`, `\dots`, ...
     # stops pdflatex with "Missing control sequence inserted"; an empty group first avoids it
@@ -481,6 +483,8 @@ def normalise_display(d: RawDisplay) -> str:
     return body
 
 
+_NESTED_DISPLAY_RE = re.compile(r"\\(begin|end)\{(align|flalign|gather)\*?\}")
+_NESTED_TARGET = {"align": "aligned", "flalign": "aligned", "gather": "gathered"}
 _ALIGNED_AMP_RE = re.compile(r"(\\begin\{(?:aligned\}(?:\[[tbc]\])?|split\}|alignedat\}\{[^{}]*\}))\s*&")
 
 

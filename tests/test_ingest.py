@@ -305,3 +305,16 @@ def test_cli_summary_and_exit_codes(tmp_path, shared_arxiv):
     assert fail.returncode == 1
     assert "no input could be read" in fail.stderr and fail.stderr.count("\n") == 1
     assert json.loads((tmp_path / "out2" / "report.json").read_text())["skipped"][0]["reason"] == "empty file"
+
+
+@pytest.mark.slow
+def test_sample_equations_compile_on_their_own(sample_run, pdflatex, tmp_path):
+    """The issue's bar: >= 98% of sample/ equations compile alone under docs/compile-rule (real pdflatex,
+    cold cache)."""
+    from pipeline.compile_check import check
+
+    _, records = sample_run
+    verdicts = check([r["equation"] for r in records], workers=2, cache_dir=tmp_path / "cache")
+    ok = sum(v.ok for v in verdicts)
+    failures = [(r["id"], v.error) for r, v in zip(records, verdicts) if not v.ok]
+    assert ok / len(records) >= 0.98, failures[:10]
