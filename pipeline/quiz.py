@@ -126,6 +126,11 @@ def equation_length(equation: str) -> int:
     return len(" ".join(equation.split()))
 
 
+def equation_rows(equation: str) -> int:
+    """Rows the equation is typeset in: line breaks (`\\\\`, in aligned, cases, matrices) + 1."""
+    return equation.count("\\\\") + 1
+
+
 def _normalised(equation: str) -> str:
     return "".join(equation.split())
 
@@ -296,21 +301,22 @@ def _shortfall_reasons(counts: dict[str, int], usable_fakes: int, config: QuizCo
 
 def _pair(reals_by_topic: dict[int, list[dict]], fakes: list[FakeEquation], n: int, seed: int,
           max_ratio: float, bad_reals: set[str]) -> tuple[list[tuple[FakeEquation, dict]], int, int]:
-    """Round-robin over topics (so topics share the quiz), each fake with the closest-length unused real."""
+    """Round-robin over topics (so topics share the quiz), each fake with the unused real of its topic that
+    has the same number of rows and the closest length (within the ratio bound)."""
     rng = random.Random(seed)
     fakes_by_topic: dict[int, list[FakeEquation]] = {}
     for fake in fakes:
         fakes_by_topic.setdefault(fake.topic, []).append(fake)
     topics = sorted(fakes_by_topic)
     rng.shuffle(topics)
-    pools: dict[int, list[tuple[int, dict]]] = {}
+    pools: dict[int, list[tuple[int, int, dict]]] = {}
     for topic in topics:
         fakes_by_topic[topic] = sorted(fakes_by_topic[topic], key=lambda f: f.equation)
         rng.shuffle(fakes_by_topic[topic])
         pool = sorted((r for r in reals_by_topic.get(topic, []) if r["id"] not in bad_reals),
                       key=lambda r: str(r["id"]))
         rng.shuffle(pool)  # ties in length go to a seeded random real, not the first in the file
-        pools[topic] = [(equation_length(r["equation"]), r) for r in pool]
+        pools[topic] = [(equation_length(r["equation"]), equation_rows(r["equation"]), r) for r in pool]
 
     pairs: list[tuple[FakeEquation, dict]] = []
     unmatched = 0
@@ -323,13 +329,16 @@ def _pair(reals_by_topic: dict[int, list[dict]], fakes: list[FakeEquation], n: i
                 active.remove(topic)
                 continue
             fake = fakes_by_topic[topic].pop()
-            length = equation_length(fake.equation)
+            length, rows = equation_length(fake.equation), equation_rows(fake.equation)
             pool = pools[topic]
-            best = min(range(len(pool)), key=lambda i: _length_ratio(pool[i][0], length), default=None)
-            if best is None or _length_ratio(pool[best][0], length) > max_ratio:
+            # Within the length bound, the same number of rows first (a one-line fake next to a four-line
+            # real would look different at a glance), then the closest length.
+            fitting = [i for i in range(len(pool)) if _length_ratio(pool[i][0], length) <= max_ratio]
+            if not fitting:
                 unmatched += 1
                 continue
-            pairs.append((fake, pool.pop(best)[1]))
+            best = min(fitting, key=lambda i: (abs(pool[i][1] - rows), _length_ratio(pool[i][0], length)))
+            pairs.append((fake, pool.pop(best)[2]))
     unused = sum(len(v) for v in fakes_by_topic.values())
     return pairs, unmatched, unused
 
@@ -655,5 +664,5 @@ def quiz_summary(quiz: Quiz) -> dict:
 
 
 __all__ = ["QuizConfig", "GenerationConfig", "FakeEquation", "Question", "Quiz", "attach_dominant_topics", "build_quiz",
-           "equation_length", "export_quiz", "render_equation", "render_equations", "run_pdflatex",
+           "equation_length", "equation_rows", "export_quiz", "render_equation", "render_equations", "run_pdflatex",
            "tex_escape", "quiz_summary", "choose_topics", "generate_fakes", "make_quiz"]

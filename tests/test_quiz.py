@@ -82,6 +82,16 @@ def test_closest_length_real_is_chosen(small_reals):
     assert q.real_id == best["id"]
 
 
+def test_same_number_of_rows_is_preferred_within_the_length_bound():
+    one_line = real_record(0, 1, r"a + b + c + d + e + f + g + h + i + j + k + l + m + n + o + p + q")
+    three_rows = real_record(0, 2, r"\begin{aligned} a &= b \\ d &= e \\ g &= h \end{aligned}")
+    fake = FakeEquation(r"\begin{aligned} p &= q + r + s \\ t &= u \\ v &= w + x \end{aligned}", 0, True)
+    assert abs(equation_length(one_line["equation"]) - equation_length(fake.equation)) < \
+        abs(equation_length(three_rows["equation"]) - equation_length(fake.equation))
+    (q,) = build_quiz([one_line, three_rows], [fake], 1, seed=0).questions
+    assert q.real_id == three_rows["id"]
+
+
 def test_never_a_question_with_a_non_compiling_equation(small_reals, capsys):
     broken_claimed_ok = FakeEquation(r"\frac{x_{1} + x_{2}}{", 0, True)  # claims to compile; does not
     undefined_claimed_ok = FakeEquation(r"x = \notAMacroAnywhere{2}", 1, True)
