@@ -100,7 +100,8 @@ def charlm_flow(text: str, out: str, preset: str = "tiny", max_steps: int | None
     report.markdown("samples", "Samples", "\n\n".join(f"```\n{t}\n```" for t in samples))
     summary = {"flow": "charlm", "text": str(text_path), "preset": model_preset, "steps": trained["step"],
                "best_val_bits_per_char": trained["best_val_bits_per_char"],
-               "held_out_bits_per_char": scored["bits_per_char"], "samples": samples}
+               "held_out_bits_per_char": scored["bits_per_char"], "resumed_training": trained["resumed"],
+               "samples": samples}
     outputs = {"checkpoint": str(ckpt_dir / "best.pt"), "loss curve": str(ckpt_dir / "loss_curve.png"),
                "samples": str(samples_file)}
     outputs.update(report.write({**summary, "outputs": outputs}))

@@ -288,3 +288,37 @@ def test_compile_check_fan_out_on_dask_equals_threads(harness, tmp_path):
     assert on_dask == on_threads
     oks = [ok for ok, _ in on_threads]
     assert sum(oks) == 40 and not any(oks[i] for i in range(0, 60, 3))  # the broken ones fail, the rest compile
+
+
+# ------------------------------------------------------------------------------------- crash and resume
+@pytest.mark.slow
+def test_a_killed_run_resumes_training_from_its_last_checkpoint(tmp_path):
+    """`topiceq run` killed with SIGKILL mid-training; the next run resumes the training task from last.pt
+    (same key) and finishes it, instead of starting over."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    text = tmp_path / "text.txt"
+    text.write_text(WORDS * 400)
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"))
+    cmd = [str(Path(sys.executable).parent / "topiceq"), "run", "--flow", "charlm", "--text", str(text),
+           "--preset", "tiny", "--out", str(run_dir), "--json"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    last = run_dir / "model" / "last.pt"
+    deadline = time.monotonic() + 240
+    while not last.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert last.exists() and proc.poll() is None, "training never wrote last.pt before the run ended"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["resumed_training"] is True
+    assert summary["steps"] == 200  # the tiny preset's budget, reached across the two runs

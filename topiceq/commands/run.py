@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                         help="torch device for training and generation")
     parser.add_argument("--seed", type=int, default=0, help="seed for generation and the quiz")
+    parser.add_argument("--max-steps", type=int, help="training steps of each model (default: the preset's budget)")
     parser.add_argument("--json", action="store_true", help="print the final summary as one JSON line")
 
 
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             if not text.is_file():
                 raise FileNotFoundError(f"text file {text} does not exist: pass --text FILE")
             summary = run_flow(charlm_flow, run_dir, **runner, text=str(text.resolve()), preset=preset,
-                               device=args.device, seed=args.seed, refresh=args.refresh)
+                               device=args.device, seed=args.seed, refresh=args.refresh, max_steps=args.max_steps)
         else:
             from flows.equations import equations_flow
 
@@ -84,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
                 hint = "" if args.corpus else " (the shared demo corpus is missing: pass --corpus DIR)"
                 raise FileNotFoundError(f"corpus {', '.join(missing)} does not exist{hint}")
             summary = run_flow(equations_flow, run_dir, **runner, corpus=[str(c.resolve()) for c in corpus],
-                               preset=preset, device=args.device, seed=args.seed, refresh=args.refresh)
+                               preset=preset, device=args.device, seed=args.seed, refresh=args.refresh,
+                               max_steps=args.max_steps)
     except StageFailed:
         raise
     except (FileNotFoundError, NotADirectoryError, ValueError, RuntimeError):
