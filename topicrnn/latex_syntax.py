@@ -146,7 +146,9 @@ XARROWS = frozenset(n for n, k in ARG_MACROS.items() if k == ("r", "g"))
 # Robust macros that TeX accepts as a script's argument without braces (`x^\mathrm{T}`, `x_\text{max}`):
 # TeX skips their \relax (\protect) when it looks for the math field; `x^\hat x` fails.
 SCRIPT_MACROS = _words("mathrm mathbf mathit mathsf mathtt mathcal mathbb mathfrak text frac")
-# \bm / \boldsymbol take their argument apart: no environment inside it (fails inside a matrix).
+# \bm / \boldsymbol take their argument apart: inside it only symbols, operators, spacing, groups and
+# scripts (`\bm{\binom12}` is an error, `\boldsymbol{\operatorname{..}\text{..}}` loops past the time limit,
+# an environment fails inside a matrix).
 BOLD = _words("bm boldsymbol")
 # Marks an argument frame carries down to everything nested in it.
 MARKS = {**{n: "x" for n in XARROWS}, **{n: "h" for n in ACCENTS}, **{n: "b" for n in BOLD}}
@@ -451,6 +453,9 @@ class SyntaxAutomaton:
 
     def _lex_word(self, name, flags, stack):
         top = self._top(stack)
+        if ("b" in self._marks(stack) and name not in self.symbols and name not in self.operators
+                and name not in self.limits and name not in self.spaces):
+            return None
         if name in self.symbols:
             return (None, flags & _ATOM_KEEP, self._touch(stack))
         if name in self.operators:
@@ -566,7 +571,8 @@ class SyntaxAutomaton:
                     ok = False
             elif kind == "w":
                 ok = (lx[1] in self.symbols or lx[1] in self.operators) and lx[1] not in NOT_ARGSAFE
-                if k == "s" and lx[1] in SCRIPT_MACROS and lx[1] in self.arg_macros and self._can_push(stack):
+                if (k == "s" and lx[1] in SCRIPT_MACROS and lx[1] in self.arg_macros and self._can_push(stack)
+                        and "b" not in self._marks(stack)):
                     return (("arg", self.arg_macros[lx[1]], after), flags & GF, stack)
             if not ok:
                 return None
