@@ -62,7 +62,7 @@ def main() -> int:
         empty_flow.fn()
     per_flow_direct = (time.perf_counter() - t0) / n_flows
 
-    @stage_task("bench-split", input_arg="paper", outputs=(), code=("pipeline",))
+    @stage_task("bench-split", input_arg="paper", outputs=(), code=("pipeline.ingest",))
     def split_task(paper: str) -> str:
         return split_for(paper)
 

@@ -4,8 +4,8 @@ A task made with `stage_task` is recomputed only when something it depends on ch
 
 * the *content* of every `pathlib.Path` argument (a file's bytes, or a folder's relative paths and bytes),
 * every other argument (config dataclasses by their fields, numbers, strings, lists, dicts),
-* the source of the task function and of the packages it wraps (`pipeline/`, `topicrnn/`), so editing a
-  stage's code invalidates its results.
+* the source of the task function and of the stage modules it wraps (`pipeline.ingest`, ...) with every
+  repository module they import, so editing a stage's code invalidates its results (and only its own).
 
 Output arguments (`outputs=("out_dir",)`) take part by their path only (their content is what the task
 produces). When the task finishes it writes a marker `.topiceq-task.json` holding its key and the outputs'
@@ -96,18 +96,62 @@ def content_hash(path: str | os.PathLike) -> str:
     return "d:" + h.hexdigest()
 
 
+def _module_file(module: str) -> Path | None:
+    base = REPO_ROOT.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(module: str, file: Path) -> set[str]:
+    """Repository modules that `module` imports anywhere in its source (also inside functions)."""
+    import ast
+
+    tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
+    package = module if file.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                target = node.module or ""
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)  # `from pkg import module`
+    return {m for m in found if m.split(".")[0] in CODE_PACKAGES and _module_file(m) is not None}
+
+
+CODE_PACKAGES = ("pipeline", "topicrnn", "flows")
+
+
 @functools.lru_cache(maxsize=None)
-def code_hash(packages: tuple[str, ...]) -> str:
-    """A digest of every `.py` file of the given top-level packages of this repository (e.g. `pipeline`)."""
+def code_closure(modules: tuple[str, ...]) -> tuple[Path, ...]:
+    """Source files of `modules` and of every repository module they import, transitively."""
+    seen: dict[str, Path] = {}
+    todo = list(modules)
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        file = _module_file(module)
+        if file is None:
+            raise FileNotFoundError(f"module {module} has no source file under {REPO_ROOT}")
+        seen[module] = file
+        todo.extend(_imported_modules(module, file) - set(seen))
+    return tuple(sorted(set(seen.values())))
+
+
+def code_hash(modules: tuple[str, ...]) -> str:
+    """A digest of the source of `modules` (e.g. `pipeline.ingest`) and of the repository modules they
+    import: editing a stage's code invalidates that stage's results, editing another stage's does not."""
     h = hashlib.blake2b(digest_size=20)
-    for package in sorted(packages):
-        folder = REPO_ROOT / package
-        if not folder.is_dir():
-            raise FileNotFoundError(f"package folder {folder} does not exist")
-        for file in sorted(folder.rglob("*.py")):
-            if "__pycache__" in file.parts:
-                continue
-            h.update(file.relative_to(REPO_ROOT).as_posix().encode() + b"\0" + file.read_bytes() + b"\n")
+    for file in code_closure(tuple(sorted(modules))):
+        h.update(file.relative_to(REPO_ROOT).as_posix().encode() + b"\0" + _file_digest(file, file.stat()).encode())
     return h.hexdigest()
 
 
@@ -285,12 +329,13 @@ def started_with_same_key(out_dir: str | os.PathLike) -> bool:
     return same
 
 def stage_task(stage: str, *, input_arg: str, outputs: tuple[str, ...] = ("out_dir",),
-               code: tuple[str, ...] = ("pipeline",), retries: int = 2, retry_delay_seconds: float = 3.0,
+               code: tuple[str, ...] = (), retries: int = 2, retry_delay_seconds: float = 3.0,
                cache: bool = True, **task_options: Any) -> Callable[[Callable], Any]:
     """Make a Prefect task of a thin stage function.
 
     `input_arg` names the argument that failure messages quote; `outputs` the arguments that are paths the
-    stage writes; `code` the packages whose source is part of the key. Extra keyword arguments go to
+    stage writes; `code` the modules (e.g. "pipeline.ingest") whose source, with their imports, is part of
+    the key. Extra keyword arguments go to
     `prefect.task` (e.g. `tags`, `timeout_seconds`).
     """
 

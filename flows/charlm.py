@@ -18,7 +18,8 @@ from flows.reporting import RunReport, format_summary
 CHARLM_PRESETS = {"tiny": "tiny", "cpu": "cpu-lstm", "gpu": "shakespeare-lstm"}
 
 
-@stage_task("charlm-train", input_arg="text", outputs=("out_dir",), code=("topicrnn",), retries=1)
+@stage_task("charlm-train", input_arg="text", outputs=("out_dir",), code=("topicrnn.train", "topicrnn.presets"),
+            retries=1)
 def train_charlm(text: Path, out_dir: Path, preset: str, overrides: list[str], max_steps: int | None,
                  device: str = "auto") -> dict[str, Any]:
     """`topicrnn.train.train` on one text file; resumes a crashed attempt of the same key from last.pt."""
@@ -36,7 +37,7 @@ def train_charlm(text: Path, out_dir: Path, preset: str, overrides: list[str], m
     return result
 
 
-@stage_task("charlm-sample", input_arg="checkpoint_dir", outputs=("out_file",), code=("topicrnn",))
+@stage_task("charlm-sample", input_arg="checkpoint_dir", outputs=("out_file",), code=("topicrnn.interface",))
 def sample_charlm(checkpoint_dir: Path, out_file: Path, n: int, length: int, temperature: float, prime: str,
                   seed: int) -> list[str]:
     """n samples from the trained model (`TorchLM.sample`), written one block per sample to out_file."""
@@ -49,7 +50,7 @@ def sample_charlm(checkpoint_dir: Path, out_file: Path, n: int, length: int, tem
     return texts
 
 
-@stage_task("charlm-score", input_arg="text", outputs=(), code=("topicrnn",))
+@stage_task("charlm-score", input_arg="text", outputs=(), code=("topicrnn.interface", "topicrnn.data"))
 def score_charlm(checkpoint_dir: Path, text: Path, max_chars: int) -> dict[str, Any]:
     """Bits per character (`TorchLM.score`) of the held-out end of the text (the training run's val split)."""
     from topicrnn.data import read_text, split_text

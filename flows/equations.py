@@ -61,7 +61,7 @@ GENERATION_SETS = (("topic", "topic", True), ("topic-unconstrained", "topic", Fa
 
 
 # -------------------------------------------------------------------------------------------------- tasks
-@stage_task("ingest", input_arg="corpus", outputs=("out_dir",), code=("pipeline",))
+@stage_task("ingest", input_arg="corpus", outputs=("out_dir",), code=("pipeline.ingest",))
 def ingest_corpus(corpus: list[Path], out_dir: Path, workers: int) -> dict[str, Any]:
     """`pipeline.ingest.ingest`: LaTeX sources -> out_dir/equations.jsonl + report.json."""
     from pipeline.ingest import IngestConfig, ingest
@@ -72,7 +72,7 @@ def ingest_corpus(corpus: list[Path], out_dir: Path, workers: int) -> dict[str, 
     return {k: report.get(k) for k in keep}
 
 
-@stage_task("topics", input_arg="data_dir", outputs=("out_dir",), code=("pipeline",))
+@stage_task("topics", input_arg="data_dir", outputs=("out_dir",), code=("pipeline.topics",))
 def fit_topic_model(data_dir: Path, out_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     """`pipeline.topics.fit_topics` on the ingest dir's train split."""
     from pipeline.topics import TopicConfig, fit_topics
@@ -83,7 +83,8 @@ def fit_topic_model(data_dir: Path, out_dir: Path, overrides: dict[str, Any]) ->
             "metrics": _jsonable(getattr(model, "metrics", None) or {})}
 
 
-@stage_task("train", input_arg="data_dir", outputs=("out_dir",), code=("topicrnn", "pipeline"), retries=1)
+@stage_task("train", input_arg="data_dir", outputs=("out_dir",), code=("topicrnn.train", "topicrnn.presets"),
+            retries=1)
 def train_equation_model(data_dir: Path, topics_dir: Path | None, out_dir: Path, preset: str,
                          overrides: list[str], max_steps: int | None, device: str) -> dict[str, Any]:
     """`topicrnn.train.train` on the ingested equations (with θ from topics_dir, or none for the baseline);
@@ -101,7 +102,7 @@ def train_equation_model(data_dir: Path, topics_dir: Path | None, out_dir: Path,
     return result
 
 
-@stage_task("evaluate", input_arg="checkpoints", outputs=(), code=("topicrnn", "pipeline"))
+@stage_task("evaluate", input_arg="checkpoints", outputs=(), code=("topicrnn.equation_model",))
 def evaluate_models(data_dir: Path, topics_dir: Path, checkpoints: list[Path], max_equations: int | None,
                     seed: int) -> dict[str, Any]:
     """`topicrnn.equation_model.evaluate`: bits per character of the test split for each checkpoint."""
@@ -112,7 +113,8 @@ def evaluate_models(data_dir: Path, topics_dir: Path, checkpoints: list[Path], m
     return {"json": table.to_json(), "markdown": table.to_markdown()}
 
 
-@stage_task("generate", input_arg="checkpoint", outputs=("out_file",), code=("topicrnn", "pipeline"))
+@stage_task("generate", input_arg="checkpoint", outputs=("out_file",),
+            code=("topicrnn.equation_model", "topicrnn.train"))
 def generate_by_topic(checkpoint: Path, data_dir: Path, topics_dir: Path, out_file: Path, set_name: str,
                       per_topic: int, temperature: float, constrained: bool, seed: int,
                       device: str) -> dict[str, Any]:
@@ -143,7 +145,7 @@ def generate_by_topic(checkpoint: Path, data_dir: Path, topics_dir: Path, out_fi
     return {"set": set_name, "equations": n, "file": str(out_file)}
 
 
-@stage_task("compile-check", input_arg="equations_file", outputs=(), code=("pipeline",))
+@stage_task("compile-check", input_arg="equations_file", outputs=(), code=("pipeline.compile_check",))
 def compile_check_batch(equations_file: Path, start: int, stop: int, workers: int,
                         use_cache: bool = True) -> list[list[Any]]:
     """`pipeline.compile_check.check` on lines [start, stop) of a JSONL file: [[ok, error], ...] in order."""
@@ -155,7 +157,8 @@ def compile_check_batch(equations_file: Path, start: int, stop: int, workers: in
     return [[bool(v.ok), v.error] for v in check(equations, workers=workers, use_cache=use_cache)]
 
 
-@stage_task("quiz", input_arg="fakes_file", outputs=("out_dir",), code=("pipeline",))
+@stage_task("quiz", input_arg="fakes_file", outputs=("out_dir",),
+            code=("pipeline.quiz", "pipeline.ingest", "topicrnn.equation_model"))
 def export_quiz_files(data_dir: Path, topics_dir: Path, fakes_file: Path, verdicts_file: Path, out_dir: Path,
                       n: int, seed: int) -> dict[str, Any]:
     """`pipeline.quiz.build_quiz` + `export_quiz`: real test-split equations against generated ones."""

@@ -243,6 +243,18 @@ def test_equations_flow_tiny_then_cached(harness, tmp_path):
     for title in ("Corpus", "Topics", "Bits per character", "compile", "Sample equations", "Quiz"):
         assert title in report
 
+    # The same tables as Prefect artifacts of this flow run, read back from the API.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[first.state_details.flow_run_id])))
+    keys = {a.key: a for a in artifacts}
+    assert {"equations-corpus", "equations-topics", "equations-bpc", "equations-compile-rates",
+            "equations-samples", "equations-quiz"} <= set(keys), sorted(keys)
+    assert keys["equations-quiz"].type == "link" and "quiz.html" in keys["equations-quiz"].data
+
     second = run_flow(equations_flow, run_dir, return_state=True, **params)
     assert second.result()["compile_rate"] == summary["compile_rate"]
     states = task_states(second)
@@ -322,3 +334,11 @@ def test_a_killed_run_resumes_training_from_its_last_checkpoint(tmp_path):
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["resumed_training"] is True
     assert summary["steps"] == 200  # the tiny preset's budget, reached across the two runs
+
+
+def test_code_part_of_the_key_follows_imports_only():
+    from flows.caching import code_closure
+
+    files = {p.name for p in code_closure(("flows.charlm",))}
+    assert {"charlm.py", "caching.py", "reporting.py"} <= files
+    assert "deploy.py" not in files and "equations.py" not in files
