@@ -87,9 +87,9 @@ def sweep(data: Path, base: TopicConfig, ks: list[int], documents: list[str], ou
         for doc_mode in documents:
             for k in ks:
                 cfg = replace(base, k=k, documents=doc_mode, metrics=True)
-                model = fit_topics(data, Path(keep or tmp) / f"{doc_mode}-{k}", cfg)
+                model = fit_topics(data, Path(keep or tmp) / f"{doc_mode}-{k}-seed{base.seed}", cfg)
                 m = model.metrics
-                row = {"documents": doc_mode, "k": k, **{key: m.get(key) for key in (
+                row = {"documents": doc_mode, "k": k, "seed": base.seed, **{key: m.get(key) for key in (
                     "c_npmi", "c_v", "heldout_perplexity", "heldout_perplexity_gensim_bound", "nmi_area_heldout",
                     "nmi_area_all", "nmi_area_train_used", "fit_seconds", "fit_cpu_seconds", "lda_documents",
                     "vocabulary")}}
@@ -108,6 +108,7 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=None, help="ingest dir (default data/ingest-all, else -sample)")
     ap.add_argument("--k", type=int, default=TopicConfig().k)
     ap.add_argument("--passes", type=int, default=TopicConfig().passes)
+    ap.add_argument("--seed", type=int, default=TopicConfig().seed)
     ap.add_argument("--documents", default="contexts", help="contexts, papers, or both comma-separated (sweep)")
     ap.add_argument("--sweep", default=None, help="comma-separated K values: run the coherence sweep instead")
     ap.add_argument("--no-metrics", action="store_true", help="fit/infer bench without coherence etc.")
@@ -116,7 +117,7 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, default=None, help="keep the sweep's topic dirs under this folder")
     args = ap.parse_args()
     data = args.data or default_data()
-    base = TopicConfig(k=args.k, passes=args.passes, metrics=not args.no_metrics)
+    base = TopicConfig(k=args.k, passes=args.passes, seed=args.seed, metrics=not args.no_metrics)
     if args.sweep:
         sweep(data, base, [int(x) for x in args.sweep.split(",")], args.documents.split(","), args.json, args.keep)
     else:

@@ -45,7 +45,8 @@ class TopicConfig:
 
     k: int = 20                      # number of topics (default chosen by the coherence sweep, docs/results.md)
     seed: int = 0                    # LdaModel random_state, cap sampling, inference initialisation
-    documents: str = "contexts"      # LDA documents: "contexts" (one per equation) or "papers" (contexts joined)
+    documents: str = "papers"        # LDA documents: "papers" (a paper's selected contexts joined; measured
+    #                                  better on every K: docs/results.md) or "contexts" (one per equation)
     passes: int = 10
     iterations: int = 50             # cap on per-document E-step iterations while training (gensim default)
     infer_iterations: int = 50       # same cap when inferring θ (converges well before on short contexts)

@@ -56,7 +56,8 @@ def make_corpus(root: Path, seed: int = 0, papers_per_area: int = 6, eqs_per_pap
     return root
 
 
-FAST = dict(k=3, passes=8, iterations=50, no_below=2, max_per_paper=None, max_per_source=None, chunksize=200)
+FAST = dict(k=3, passes=8, iterations=50, no_below=2, max_per_paper=None, max_per_source=None, chunksize=200,
+            documents="contexts")  # many small documents: the planted fixture; papers mode has its own test
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +200,7 @@ def test_same_seed_same_topics_other_seed_differs(tmp_path):
 
 def test_papers_as_documents_and_bigrams_fit(tmp_path):
     data = make_corpus(tmp_path / "ingest", papers_per_area=4, eqs_per_paper=20)
-    model = fit_topics(data, tmp_path / "m", TopicConfig(**dict(FAST, metrics=False), documents="papers",
+    model = fit_topics(data, tmp_path / "m", TopicConfig(**dict(FAST, metrics=False, documents="papers"),
                                                          bigrams=True, bigram_min_count=2))
     assert model.metrics["lda_documents"] == 3 * 2  # train papers
     theta = model.infer(["likelihood posterior prior variance"])
@@ -248,24 +249,32 @@ def test_missing_data_dir_says_what_to_do(tmp_path):
         fit_topics(tmp_path / "nothing", tmp_path / "out", TopicConfig(**FAST))
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "topiceq.cli", "topics", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    """The real dispatcher, in process (a subprocess per call would re-import gensim each time)."""
+    from topiceq.cli import main
+
+    capsys.readouterr()
+    rc = main(["topics", *args])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
 
 
-def test_cli_fit_show_infer_json(tmp_path):
+def test_cli_fit_show_infer_json(tmp_path, capsys):
     data = make_corpus(tmp_path / "ingest", papers_per_area=4, eqs_per_paper=25)
     labels = tmp_path / "labels.toml"
     labels.write_text('1 = "Middle"\n')
     out = tmp_path / "model"
-    r = _cli("fit", "--data", str(data), "--out", str(out), "--k", "3", "--seed", "2", "--passes", "8",
-             "--no-below", "2", "--no-metrics", "--labels", str(labels))
-    assert r.returncode == 0, r.stderr
-    assert (out / "theta.npz").is_file() and "topics" in r.stdout
-    r = _cli("show", "--model", str(out))
-    assert r.returncode == 0, r.stderr
-    assert "Middle" in r.stdout and len([ln for ln in r.stdout.splitlines() if ln.strip()]) >= 3
-    r = _cli("infer", "--model", str(out), "--json", "likelihood", "posterior", "variance", "zzzqqq")
+    rc, stdout, err = _cli(capsys, "fit", "--data", str(data), "--out", str(out), "--k", "3", "--seed", "2",
+                           "--passes", "8", "--no-below", "2", "--no-metrics", "--labels", str(labels))
+    assert rc == 0, err
+    assert (out / "theta.npz").is_file() and "topics" in stdout
+    rc, stdout, err = _cli(capsys, "show", "--model", str(out))
+    assert rc == 0, err
+    assert "Middle" in stdout and len([ln for ln in stdout.splitlines() if ln.strip()]) >= 3
+    # the console entry point as a user runs it, in its own process
+    r = subprocess.run([sys.executable, "-m", "topiceq.cli", "topics", "infer", "--model", str(out), "--json",
+                        "likelihood", "posterior", "variance", "zzzqqq"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     weights = [t["weight"] for t in result["topics"]]
@@ -274,8 +283,8 @@ def test_cli_fit_show_infer_json(tmp_path):
     model = TopicModel.load(out)
     assert result["topics"][0]["id"] == topic_of_area(model, "stat")
     assert "zzzqqq" in r.stderr  # the ignored word is noted
-    r = _cli("infer", "--model", str(out), "star", "galaxy")
-    assert r.returncode == 0 and "%" in r.stdout
-    r = _cli("infer", "--model", str(out), "--json", "zzzqqq", "the")
-    assert r.returncode != 0 and "no word the topic model knows" in r.stderr
-    assert len(r.stderr.strip().splitlines()) <= 2
+    rc, stdout, err = _cli(capsys, "infer", "--model", str(out), "star", "galaxy")
+    assert rc == 0 and "%" in stdout
+    rc, stdout, err = _cli(capsys, "infer", "--model", str(out), "--json", "zzzqqq", "the")
+    assert rc != 0 and "no word the topic model knows" in err and stdout == ""
+    assert len(err.strip().splitlines()) <= 2
