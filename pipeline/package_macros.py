@@ -166,8 +166,8 @@ def undefined_commands(equation: str) -> list[str]:
 _CONVENTIONS = [
     (re.compile(r"^(?:bb|mathbb|BB|Bbb)([A-Za-z])$"), "\\mathbb{%s}"),
     (re.compile(r"^(?:c|cal|mc|mcal|C)([A-Z])$"), "\\mathcal{%s}"),
-    (re.compile(r"^(?:s|scr|msc)([A-Z])$"), "\\mathcal{%s}"),
-    (re.compile(r"^(?:frak|fr|mf|mfrak|g)([A-Za-z])$"), "\\mathfrak{%s}"),
+    (re.compile(r"^(?:s|sc|scr|msc)([A-Z])$"), "\\mathcal{%s}"),
+    (re.compile(r"^(?:frak|fr|mf|mfrak|g|f)([A-Za-z])$"), "\\mathfrak{%s}"),
     (re.compile(r"^(?:bf|mb|mbf|vb)([A-Za-z])$"), "\\mathbf{%s}"),
     (re.compile(r"^(?:rm|mr|mrm)([A-Za-z])$"), "\\mathrm{%s}"),
     (re.compile(r"^([NZQRCFHPE])$"), "\\mathbb{%s}"),

@@ -318,3 +318,28 @@ def test_sample_equations_compile_on_their_own(sample_run, pdflatex, tmp_path):
     ok = sum(v.ok for v in verdicts)
     failures = [(r["id"], v.error) for r, v in zip(records, verdicts) if not v.ok]
     assert ok / len(records) >= 0.98, failures[:10]
+
+
+def test_package_macros_guesses_and_sure_failures():
+    from pipeline.latex_clean import RawDisplay, normalise_display
+    from pipeline.package_macros import conventional_macro, package_macros, structure_problem, undefined_commands
+
+    pm = package_macros()
+    assert expand_macros(r"\braket{a|b} + \braket{\psi}{\phi}", pm) == \
+        r"\left\langle a\middle\vert b\right\rangle + \left\langle \psi\middle\vert \phi\right\rangle"
+    assert expand_macros(r"\qty(\frac{a}{b})^2 \dv{f}{x} \SI{3}{km}", pm) == \
+        r"\left( \frac{a}{b}\right)^2 \frac{\mathrm{d} f}{\mathrm{d} x} 3\,\mathrm{km}"
+    assert expand_macros(r"\mathscr{L} \abs*{x} \mqty(a & b)", pm) == \
+        r"\mathcal{L} \left\lvert x\right\rvert \begin{pmatrix}a & b\end{pmatrix}"
+    assert expand_macros(r"\si &= 1", pm) == r"\si &= 1"  # a package macro never swallows `&`
+    assert conventional_macro("bbH").body == r"\mathbb{H}" and conventional_macro("cA").body == r"\mathcal{A}"
+    assert conventional_macro("Imat") is None
+    assert undefined_commands(r"\alpha + \mathbb{R} \coloneqq \bm{x} \begin{dcases} a \end{dcases}") == []
+    assert undefined_commands(r"\xymatrix{A \ar[r] & B} \begin{tikzcd} \end{tikzcd} \th") == \
+        ["\\ar", "\\th", "\\xymatrix", "{tikzcd}"]
+    assert structure_problem(r"\frac{a}{b") == "unbalanced braces"
+    assert structure_problem(r"\left( x \right. \leftarrow \{") is None
+    assert structure_problem(r"\left( x") == "unbalanced \\left/\\right"
+    # amsmath quirk: an empty first cell before \sin in `aligned` needs `{}` to compile
+    assert normalise_display(RawDisplay("align*", r"& x = \sin y \\ & z", 0, 0)) == \
+        r"\begin{aligned}{}& x = \sin y \\ & z\end{aligned}"
