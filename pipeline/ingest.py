@@ -323,6 +323,7 @@ def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, config:
     undefined: Counter = Counter()
     guessed: Counter = Counter()
     partly: list[dict] = []
+    partly_count = 0
     papers_read = 0
     papers_with_eq = 0
     papers_without: list[str] = []
@@ -335,7 +336,7 @@ def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, config:
         bar = tqdm(desc="ingest", unit=" papers", file=sys.stderr, dynamic_ncols=True)
 
     def consume(res: PaperResult, fh) -> None:
-        nonlocal papers_read, papers_with_eq, n_records, displays_found
+        nonlocal papers_read, papers_with_eq, n_records, displays_found, partly_count
         papers_read += 1
         papers_per_area[res.area] += 1
         displays_found += res.displays_found
@@ -343,10 +344,12 @@ def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, config:
         undefined.update(res.undefined)
         guessed.update(res.guessed)
         if res.problems:
-            partly.append({"paper": res.paper, "source": res.source, "problems": res.problems[:20]})
+            partly_count += 1
+            if len(partly) < 1000:  # lists in the report are capped; counts are not
+                partly.append({"paper": res.paper, "source": res.source, "problems": res.problems[:20]})
         if res.records:
             papers_with_eq += 1
-        else:
+        elif len(papers_without) < 1000:
             papers_without.append(res.paper)
         for r in res.records:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -393,7 +396,7 @@ def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, config:
         "config": asdict(cfg),
         "papers_read": papers_read,
         "papers_with_equations": papers_with_eq,
-        "papers_without_equations": papers_without[:200],
+        "papers_without_equations": papers_without,
         "displays_found": displays_found,
         "equations": n_records,
         "equations_per_area": dict(sorted(per_area.items())),
@@ -407,7 +410,7 @@ def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, config:
         "skipped_by_reason": dict(skipped_by_reason.most_common()),
         "skipped": skipped,
         "partly_read": partly[:1000],
-        "partly_read_count": len(partly),
+        "partly_read_count": partly_count,
         "seconds": round(seconds, 3),
         "workers": workers,
     }
