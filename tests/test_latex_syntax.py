@@ -187,7 +187,7 @@ def test_masks_are_cached_by_state_key():
         mask = c.allowed_mask()
         c.advance([rng.choice(row.nonzero().flatten().tolist()) for row in mask])
     auto = c.automaton
-    assert len(auto._rows) < len(auto._states)  # shared rows: fewer masks than states
+    assert auto.n_keys < auto.n_states  # shared rows: fewer masks than states
     # a state's mask row is exactly what stepping each token says
     for sid in range(0, len(auto._states), max(1, len(auto._states) // 25)):
         row = auto.mask_rows([sid])[0]

@@ -13,8 +13,14 @@ What is tracked (each rule checked against real pdflatex while writing this file
   column spec, alignedat{n} 2n, gathered 1 ...), `\\\\` only at an alignment's cell level (pdflatex accepts
   `a \\\\ b` in a plain `\\[ \\]`, but not after a split nor in a group within an alignment), `\\hline` only at
   the start of an array row, no `[`/`*` right after `\\\\` or `\\begin{env}` (read as an optional argument);
-- `^`/`_` need an argument; no double super/subscript (a prime `'` counts as a superscript);
-- `\\limits` only after an operator; one `\\over`/`\\atop`/`\\choose` per group;
+- `^`/`_` need an argument (a group, one character, a symbol that is a single math character, or a robust
+  font/text macro: `x^\\mathrm{T}`); no double super/subscript (a prime `'` counts as a superscript);
+- `\\limits` only after an operator; one `\\over`/`\\atop`/`\\choose` per group, none directly in a macro's
+  argument (`\\frac a{\\over}` loses the braces);
+- what pdflatex showed to fail although it looks fine: `split` below the top level, `\\begin{aligned}&` with
+  no space (if an array-like environment follows in that row), accents nested in accents or in an
+  extensible arrow's argument (`\\macc@kerna`), anything but symbols inside `\\bm{}` (`\\bm{\\binom12}`), a
+  nested `[..]` inside an optional argument, a `]` (e.g. `\\right]`) directly inside one;
 - `$`, `#`, `%`, a blank line, non-ASCII characters, `}` with nothing open, `&` outside alignments,
   unknown control sequences and environments (including `\\end{document}`) are never allowed;
 - only control sequences and environments that appear in the training equations (`SyntaxVocabulary`) AND
@@ -23,8 +29,12 @@ What is tracked (each rule checked against real pdflatex while writing this file
 Tokens may be single characters (CharTokenizer: a control word is spelled letter by letter and its partial
 name is checked against the names legal in that context) or LaTeX tokens (`\\frac`, `\\begin{aligned}`).
 Speed: states are interned; the mask of a state depends only on a small key (pending item, flags, the
-innermost open frame, whether the depth cap is reached), so masks are computed once per key as bool
-tensors and looked up by index; transitions are cached per (state, token).
+innermost open frame, whether the depth cap is reached, the marks of open arguments), so masks are
+computed once per key (control words that behave alike are tried once) into a bool table [keys, V] and
+looked up by index; transitions are cached per (state, token). Share one TokenAutomaton per model.
+
+A prefix the constraint cannot parse (e.g. a prime with an unknown macro) leaves that sequence
+unconstrained (`broken`), with an empty closing.
 """
 from __future__ import annotations
 
@@ -390,6 +400,9 @@ class SyntaxAutomaton:
                     return None
                 if top[0] == "g":
                     return (None, top[1], stack[:-1])
+                if top[3] == "b":  # \bm{..} unwraps: a script of its last atom stays on it (`\bm{a^2}^3` fails)
+                    return self._args_next(top[1], (top[2] & ~(SUP | SUB | PRIME)) | (flags & (SUP | SUB)),
+                                           stack[:-1])
                 return self._args_next(top[1], top[2], stack[:-1])
             if c == "&":
                 if top is None or top[0] != "e" or top[2] == -1:
@@ -454,7 +467,7 @@ class SyntaxAutomaton:
     def _lex_word(self, name, flags, stack):
         top = self._top(stack)
         if ("b" in self._marks(stack) and name not in self.symbols and name not in self.operators
-                and name not in self.limits and name not in self.spaces):
+                and name not in self.limits):  # (`\bm{\textstyle\bf x}` fails too)
             return None
         if name in self.symbols:
             return (None, flags & _ATOM_KEEP, self._touch(stack))
@@ -819,9 +832,9 @@ class TokenAutomaton:
         self._state_ids: dict = {}
         self._key_of: list[int] = []  # state id -> mask row
         self._key_rows: dict = {}
-        self._rows: list[torch.Tensor] = []
+        self.n_keys = 0  # distinct state keys = mask rows in use
         self._complete: list[bool] = []
-        self._table: torch.Tensor | None = None
+        self._table = torch.zeros(64, self.V, dtype=torch.bool)  # mask rows 0..n_keys-1, grown by doubling
         self._trans: dict[tuple[int, int], int] = {}
         self._closing: dict[int, str] = {}
         self.start_id = self.intern(START)
@@ -857,10 +870,15 @@ class TokenAutomaton:
             k = self.auto.key(state)
             row = self._key_rows.get(k)
             if row is None:
-                row = len(self._rows)
+                row = self.n_keys
                 self._key_rows[k] = row
-                self._rows.append(self._compute_mask(state))
-                self._table = None
+                mask = self._compute_mask(state)
+                self.n_keys += 1
+                if row >= self._table.shape[0]:
+                    grown = torch.zeros(2 * self._table.shape[0], self.V, dtype=torch.bool)
+                    grown[:row] = self._table[:row]
+                    self._table = grown
+                self._table[row] = mask
             self._key_of.append(row)
             self._complete.append(self.auto.complete(state))
         return sid
@@ -926,12 +944,12 @@ class TokenAutomaton:
         return nxt
 
     def table(self) -> torch.Tensor:
-        if self._table is None or self._table.shape[0] != len(self._rows):
-            self._table = torch.stack(self._rows) if self._rows else torch.zeros(0, self.V, dtype=torch.bool)
-        return self._table
+        """bool [number of distinct state keys, V]: one mask row per key."""
+        return self._table[: self.n_keys]
 
     def mask_rows(self, sids: Sequence[int]) -> torch.Tensor:
-        return self.table()[torch.as_tensor([self._key_of[s] for s in sids], dtype=torch.long)]
+        key_of = self._key_of
+        return self._table[torch.tensor([key_of[s] for s in sids], dtype=torch.long)]
 
     def closing(self, sid: int) -> str:
         c = self._closing.get(sid)
@@ -942,6 +960,10 @@ class TokenAutomaton:
 
     def is_complete(self, sid: int) -> bool:
         return self._complete[sid]
+
+    @property
+    def n_states(self) -> int:
+        return len(self._states)
 
     def state(self, sid: int):
         return self._states[sid]
