@@ -167,7 +167,7 @@ def real_share(args) -> int:
         groups[group].append(r)
     t0 = time.perf_counter()
     verdicts = check([r["equation"] for r in records], workers=args.workers, timeout=args.timeout,
-                     progress=True)
+                     progress=True, use_cache=not args.no_cache)
     print(f"{len(records)} equations from {f} checked in {time.perf_counter() - t0:.1f} s")
     by_id = {r["id"]: v for r, v in zip(records, verdicts)}
     for group, recs in sorted(groups.items()):
@@ -195,6 +195,7 @@ def main() -> int:
     ap.add_argument("--real-share", type=Path, default=None, metavar="INGESTDIR",
                     help="instead: share of the folder's equations that compile, by sample/demo, with causes")
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--no-cache", action="store_true", help="--real-share: ignore cached verdicts")
     args = ap.parse_args()
     return real_share(args) if args.real_share else speed(args)
 

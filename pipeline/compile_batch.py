@@ -6,13 +6,20 @@ agree), `\\[`, the equation, `\\]`, `\\end{document}`. The batch `\\input`s thes
 each inside a group, with `\\enddocument` redefined to print a marker and return. So every token an equation
 can read, even one that runs past its end, is what it would read alone, and the state it starts from is the
 state after `\\begin{document}`, because only equations that cannot leave a trace (pipeline.compile_safety)
-share a run, and a run is stopped as soon as the group level or mode is off after an equation.
+share a run, and what an equation that broke off leaves behind is cleared or stops the run (below).
 
 From the log, per equation: no error and `\\enddocument` reached at the outer level -> compiles; a first error
 printed before `\\enddocument` or the end of its file -> fails with that error (TeX had read nothing that
 differs from the one-document run); anything else (an error only in what comes after, a timeout, a crash, a
 capacity or "too many" error that could come from the equations before it) -> in doubt, and the caller checks
 that equation alone with the one-document rule.
+
+An equation that broke off half-way (did not reach `\\end{document}` at the outer level) may leave global state
+half-changed, e.g. amsmath's alignment counters or LaTeX's `\\if@ignore`. After such an equation the open groups
+are closed and the state check compares every watched name (the macros and registers named in the kernel and
+package files, minus those that change while valid equations are typeset) with its value after
+`\\begin{document}` and puts back what changed; a name that was undefined and is now defined, an open
+alignment or conditional, or anything else off stops the run, and the rest start in a fresh one.
 """
 from __future__ import annotations
 
@@ -202,15 +209,12 @@ class FormatCache:
                                    "-no-shell-escape", "&pdflatex", "pre.tex"], tmpdir, 120.0, self.config)
                     built = tmpdir / "teqfmt.fmt"
                     if res.returncode == 0 and built.exists():
+                        # Copied under a temporary name, then renamed: other processes see all of it or none.
                         part = fmt.with_suffix(f".{os.getpid()}.{secrets.token_hex(4)}.part")
-                        built.replace(part) if part.parent == built.parent else _copy(built, part)
+                        part.write_bytes(built.read_bytes())
                         os.replace(part, fmt)
             self._known[key] = fmt if fmt.exists() else None
             return self._known[key]
-
-
-def _copy(src: Path, dst: Path) -> None:
-    dst.write_bytes(src.read_bytes())
 
 
 def run_batch(equations: list[str], preamble: str, fmt: Path | None, timeout: float, config: SandboxConfig,
@@ -304,6 +308,10 @@ def _judge(section: list[str], tag: str, k: int, timeout: float, t0: int) -> tup
     if first_err is not None and first_err < boundary:
         message = error_text(section, first_err)
         if _STATE_DEPENDENT.search(message):
+            return doubt, stop
+        if message == "! Undefined control sequence.":
+            # No control sequence at the end of the context line: the error came from inside a package's
+            # caches (bm builds them on first use), which differ after earlier equations.
             return doubt, stop
         return BatchOutcome(False, message, seconds), stop
     if first_err is None and complete and d_at is not None and f_at is not None and d_at < f_at \

@@ -14,7 +14,6 @@ import sqlite3
 import sys
 import tempfile
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from pipeline.compile_tex import (PDFLATEX_RUNS, SandboxConfig, engine_id, first
 DEFAULT_PREAMBLE = "\\documentclass{article}\n\\usepackage{amsmath,amssymb,amsfonts,mathtools,bm}\n"
 
 # Bump when a change here could change a verdict: old cache entries are then ignored.
-RULE_VERSION = "1"
+RULE_VERSION = "2"
 
 
 @dataclass(frozen=True)
