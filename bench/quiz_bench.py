@@ -106,22 +106,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--save-fakes", help="write the generated equations (JSONL) for reruns")
+    parser.add_argument("--fakes", help="read generated equations from a --save-fakes file instead of sampling")
     args = parser.parse_args(argv)
 
     from pipeline.ingest import read_records
-    from pipeline.quiz import (GenerationConfig, QuizConfig, attach_dominant_topics, build_quiz, choose_topics,
-                               generate_fakes)
+    from pipeline.quiz import (FakeEquation, GenerationConfig, QuizConfig, attach_dominant_topics, build_quiz,
+                               choose_topics, generate_fakes)
     from topicrnn import equation_model as em
 
     t0 = time.perf_counter()
     topic_model = em.load_topic_model(args.topics)
-    reals = attach_dominant_topics(read_records(args.data), topic_model.theta_by_id(), split="test")
-    lm = em.load_model(args.checkpoint, device=args.device)
+    records = list(read_records(args.data))
+    reals = attach_dominant_topics(records, topic_model.theta_by_id(), split="test")
+    lm = None if args.fakes else em.load_model(args.checkpoint, device=args.device)
     topics = choose_topics(sorted({r["topic"] for r in reals}), args.pairs, args.seed)
     per_topic = max(1, math.ceil(args.pairs * args.candidates / len(topics)))
-    fakes = generate_fakes(lm, topic_model, topics, per_topic, data_dir=args.data, seed=args.seed,
-                           generation=GenerationConfig(temperature=args.temperature, device=args.device))
-    quiz = build_quiz(reals, fakes, args.pairs, args.seed, config=QuizConfig(max_length_ratio=args.max_length_ratio))
+    if args.fakes:
+        fakes = [FakeEquation(**json.loads(line)) for line in open(args.fakes, encoding="utf-8")]
+        topics = sorted({f.topic for f in fakes})
+    else:
+        fakes = generate_fakes(lm, topic_model, topics, per_topic, data_dir=args.data, seed=args.seed,
+                               generation=GenerationConfig(temperature=args.temperature, device=args.device))
+    if args.save_fakes:
+        with open(args.save_fakes, "w", encoding="utf-8") as fh:
+            for f in fakes:
+                fh.write(json.dumps({"equation": f.equation, "topic": f.topic, "compiles": f.compiles,
+                                     "error": f.error}) + "\n")
+    quiz = build_quiz(reals, fakes, args.pairs, args.seed, config=QuizConfig(max_length_ratio=args.max_length_ratio),
+                      known_equations=(r["equation"] for r in records))
     pairs = [(q.options[q.real], q.options[q.fake]) for q in quiz.questions]
     generation_s = time.perf_counter() - t0
 

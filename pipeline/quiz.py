@@ -301,8 +301,9 @@ def _shortfall_reasons(counts: dict[str, int], usable_fakes: int, config: QuizCo
 
 def _pair(reals_by_topic: dict[int, list[dict]], fakes: list[FakeEquation], n: int, seed: int,
           max_ratio: float, bad_reals: set[str]) -> tuple[list[tuple[FakeEquation, dict]], int, int]:
-    """Round-robin over topics (so topics share the quiz), each fake with the unused real of its topic that
-    has the same number of rows and the closest length (within the ratio bound)."""
+    """Round-robin over topics (so topics share the quiz), each fake with an unused real of its topic within
+    the length ratio bound: on the longer or shorter side by a seeded coin, then the same number of rows,
+    then the closest length."""
     rng = random.Random(seed)
     fakes_by_topic: dict[int, list[FakeEquation]] = {}
     for fake in fakes:
@@ -337,7 +338,11 @@ def _pair(reals_by_topic: dict[int, list[dict]], fakes: list[FakeEquation], n: i
             if not fitting:
                 unmatched += 1
                 continue
-            best = min(fitting, key=lambda i: (abs(pool[i][1] - rows), _length_ratio(pool[i][0], length)))
+            # A seeded coin says whether the real should be the longer or the shorter one, so that "the
+            # longer one is fake" stays a coin toss even when the model writes longer equations than papers.
+            real_longer = rng.random() < 0.5
+            side = [i for i in fitting if (pool[i][0] >= length) == real_longer] or fitting
+            best = min(side, key=lambda i: (abs(pool[i][1] - rows), _length_ratio(pool[i][0], length)))
             pairs.append((fake, pool.pop(best)[2]))
     unused = sum(len(v) for v in fakes_by_topic.values())
     return pairs, unmatched, unused

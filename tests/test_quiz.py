@@ -38,7 +38,7 @@ def real_record(topic: int, index: int, equation: str, split: str = "test") -> d
 def small_reals() -> list[dict]:
     records = []
     for topic, symbol in [(0, "x"), (1, "y")]:
-        for index, terms in enumerate([1, 2, 3, 5, 8, 13]):
+        for index, terms in enumerate([1, 2, 3, 4, 5, 6, 8, 10, 13]):
             records.append(real_record(topic, index, sums(symbol, terms)))
     # A training-split record of the right topic and length: must never be used as the real equation.
     records.append(real_record(0, 99, sums("x", 4), split="train"))
@@ -73,13 +73,18 @@ def test_pairs_share_topic_and_length_within_bound(small_reals, capsys):
     assert "6 of the 10 questions" in err and "length ratio of 1.5" in err
 
 
-def test_closest_length_real_is_chosen(small_reals):
+def test_closest_length_real_on_a_seeded_side_is_chosen(small_reals):
+    """The real is the closest one that is longer, or the closest one that is shorter (a seeded coin), so
+    that "the longer one is fake" is no better than chance."""
     fake = FakeEquation(r"\alpha = " + sums("q", 5), 1, True)
-    quiz = build_quiz(small_reals, [fake], 1, seed=0)
-    (q,) = quiz.questions
+    length = equation_length(fake.equation)
     candidates = [r for r in small_reals if r["topic"] == 1 and r["split"] == "test"]
-    best = min(candidates, key=lambda r: abs(equation_length(r["equation"]) - equation_length(fake.equation)))
-    assert q.real_id == best["id"]
+    longer = min((r for r in candidates if equation_length(r["equation"]) >= length),
+                 key=lambda r: equation_length(r["equation"]))
+    shorter = max((r for r in candidates if equation_length(r["equation"]) < length),
+                  key=lambda r: equation_length(r["equation"]))
+    chosen = {build_quiz(small_reals, [fake], 1, seed=seed).questions[0].real_id for seed in range(8)}
+    assert chosen == {longer["id"], shorter["id"]}
 
 
 def test_same_number_of_rows_is_preferred_within_the_length_bound():
