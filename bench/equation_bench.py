@@ -30,7 +30,6 @@ MODE_OVERRIDES = {
     "bias": ["topic_mode=bias"],
 }
 
-
 def train_models(args) -> dict[str, Path]:
     from topicrnn.presets import apply_overrides, get_preset
     from topicrnn.train import train
@@ -52,6 +51,20 @@ def train_models(args) -> dict[str, Path]:
         out[mode] = ck
     return out
 
+def bpc_table(args, em, topic_model, models, order) -> dict:
+    t0 = time.perf_counter()
+    table = em.evaluate(args.data, topic_model, [models[m] for m in order], max_equations=args.max_test,
+                        seed=args.seed, progress=True)
+    eval_s = time.perf_counter() - t0
+    print("\n## test bits per character (same data, tokenizer and budget)\n")
+    print(table.to_markdown())
+    base = next((r for r in table.rows if r.topic_mode == "none"), None)
+    if base is not None:
+        for r in table.rows:
+            if r is not base:
+                print(f"ratio {r.name}/baseline bpc = {r.bits_per_char / base.bits_per_char:.4f} "
+                      f"(bpc {(1 - r.bits_per_char / base.bits_per_char) * 100:+.2f}% lower than the baseline)")
+    return {"table": table.to_json(), "eval_seconds": eval_s}
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,6 +82,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-test", type=int, default=None, help="score a seeded subset of the test split")
     p.add_argument("--skip-compile", action="store_true")
+    p.add_argument("--skip-table", action="store_true")
     p.add_argument("--json-out", default=None, help="write all figures here (default ROOT/bench.json)")
     args = p.parse_args(argv)
 
@@ -83,21 +97,9 @@ def main(argv=None) -> int:
     models = {mode: em.load_model(path, name=mode) for mode, path in ckpts.items()}
     order = [m for m in ("none", "input", "init", "bias") if m in models]
 
-    t0 = time.perf_counter()
-    table = em.evaluate(args.data, topic_model, [models[m] for m in order], max_equations=args.max_test,
-                        seed=args.seed, progress=True)
-    eval_s = time.perf_counter() - t0
-    print("\n## test bits per character (same data, tokenizer and budget)\n")
-    print(table.to_markdown())
-    base = next((r for r in table.rows if r.topic_mode == "none"), None)
-    if base is not None:
-        for r in table.rows:
-            if r is not base:
-                print(f"ratio {r.name}/baseline bpc = {r.bits_per_char / base.bits_per_char:.4f} "
-                      f"({(1 - r.bits_per_char / base.bits_per_char) * 100:+.2f}% lower is better)")
-    result = {"table": table.to_json(), "eval_seconds": eval_s, "preset": args.preset,
-              "max_steps": args.max_steps, "checkpoints": {m: str(p) for m, p in ckpts.items()}}
-
+    result = {"preset": args.preset, "max_steps": args.max_steps, "checkpoints": {m: str(p) for m, p in ckpts.items()}}
+    if not args.skip_table:
+        result.update(bpc_table(args, em, topic_model, models, order))
     if not args.skip_compile:
         lm = models.get("input") or models[order[0]]
         reports = []
@@ -125,7 +127,6 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(result, indent=1, default=str))
     print(f"\nwrote {out}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
