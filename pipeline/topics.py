@@ -371,8 +371,9 @@ class TopicModel:
         known = set(self.dictionary.token2id)
         used = {w for tok in self.tokens(text) if tok in known for w in tok.split("_")}
         seen, out = set(), []
+        plurals = self.tokenizer.plurals
         for w in self.tokenizer.words(text):
-            if w not in used and w not in seen:
+            if plurals.get(w, w) not in used and w not in seen:
                 seen.add(w)
                 out.append(w)
         return out
