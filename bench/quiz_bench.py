@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=300, help="quiz pairs to build (at most)")
     parser.add_argument("--candidates", type=float, default=2.0, help="generated equations per pair")
     parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--max-length-ratio", type=float, default=1.5)
+    parser.add_argument("--max-length-ratio", type=float, default=1.3)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")

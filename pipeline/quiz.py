@@ -49,7 +49,7 @@ _HTML_PX_PER_BP = 2.0
 class QuizConfig:
     """How a quiz is put together and rendered."""
 
-    max_length_ratio: float = 1.5  # longer/shorter equation (characters) allowed within one question
+    max_length_ratio: float = 1.3  # longer/shorter equation (characters) allowed within one question
     title: str = "Which is fake?"
     tex_timeout: float = 10.0  # seconds per pdflatex run, as in the compile rule
     render_workers: int = 2  # pdflatex runs at once while rendering

@@ -70,7 +70,7 @@ def test_pairs_share_topic_and_length_within_bound(small_reals, capsys):
     assert len({q.real_id for q in quiz.questions}) == 6  # each real equation is used once
     assert quiz.counts["fakes_without_real_match"] == 1
     err = capsys.readouterr().err
-    assert "6 of the 10 questions" in err and "length ratio of 1.5" in err
+    assert "6 of the 10 questions" in err and "length ratio of 1.3" in err
 
 
 def test_closest_length_real_on_a_seeded_side_is_chosen(small_reals):

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
     parser.add_argument("--candidates", type=float, default=3.0,
                         help="equations generated per question (some do not compile or find no real match)")
-    parser.add_argument("--max-length-ratio", type=float, default=1.5,
+    parser.add_argument("--max-length-ratio", type=float, default=1.3,
                         help="longer/shorter equation within a question, in characters")
     parser.add_argument("--constrained", action=argparse.BooleanOptionalAction, default=True,
                         help="syntax-aware decoding")
