@@ -30,6 +30,7 @@ MODE_OVERRIDES = {
     "bias": ["topic_mode=bias"],
 }
 
+
 def train_models(args) -> dict[str, Path]:
     from topicrnn.presets import apply_overrides, get_preset
     from topicrnn.train import train
@@ -51,6 +52,7 @@ def train_models(args) -> dict[str, Path]:
         out[mode] = ck
     return out
 
+
 def bpc_table(args, em, topic_model, models, order) -> dict:
     t0 = time.perf_counter()
     table = em.evaluate(args.data, topic_model, [models[m] for m in order], max_equations=args.max_test,
@@ -65,6 +67,7 @@ def bpc_table(args, em, topic_model, models, order) -> dict:
                 print(f"ratio {r.name}/baseline bpc = {r.bits_per_char / base.bits_per_char:.4f} "
                       f"(bpc {(1 - r.bits_per_char / base.bits_per_char) * 100:+.2f}% lower than the baseline)")
     return {"table": table.to_json(), "eval_seconds": eval_s}
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,6 +130,7 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(result, indent=1, default=str))
     print(f"\nwrote {out}")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

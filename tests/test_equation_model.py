@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from topicrnn.equation_model import (LoadedModel, encode_equation, sample_equations, sequence_logprobs,
-                                     topic_log_likelihoods, topic_posterior)
+                                     topic_posterior)
 from topicrnn.interface import TorchLM
 from topicrnn.models import ModelConfig, RecurrentLM
 from topicrnn.tokenizers import LatexTokenizer
