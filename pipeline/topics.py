@@ -5,7 +5,8 @@ as the Stacks Project, whose ~120 chapters are separate "papers", counts as ONE 
 source takes over the topics. LDA's documents are either the equation contexts or whole papers (the paper's
 selected contexts joined); either way each equation's θ is inferred from its own context words only.
 
-TOPICDIR holds: ``lda.model*`` (gensim LdaModel), ``dictionary.gensim``, ``phrases.pkl`` (when bigrams are on),
+TOPICDIR holds: ``lda.model*`` (gensim LdaModel), ``dictionary.gensim``, ``plurals.json`` (plural -> singular
+learned from the training contexts), ``phrases.pkl`` (when bigrams are on),
 ``theta.npz`` (``ids``, dense ``theta`` [N, K] float32 for every equation of the ingest dir, all splits,
 ``n_known`` = known tokens per context), ``topics.json``, ``config.json``, ``metrics.json``, ``labels.toml``
 (when human labels were given).
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 import sys
 import time
