@@ -129,9 +129,19 @@ def _imported_modules(module: str, file: Path) -> set[str]:
 CODE_PACKAGES = ("pipeline", "topicrnn", "flows")
 
 
-@functools.lru_cache(maxsize=None)
+# ast.parse is not thread-safe in CPython 3.11 ("AST constructor recursion depth mismatch" when two task
+# threads compute keys at once), so closures are computed under a lock and remembered.
+_closure_lock = threading.Lock()
+
+
 def code_closure(modules: tuple[str, ...]) -> tuple[Path, ...]:
     """Source files of `modules` and of every repository module they import, transitively."""
+    with _closure_lock:
+        return _code_closure(modules)
+
+
+@functools.lru_cache(maxsize=None)
+def _code_closure(modules: tuple[str, ...]) -> tuple[Path, ...]:
     seen: dict[str, Path] = {}
     todo = list(modules)
     while todo:

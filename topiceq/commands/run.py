@@ -53,10 +53,25 @@ def default_preset() -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM (a `kill`, a CI time-out) unwinds like Ctrl-C, so Prefect stops its embedded server instead
+    of leaving it running; the cache keeps every task that had completed."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from a test's thread): leave it alone
+        pass
+
+
 def run(args: argparse.Namespace) -> int:
     from flows.settings import apply_prefect_defaults
 
     apply_prefect_defaults()
+    _exit_on_sigterm()
     if args.dask_address and args.task_runner != "dask":
         raise ValueError("--dask-address needs --task-runner dask")
     preset = args.preset or default_preset()
