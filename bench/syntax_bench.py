@@ -74,7 +74,7 @@ def generate(lm: NGramLM, units: Units, auto: TokenAutomaton | None, n: int, max
              temperature: float, seed: int) -> list[str]:
     rng = np.random.default_rng(seed)
     unk, end = lm.index[UNK], lm.index[END]
-    ctxs = [[lm.bos] * (lm.order - 1) for _ in range(n)]
+    ctxs = [[end] * (lm.order - 1) for _ in range(n)]  # an equation starts after the end of another
     out: list[list[str]] = [[] for _ in range(n)]
     done = [False] * n
     c = None
