@@ -209,13 +209,12 @@ def cmd_run(args) -> int:
         syntax = em.allowed_control_sequences(lm, data)
         for constrained in (True, False):
             t0 = time.perf_counter()
-            for t in range(k):
-                n_t = args.n // k + (1 if t < args.n % k else 0)
-                if n_t == 0:
-                    continue
-                eqs = em.sample_equations(lm, protos[t], n=n_t, temperature=args.temperature, seed=args.seed + 7919 * t,
-                                          control_sequences=syntax, constrained=constrained, batch_size=1000)
-                gen_rows += [{"model": mode, "constrained": constrained, "topic": t, "equation": e} for e in eqs]
+            owner = [t for t in range(k) for _ in range(args.n // k + (1 if t < args.n % k else 0))]
+            # one batch of n on the GPU, each row with its topic's prototype θ
+            eqs = em.sample_equations(lm, protos[owner], n=len(owner), temperature=args.temperature, seed=args.seed,
+                                      control_sequences=syntax, constrained=constrained, batch_size=len(owner))
+            gen_rows += [{"model": mode, "constrained": constrained, "topic": t, "equation": e}
+                         for t, e in zip(owner, eqs)]
             summary.setdefault("sampling_s", {})[f"{mode}-{'c' if constrained else 'u'}"] = time.perf_counter() - t0
     with open(out / "generated.jsonl", "w", encoding="utf-8") as f:
         for r in gen_rows:

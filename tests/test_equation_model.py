@@ -114,3 +114,11 @@ def test_constrained_generation_is_reproducible_and_closes_what_it_opens():
     for eq in a:  # an untrained model at T=1.5 would leave groups open without the constraint
         assert eq.count("{") - eq.count("\\{") == eq.count("}") - eq.count("\\}"), eq
         assert eq.count("\\begin{") == eq.count("\\end{"), eq
+
+
+def test_one_theta_row_per_equation_matches_separate_calls():
+    lm = tiny_lm("input", seed=4)
+    rows = np.array([[1, 0, 0], [0, 0, 1], [0, 1, 0]], dtype=np.float32)
+    together = sample_equations(lm, rows, n=3, temperature=0.0, seed=0, max_len=12, constrained=False)
+    apart = [sample_equations(lm, r, n=1, temperature=0.0, seed=0, max_len=12, constrained=False)[0] for r in rows]
+    assert together == apart  # greedy: each row follows its own θ

@@ -468,7 +468,8 @@ def sample_equations(lm: LoadedModel, theta: np.ndarray | None, *, n: int, tempe
                      max_len: int = 300, top_k: int | None = None,
                      control_sequences: Iterable[str] | None = None, constrained: bool = True,
                      batch_size: int = 250) -> list[str]:
-    """n equations from the core sampler, with θ repeated for each; with `constrained`, a fresh syntax
+    """n equations from the core sampler, θ [K] repeated for each (or θ [n, K], one row per equation); with
+    `constrained`, a fresh syntax
     constraint per batch over `control_sequences` (a SyntaxVocabulary; default: `allowed_control_sequences`)."""
     from topicrnn.sampling import sample
 
@@ -479,7 +480,8 @@ def sample_equations(lm: LoadedModel, theta: np.ndarray | None, *, n: int, tempe
         m = min(batch_size, n - start)
         th = None
         if lm.conditioned and theta is not None:
-            th = torch.as_tensor(np.tile(np.asarray(theta, dtype=np.float32), (m, 1)))
+            arr = np.asarray(theta, dtype=np.float32)
+            th = torch.as_tensor(arr[start:start + m] if arr.ndim == 2 else np.tile(arr, (m, 1)))
         constraint = make_constraint(lm, control_sequences) if constrained else None
         texts = sample(lm.model, lm.tokenizer, n=m, max_len=max_len, temperature=temperature, top_k=top_k,
                        theta=th, seed=seed + 1000003 * b, constraint=constraint, device=lm.device)
