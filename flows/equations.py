@@ -36,7 +36,7 @@ class EquationsPreset:
     model_preset: str                     # topicrnn preset of both equation models
     topics: dict[str, Any] = field(default_factory=dict)  # TopicConfig overrides
     max_steps: int | None = None          # None: the model preset's own budget
-    per_topic: int = 20                   # equations generated per topic and per generation set
+    per_set: int = 500                    # equations generated per generation set, spread evenly over topics
     temperature: float = 0.8
     eval_max_equations: int | None = 2000  # test equations scored for the bpc table (None: all)
     quiz_questions: int = 10
@@ -47,11 +47,11 @@ RUN_PRESETS: dict[str, EquationsPreset] = {
     # Tests and smoke runs on a handful of papers: a few topics, a few dozen training steps.
     "tiny": EquationsPreset("eq-tiny", topics=dict(k=4, passes=4, no_below=1, max_per_paper=None,
                                                    max_per_source=None, min_tokens=1, metrics=False),
-                            per_topic=6, eval_max_equations=200, quiz_questions=4, compile_batch=25),
+                            per_set=24, eval_max_equations=200, quiz_questions=4, compile_batch=25),
     # `make run` on 2 CPU cores: the topic owner's defaults, the eq-cpu models (minutes each).
-    "cpu": EquationsPreset("eq-cpu", per_topic=20, eval_max_equations=2000, quiz_questions=10),
-    # One GPU: the full 2 x 512 models; 50 per topic and set (1,000 constrained equations for K = 20).
-    "gpu": EquationsPreset("eq-lstm", per_topic=50, eval_max_equations=None, quiz_questions=20,
+    "cpu": EquationsPreset("eq-cpu", per_set=500, eval_max_equations=2000, quiz_questions=10),
+    # One GPU: the full 2 x 512 models; 1,000 equations per set (the compile-rate figure's sample size).
+    "gpu": EquationsPreset("eq-lstm", per_set=1000, eval_max_equations=None, quiz_questions=20,
                            compile_batch=1000),
 }
 
@@ -233,7 +233,7 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
     for set_name, model_name, constrained in GENERATION_SETS:
         generated[set_name] = t(generate_by_topic)(
             models[model_name], ingest_dir, topics_dir, run_dir / "generated" / f"{set_name}.jsonl", set_name,
-            cfg.per_topic, cfg.temperature, constrained, seed, device)
+            max(1, math.ceil(cfg.per_set / topics["k"])), cfg.temperature, constrained, seed, device)
 
     # Compile checks: fixed-size batches fanned out over the task runner (threads or Dask workers).
     verdict_futures: dict[str, list] = {}
