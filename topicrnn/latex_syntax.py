@@ -17,7 +17,8 @@ What is tracked (each rule checked against real pdflatex while writing this file
   font/text macro: `x^\\mathrm{T}`); no double super/subscript (a prime `'` counts as a superscript);
 - `\\limits` only after an operator; one `\\over`/`\\atop`/`\\choose` per group, none directly in a macro's
   argument (`\\frac a{\\over}` loses the braces);
-- what pdflatex showed to fail although it looks fine: `split` below the top level, `\\begin{aligned}&` with
+- what pdflatex showed to fail although it looks fine: `split` below the top level or with an environment
+  inside, more than 3 nested environments, `\\begin{aligned}&` with
   no space (if an array-like environment follows in that row), accents nested in accents or in an
   extensible arrow's argument (`\\macc@kerna`), anything but symbols inside `\\bm{}` (`\\bm{\\binom12}`), a
   nested `[..]` inside an optional argument, a `]` (e.g. `\\right]`) directly inside one;
@@ -257,6 +258,7 @@ class SyntaxVocabulary:
 class SyntaxConfig:
     max_depth: int = 10  # open groups/arguments/\left/environments at once
     max_array_columns: int = 10
+    max_environments: int = 3  # nested environments (6 nested alignments inside split fail)
     allow_newlines: bool = True  # single newlines (never a blank line)
 
 
@@ -323,7 +325,14 @@ class SyntaxAutomaton:
         whether an extensible arrow's argument is open anywhere."""
         pending, flags, stack = state
         return (pending, flags, stack[-1] if stack else None, len(stack) >= self.config.max_depth,
-                self._marks(stack))
+                self._marks(stack), self._envs_full(stack))
+
+    def _envs_full(self, stack) -> bool:
+        """No further environment: the nesting cap is reached, or inside split (which collects its body;
+        alignments nested in it made it miss its \\end{split})."""
+        if stack and stack[0][0] == "e" and stack[0][1] == "split":
+            return True
+        return sum(f[0] == "e" for f in stack) >= self.config.max_environments
 
     def _marks(self, stack) -> str:
         """The marks of the open argument frames (see MARKS), as a sorted string."""
@@ -377,6 +386,8 @@ class SyntaxAutomaton:
                 return self._args_next(top[1], top[2], stack[:-1], top[3])
             if c in MATH_CHARS:
                 return (None, flags & _ATOM_KEEP, self._touch(stack))
+            if c in "'^_" and "b" in self._marks(stack):
+                return None  # no scripts inside \bm{} (`\bm{_x}` fails; `\bm{x}_i` is fine)
             if c == "'":
                 if flags & SUP and not flags & PRIME:
                     return None
@@ -440,7 +451,7 @@ class SyntaxAutomaton:
             env = lx[1]
             # split only at the top of the display (nested in another split it fails)
             if (env not in self.envs or not self._can_push(stack) or (top is not None and top[0] == "o")
-                    or "b" in self._marks(stack) or (env == "split" and stack)):
+                    or "b" in self._marks(stack) or (env == "split" and stack) or self._envs_full(stack)):
                 return None
             maxamp = self.envs[env]
             new_stack = self._touch(stack) + (("e", env, maxamp, 0, True, flags & GF),)
@@ -517,7 +528,7 @@ class SyntaxAutomaton:
             if name == "end" and (top is None or top[0] != "e"):
                 return None
             if name == "begin" and (not self._can_push(stack) or (top is not None and top[0] == "o")
-                                    or "b" in self._marks(stack)):
+                                    or "b" in self._marks(stack) or self._envs_full(stack)):
                 return None
             return (("env", name, None), flags, stack)
         return None
