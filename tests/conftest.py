@@ -15,6 +15,10 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 if "PREFECT_HOME" not in os.environ or not os.environ.get("TOPICEQ_KEEP_PREFECT_HOME"):
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="topiceq-prefect-home-")
 
+# The compile cache (and anything else under XDG_CACHE_HOME) starts empty for every test session, so a
+# verdict cached on this machine by an earlier run can never make a test pass.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="topiceq-cache-")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 ARXIV = SHARED / "arxiv"
