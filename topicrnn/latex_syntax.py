@@ -477,9 +477,9 @@ class SyntaxAutomaton:
 
     def _lex_word(self, name, flags, stack):
         top = self._top(stack)
-        if ("b" in self._marks(stack) and name not in self.symbols and name not in self.operators
-                and name not in self.limits):  # (`\bm{\textstyle\bf x}` fails too)
-            return None
+        if "b" in self._marks(stack) and (name in NOT_ARGSAFE or (name not in self.symbols and name not in
+                                                                  self.operators and name not in self.limits)):
+            return None  # (`\bm{\textstyle\bf x}`, `\boldsymbol{\dots}` fail too)
         if name in self.symbols:
             return (None, flags & _ATOM_KEEP, self._touch(stack))
         if name in self.operators:
