@@ -114,10 +114,10 @@ def _read_group(text: str, i: int) -> tuple[str, int]:
     return text[i + 1:end - 1], end
 
 
-def _read_bracket(text: str, i: int) -> tuple[str, int]:
-    """`[...]` starting at text[i] == '[' (braces inside are respected) -> (content, index after)."""
+def _find_top_level(text: str, start: int, char: str) -> int:
+    """Index of the first `char` at brace depth 0 from `start` (escaped characters skipped), or -1."""
     depth = 0
-    j = i + 1
+    j = start
     n = len(text)
     while j < n:
         c = text[j]
@@ -128,10 +128,18 @@ def _read_bracket(text: str, i: int) -> tuple[str, int]:
             depth += 1
         elif c == "}":
             depth -= 1
-        elif c == "]" and depth == 0:
-            return text[i + 1:j], j + 1
+        elif c == char and depth == 0:
+            return j
         j += 1
-    raise _BadDefinition
+    return -1
+
+
+def _read_bracket(text: str, i: int) -> tuple[str, int]:
+    """`[...]` starting at text[i] == '[' (braces inside are respected) -> (content, index after)."""
+    j = _find_top_level(text, i + 1, "]")
+    if j < 0:
+        raise _BadDefinition
+    return text[i + 1:j], j + 1
 
 
 def _parse_definition(text: str, i: int, kind: str, table: MacroTable) -> tuple[Macro | None, int] | None:
@@ -417,21 +425,7 @@ def _if_star(text: str, i: int):
 
 
 def _top_level_bar(s: str) -> bool:
-    depth = 0
-    k = 0
-    while k < len(s):
-        c = s[k]
-        if c == "\\":
-            k += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-        elif c == "|" and depth == 0:
-            return True
-        k += 1
-    return False
+    return _find_top_level(s, 0, "|") >= 0
 
 
 def _braket(text: str, i: int):
