@@ -3,9 +3,11 @@ generate by topic -> compile check -> quiz -> report.
 
 Every task is a thin wrapper over one `pipeline/` or `topicrnn/` function, takes and returns paths and small
 records, and is cached by the content of its inputs (flows/caching.py). Compile checks fan out in batches
-over the task runner (threads, or Dask workers). Outputs, all under the run folder:
+over the task runner (threads, or Dask workers); on a Dask cluster ingest is dealt into one shard per
+worker thread and merged back (same bytes as one ingest). Outputs, all under the run folder:
 
-    ingest/        equations.jsonl, report.json            (pipeline.ingest.ingest)
+    ingest/        equations.jsonl, report.json            (pipeline.ingest.ingest, or merge_shards)
+    ingest-shards/ NNN-of-MMM/ per shard (Dask runner only) (pipeline.ingest.ingest with shard_index)
     topics/        the topic model                         (pipeline.topics.fit_topics)
     models/topic/  best.pt of the θ-conditioned LSTM       (topicrnn.train.train)
     models/plain/  best.pt of the unconditioned baseline   (same budget, topic_dim=0)
@@ -67,9 +69,54 @@ def ingest_corpus(corpus: list[Path], out_dir: Path, workers: int) -> dict[str, 
     from pipeline.ingest import IngestConfig, ingest
 
     report = ingest([str(c) for c in corpus], out_dir, IngestConfig(workers=workers, progress=True))
-    keep = ("papers_read", "papers_with_equations", "equations", "equations_per_area", "papers_per_area",
-            "equations_per_split", "equations_per_env", "dropped", "skipped_count", "partly_read_count", "seconds")
-    return {k: report.get(k) for k in keep}
+    return _corpus_stats(report)
+
+
+@stage_task("ingest-shard", input_arg="corpus", outputs=("out_dir",), code=("pipeline.ingest",))
+def ingest_corpus_shard(corpus: list[Path], out_dir: Path, shard_index: int, shard_count: int) -> dict[str, Any]:
+    """`pipeline.ingest.ingest` of every shard_count-th paper (from shard_index) in this worker's process."""
+    from pipeline.ingest import IngestConfig, ingest
+
+    report = ingest([str(c) for c in corpus], out_dir,
+                    IngestConfig(workers=1, progress=True, shard_index=shard_index, shard_count=shard_count))
+    return {"shard": shard_index, "papers_read": report["papers_read"], "equations": report["equations"]}
+
+
+@stage_task("ingest-merge", input_arg="shard_dirs", outputs=("out_dir",), code=("pipeline.ingest",))
+def merge_ingest_shards(shard_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
+    """`pipeline.ingest.merge_shards`: the shards' folders -> out_dir as one unsharded ingest writes it."""
+    from pipeline.ingest import merge_shards
+
+    return _corpus_stats(merge_shards(shard_dirs, out_dir))
+
+
+_CORPUS_STATS = ("papers_read", "papers_with_equations", "equations", "equations_per_area", "papers_per_area",
+                 "equations_per_split", "equations_per_env", "dropped", "skipped_count", "partly_read_count",
+                 "seconds")
+
+
+def _corpus_stats(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: report.get(k) for k in _CORPUS_STATS}
+
+
+def ingest_stage(corpus: list[Path], ingest_dir: Path, workers: int, task_options: dict[str, Any]) -> dict[str, Any]:
+    """Ingest inside a flow: on threads one task (its own process pool of `workers`); on a Dask cluster one
+    shard task per worker thread, then a merge task. Returns the corpus statistics of the ingest report."""
+    from prefect.context import FlowRunContext
+
+    from flows.runners import dask_thread_count
+
+    context = FlowRunContext.get()
+    shards = dask_thread_count(context.task_runner) if context is not None else None
+    if not shards or shards < 2:
+        return ingest_corpus.with_options(**task_options)(corpus, ingest_dir, workers)
+    shard_root = ingest_dir.parent / "ingest-shards"
+    shard_dirs = [shard_root / f"{i + 1:03d}-of-{shards:03d}" for i in range(shards)]
+    futures = [ingest_corpus_shard.with_options(**task_options).submit(corpus, shard_dir, i, shards)
+               for i, shard_dir in enumerate(shard_dirs)]
+    for future in futures:
+        future.result()  # raises the shard's StageFailed
+    return merge_ingest_shards.with_options(**task_options)(shard_dirs, ingest_dir)
 
 
 @stage_task("topics", input_arg="data_dir", outputs=("out_dir",), code=("pipeline.topics",))
@@ -213,7 +260,7 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
         return task_obj.with_options(**opts)
 
     ingest_dir, topics_dir = run_dir / "ingest", run_dir / "topics"
-    corpus_stats = t(ingest_corpus)(corpus_paths, ingest_dir, workers)
+    corpus_stats = ingest_stage(corpus_paths, ingest_dir, workers, opts)
     logger.info("ingest: %s equations from %s papers", corpus_stats["equations"], corpus_stats["papers_read"])
     topics = t(fit_topic_model)(ingest_dir, topics_dir, dict(cfg.topics, seed=seed))
     logger.info("topics: K = %s", topics["k"])

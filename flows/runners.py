@@ -42,3 +42,14 @@ def make_task_runner(kind: str = "threads", *, dask_address: str | None = None, 
                             "host": "127.0.0.1", "dashboard_address": None},
         )
     raise ValueError(f"unknown task runner {kind!r}: choose one of {', '.join(TASK_RUNNERS)}")
+
+
+def dask_thread_count(task_runner: Any) -> int | None:
+    """The number of task slots (worker threads, all workers together) of the Dask cluster behind
+    `task_runner`, or None when it is not a `DaskTaskRunner` (e.g. threads)."""
+    import sys
+
+    module = sys.modules.get("prefect_dask.task_runners")  # not imported: it cannot be a DaskTaskRunner
+    if module is None or not isinstance(task_runner, module.DaskTaskRunner):
+        return None
+    return sum(task_runner.client.nthreads().values()) or None

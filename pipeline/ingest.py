@@ -3,6 +3,12 @@
 `ingest(sources, out_dir, config)` reads files/folders/archives (see `pipeline.sources`), processes papers
 in worker processes (`config.workers`), and streams records to `equations.jsonl` in a deterministic order.
 Nothing is written outside `out_dir`. `read_records(dir)` reads the records back.
+
+Sharding (scale-out over machines): `IngestConfig(shard_index=i, shard_count=n)` processes only the papers at
+positions p of the job list with p % n == i (every shard walks the same sorted job list) and also writes
+`DIR/papers.jsonl` (one line per paper: its position, record count and report entries); `merge_shards(dirs,
+out_dir)` interleaves n such shard folders back into exactly the `equations.jsonl` and report counts of an
+unsharded run.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ logging.getLogger("pylatexenc").setLevel(logging.ERROR)  # its warnings are abou
 
 EQUATIONS_FILE = "equations.jsonl"
 REPORT_FILE = "report.json"
+SHARD_PAPERS_FILE = "papers.jsonl"      # in a shard's folder only: what merge_shards needs per paper
 
 
 @dataclass
@@ -44,6 +51,8 @@ class IngestConfig:
     guess_conventional: bool = True      # \bbH -> \mathbb{H}, \cA -> \mathcal{A} when nothing defines them
     progress: bool = True                # tqdm bar on stderr
     max_skipped_listed: int = 2000       # report.json lists this many skipped inputs (all are counted)
+    shard_index: int | None = None       # None: every paper; i: only papers at job positions p % shard_count == i
+    shard_count: int = 1                 # number of shards the job list is dealt into (see merge_shards)
 
 
 def split_for(paper: str) -> str:
@@ -294,12 +303,104 @@ def _run_job(args: tuple[PaperJob, IngestConfig]) -> PaperResult:
         return res
 
 
+class _Tally:
+    """The counts and capped lists of a report, fed one paper at a time in job order (by `ingest` directly,
+    by `merge_shards` from the shards' `papers.jsonl`), so that both make the same report."""
+
+    def __init__(self) -> None:
+        self.per_area: Counter = Counter()
+        self.papers_per_area: Counter = Counter()
+        self.per_env: Counter = Counter()
+        self.per_split: Counter = Counter()
+        self.dropped: Counter = Counter()
+        self.undefined: Counter = Counter()
+        self.guessed: Counter = Counter()
+        self.partly: list[dict] = []
+        self.partly_count = 0
+        self.papers_read = 0
+        self.papers_with_eq = 0
+        self.papers_without: list[str] = []
+        self.n_records = 0
+        self.displays_found = 0
+
+    def add(self, paper: dict, records: list[dict]) -> None:
+        """`paper`: the entry of `paper_entry`; `records`: the paper's records."""
+        self.papers_read += 1
+        self.papers_per_area[paper["area"]] += 1
+        self.displays_found += paper["displays_found"]
+        self.dropped.update(paper["dropped"])
+        self.undefined.update(paper["undefined"])
+        self.guessed.update(paper["guessed"])
+        if paper["problems"]:
+            self.partly_count += 1
+            if len(self.partly) < 1000:  # lists in the report are capped; counts are not
+                self.partly.append({"paper": paper["paper"], "source": paper["source"],
+                                    "problems": paper["problems"][:20]})
+        if records:
+            self.papers_with_eq += 1
+        elif len(self.papers_without) < 1000:
+            self.papers_without.append(paper["paper"])
+        for r in records:
+            self.per_area[r["area"]] += 1
+            self.per_env[r["env"]] += 1
+            self.per_split[r["split"]] += 1
+        self.n_records += len(records)
+
+    def report(self, sources: list, out: Path, config: dict, skipped_count: int, skipped_by_reason: dict,
+               skipped: list[dict], seconds: float, workers: int) -> dict:
+        return {
+            "sources": [str(s) for s in sources],
+            "out": str(out),
+            "config": config,
+            "papers_read": self.papers_read,
+            "papers_with_equations": self.papers_with_eq,
+            "papers_without_equations": self.papers_without,
+            "displays_found": self.displays_found,
+            "equations": self.n_records,
+            "equations_per_area": dict(sorted(self.per_area.items())),
+            "papers_per_area": dict(sorted(self.papers_per_area.items())),
+            "equations_per_env": dict(self.per_env.most_common()),
+            "equations_per_split": dict(sorted(self.per_split.items())),
+            "dropped": dict(self.dropped.most_common()),
+            "undefined_commands": dict(self.undefined.most_common(100)),
+            "guessed_commands": dict(self.guessed.most_common(100)),
+            "skipped_count": skipped_count,
+            "skipped_by_reason": skipped_by_reason,
+            "skipped": skipped,
+            "partly_read": self.partly[:1000],
+            "partly_read_count": self.partly_count,
+            "seconds": round(seconds, 3),
+            "workers": workers,
+        }
+
+
+def paper_entry(res: PaperResult, position: int) -> dict:
+    """What the report needs of one paper besides its records (full counters: a shard's are merged)."""
+    return {"position": position, "paper": res.paper, "area": res.area, "source": res.source,
+            "records": len(res.records), "displays_found": res.displays_found, "dropped": dict(res.dropped),
+            "undefined": dict(res.undefined), "guessed": dict(res.guessed), "problems": list(res.problems)}
+
+
+def _no_input_error(skipped: list[dict], report_file: Path) -> RuntimeError:
+    return RuntimeError("no input could be read: " + (
+        "; ".join(f"{s['input']}: {s['reason']}" for s in skipped[:5]) or "no LaTeX, archive or JSONL found")
+        + f" (details in {report_file})")
+
+
 def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, config: IngestConfig | None = None
            ) -> dict:
     """Ingest `sources` into `out_dir`; returns the report (also written to `out_dir/report.json`).
 
-    Raises RuntimeError when no input at all could be read."""
+    With `config.shard_index` set, only that shard's papers (see the module docstring); the report then has a
+    "shard" entry and `out_dir/papers.jsonl` is written for `merge_shards`.
+    Raises RuntimeError when no input at all could be read (by any shard)."""
     cfg = config or IngestConfig()
+    sharded = cfg.shard_index is not None
+    if cfg.shard_count < 1 or (sharded and not 0 <= cfg.shard_index < cfg.shard_count):
+        raise ValueError(f"shard_index {cfg.shard_index} of shard_count {cfg.shard_count}: "
+                         "give 0 <= shard_index < shard_count")
+    if not sharded and cfg.shard_count != 1:
+        raise ValueError(f"shard_count {cfg.shard_count} without a shard_index: give both, or neither")
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -315,111 +416,160 @@ def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, config:
             skipped.append({"input": label, "reason": reason})
 
     workers = cfg.workers or (os.cpu_count() or 1)
-    per_area: Counter = Counter()
-    papers_per_area: Counter = Counter()
-    per_env: Counter = Counter()
-    per_split: Counter = Counter()
-    dropped: Counter = Counter()
-    undefined: Counter = Counter()
-    guessed: Counter = Counter()
-    partly: list[dict] = []
-    partly_count = 0
-    papers_read = 0
-    papers_with_eq = 0
-    papers_without: list[str] = []
-    n_records = 0
-    displays_found = 0
+    tally = _Tally()
+    jobs_seen = 0
     tmp_path = out / (EQUATIONS_FILE + ".part")
+    papers_fh = open(out / (SHARD_PAPERS_FILE + ".part"), "w", encoding="utf-8") if sharded else None
     bar = None
     if cfg.progress:
         from tqdm import tqdm
-        bar = tqdm(desc="ingest", unit=" papers", file=sys.stderr, dynamic_ncols=True)
+        desc = f"ingest {cfg.shard_index + 1}/{cfg.shard_count}" if sharded else "ingest"
+        bar = tqdm(desc=desc, unit=" papers", file=sys.stderr, dynamic_ncols=True)
 
-    def consume(res: PaperResult, fh) -> None:
-        nonlocal papers_read, papers_with_eq, n_records, displays_found, partly_count
-        papers_read += 1
-        papers_per_area[res.area] += 1
-        displays_found += res.displays_found
-        dropped.update(res.dropped)
-        undefined.update(res.undefined)
-        guessed.update(res.guessed)
-        if res.problems:
-            partly_count += 1
-            if len(partly) < 1000:  # lists in the report are capped; counts are not
-                partly.append({"paper": res.paper, "source": res.source, "problems": res.problems[:20]})
-        if res.records:
-            papers_with_eq += 1
-        elif len(papers_without) < 1000:
-            papers_without.append(res.paper)
+    def consume(res: PaperResult, position: int, fh) -> None:
+        entry = paper_entry(res, position)
+        tally.add(entry, res.records)
         for r in res.records:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-            per_area[r["area"]] += 1
-            per_env[r["env"]] += 1
-            per_split[r["split"]] += 1
-        n_records += len(res.records)
+        if papers_fh is not None:
+            papers_fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(equations=n_records, refresh=False)
+            bar.set_postfix(equations=tally.n_records, refresh=False)
 
-    jobs = iter_jobs([str(s) for s in sources], limits, skip)
-    with open(tmp_path, "w", encoding="utf-8") as fh:
-        if workers <= 1:
-            for job in jobs:
-                consume(_run_job((job, cfg)), fh)
-        else:
-            import multiprocessing as mp
+    def my_jobs() -> Iterator[tuple[int, PaperJob]]:
+        # Every shard walks the whole (sorted, deterministic) job list and keeps every shard_count-th job.
+        nonlocal jobs_seen
+        for position, job in enumerate(iter_jobs([str(s) for s in sources], limits, skip)):
+            jobs_seen += 1
+            if not sharded or position % cfg.shard_count == cfg.shard_index:
+                yield position, job
 
-            ctx = mp.get_context("spawn")
-            max_inflight = workers * 6
-            max_bytes = 256 * 2**20
-            with ctx.Pool(workers, initializer=_worker_init) as pool:
-                inflight: deque = deque()
-                inflight_bytes = 0
-                for job in jobs:
-                    size = job.size()
-                    inflight.append((pool.apply_async(_run_job, ((job, cfg),)), size))
-                    inflight_bytes += size
-                    while inflight and (len(inflight) >= max_inflight or inflight_bytes > max_bytes):
-                        fut, sz = inflight.popleft()
-                        consume(fut.get(), fh)
-                        inflight_bytes -= sz
-                while inflight:
-                    fut, sz = inflight.popleft()
-                    consume(fut.get(), fh)
+    try:
+        with open(tmp_path, "w", encoding="utf-8") as fh:
+            if workers <= 1:
+                for position, job in my_jobs():
+                    consume(_run_job((job, cfg)), position, fh)
+            else:
+                import multiprocessing as mp
+
+                ctx = mp.get_context("spawn")
+                max_inflight = workers * 6
+                max_bytes = 256 * 2**20
+                with ctx.Pool(workers, initializer=_worker_init) as pool:
+                    inflight: deque = deque()
+                    inflight_bytes = 0
+                    for position, job in my_jobs():
+                        size = job.size()
+                        inflight.append((pool.apply_async(_run_job, ((job, cfg),)), size, position))
+                        inflight_bytes += size
+                        while inflight and (len(inflight) >= max_inflight or inflight_bytes > max_bytes):
+                            fut, sz, pos = inflight.popleft()
+                            consume(fut.get(), pos, fh)
+                            inflight_bytes -= sz
+                    while inflight:
+                        fut, sz, pos = inflight.popleft()
+                        consume(fut.get(), pos, fh)
+    finally:
+        if papers_fh is not None:
+            papers_fh.close()
     if bar is not None:
         bar.close()
     os.replace(tmp_path, out / EQUATIONS_FILE)
-    seconds = time.perf_counter() - t0
-    report = {
-        "sources": [str(s) for s in sources],
-        "out": str(out),
-        "config": asdict(cfg),
-        "papers_read": papers_read,
-        "papers_with_equations": papers_with_eq,
-        "papers_without_equations": papers_without,
-        "displays_found": displays_found,
-        "equations": n_records,
-        "equations_per_area": dict(sorted(per_area.items())),
-        "papers_per_area": dict(sorted(papers_per_area.items())),
-        "equations_per_env": dict(per_env.most_common()),
-        "equations_per_split": dict(sorted(per_split.items())),
-        "dropped": dict(dropped.most_common()),
-        "undefined_commands": dict(undefined.most_common(100)),
-        "guessed_commands": dict(guessed.most_common(100)),
-        "skipped_count": sum(skipped_by_reason.values()),
-        "skipped_by_reason": dict(skipped_by_reason.most_common()),
-        "skipped": skipped,
-        "partly_read": partly[:1000],
-        "partly_read_count": partly_count,
-        "seconds": round(seconds, 3),
-        "workers": workers,
-    }
+    if papers_fh is not None:
+        os.replace(out / (SHARD_PAPERS_FILE + ".part"), out / SHARD_PAPERS_FILE)
+    report = tally.report(sources, out, asdict(cfg), sum(skipped_by_reason.values()),
+                          dict(skipped_by_reason.most_common()), skipped, time.perf_counter() - t0, workers)
+    if sharded:
+        report["shard"] = {"index": cfg.shard_index, "count": cfg.shard_count, "jobs_seen": jobs_seen}
     with open(out / REPORT_FILE, "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=1, ensure_ascii=False)
-    if papers_read == 0:
-        raise RuntimeError("no input could be read: " + (
-            "; ".join(f"{s['input']}: {s['reason']}" for s in skipped[:5]) or "no LaTeX, archive or JSONL found")
-            + f" (details in {out / REPORT_FILE})")
+    if jobs_seen == 0:
+        raise _no_input_error(skipped, out / REPORT_FILE)
+    return report
+
+
+def merge_shards(shard_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
+    """Merge the folders of shards 0..n-1 of one corpus (written by `ingest` with `shard_index`/`shard_count`,
+    any order) into `out_dir/equations.jsonl` + `out_dir/report.json`, byte for byte the equations and the
+    counts that an unsharded `ingest` of the same sources and config writes.
+
+    The report's "seconds" is the shards' seconds summed plus the merge's (work done, not wall time),
+    "workers" the shards' workers summed; "shards" says how many were merged. Raises ValueError when the
+    folders are not one complete set of shards of the same run."""
+    t0 = time.perf_counter()
+    shards: list[tuple[Path, dict]] = []
+    for d in shard_dirs:
+        d = Path(d)
+        report_file = d / REPORT_FILE
+        if not report_file.is_file() or not (d / SHARD_PAPERS_FILE).is_file():
+            raise FileNotFoundError(f"{d} is not an ingest shard folder (no {REPORT_FILE} or {SHARD_PAPERS_FILE}): "
+                                    "run ingest with IngestConfig(shard_index=..., shard_count=...) into it first")
+        rep = json.loads(report_file.read_text(encoding="utf-8"))
+        if "shard" not in rep:
+            raise ValueError(f"{d} holds an unsharded ingest: nothing to merge")
+        shards.append((d, rep))
+    if not shards:
+        raise ValueError("merge_shards needs at least one shard folder")
+    shards.sort(key=lambda dr: dr[1]["shard"]["index"])
+    count = shards[0][1]["shard"]["count"]
+    first = shards[0][1]
+    indices = [rep["shard"]["index"] for _, rep in shards]
+    if indices != list(range(count)) or any(rep["shard"]["count"] != count for _, rep in shards):
+        raise ValueError(f"shard folders {[str(d) for d, _ in shards]} hold shards {indices} of {count}: "
+                         f"give exactly shards 0..{count - 1} of one run")
+
+    def settings(rep: dict) -> tuple:
+        return (rep["sources"], {k: v for k, v in rep["config"].items() if k not in ("shard_index", "workers",
+                                                                                    "progress")},
+                rep["shard"]["jobs_seen"], rep["skipped_by_reason"])
+
+    for d, rep in shards[1:]:
+        if settings(rep) != settings(first):
+            raise ValueError(f"shard {d} was made from other sources or settings than {shards[0][0]}: "
+                             "re-run every shard with the same sources and config")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tally = _Tally()
+    tmp_path = out / (EQUATIONS_FILE + ".part")
+    paper_files = [open(d / SHARD_PAPERS_FILE, encoding="utf-8") for d, _ in shards]
+    record_files = [open(d / EQUATIONS_FILE, encoding="utf-8") for d, _ in shards]
+    try:
+        def entries(i: int) -> Iterator[tuple[int, int, dict]]:
+            for line in paper_files[i]:
+                if line.strip():
+                    entry = json.loads(line)
+                    yield entry["position"], i, entry
+
+        import heapq
+
+        with open(tmp_path, "w", encoding="utf-8") as fh:
+            # Papers back in job order; each shard's records are in its own job order, so the next
+            # `records` lines of the paper's shard are that paper's records.
+            for _position, i, entry in heapq.merge(*(entries(i) for i in range(len(shards)))):
+                lines = [record_files[i].readline() for _ in range(entry["records"])]
+                if any(not line.endswith("\n") for line in lines):
+                    raise ValueError(f"{shards[i][0] / EQUATIONS_FILE} has fewer records than its "
+                                     f"{SHARD_PAPERS_FILE} lists: re-run that shard")
+                fh.writelines(lines)
+                tally.add(entry, [json.loads(line) for line in lines])
+        for i, f in enumerate(record_files):
+            if f.read(1):
+                raise ValueError(f"{shards[i][0] / EQUATIONS_FILE} has more records than its "
+                                 f"{SHARD_PAPERS_FILE} lists: re-run that shard")
+    finally:
+        for f in paper_files + record_files:
+            f.close()
+    os.replace(tmp_path, out / EQUATIONS_FILE)
+    config = dict(first["config"], shard_index=None)
+    report = tally.report(first["sources"], out, config, first["skipped_count"], first["skipped_by_reason"],
+                          first["skipped"], sum(rep["seconds"] for _, rep in shards) + time.perf_counter() - t0,
+                          sum(rep["workers"] for _, rep in shards))
+    report["shards"] = count
+    with open(out / REPORT_FILE, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=1, ensure_ascii=False)
+    if first["shard"]["jobs_seen"] == 0:
+        raise _no_input_error(first["skipped"], out / REPORT_FILE)
     return report
 
 

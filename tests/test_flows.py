@@ -276,29 +276,48 @@ def write_equations(path: Path, n: int = 60) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.network
-def test_compile_check_fan_out_on_dask_equals_threads(harness, tmp_path):
-    """The equations flow's compile-check batches on a LocalCluster of 2 worker processes (127.0.0.1) give
-    the same verdicts, in the same order, as on threads (the verdict cache is bypassed: real pdflatex)."""
+def test_ingest_shards_and_compile_checks_on_dask_equal_threads(harness, tmp_path):
+    """The equations flow's ingest stage and compile-check batches on a LocalCluster of 2 worker processes
+    (127.0.0.1): ingest runs as 2 shard tasks and a merge, and gives the same equations.jsonl, byte for byte,
+    and the same corpus statistics as the single ingest task on threads; the compile checks give the same
+    verdicts, in the same order (the verdict cache is bypassed: real pdflatex)."""
     from prefect import flow
 
-    from flows.equations import compile_check_batch
+    from flows.equations import compile_check_batch, ingest_stage
     from flows.launch import configured
 
     eq_file = write_equations(tmp_path / "eqs.jsonl")
+    corpus = write_corpus(tmp_path / "corpus", papers=12)
 
     @flow
-    def check_file(equations_file: str, out: str, batch: int = 15) -> list:
+    def ingest_and_check(corpus: str, equations_file: str, out: str, batch: int = 15) -> dict:
+        stats = ingest_stage([Path(corpus)], Path(out) / "ingest", 2, {})
         futures = [compile_check_batch.submit(Path(equations_file), start, start + batch, 1, False)
                    for start in range(0, 60, batch)]
-        return [v for f in futures for v in f.result()]
+        return {"stats": stats, "verdicts": [v for f in futures for v in f.result()]}
 
-    on_threads = configured(check_file, tmp_path / "threads", task_runner="threads", workers=2)(
-        str(eq_file), str(tmp_path / "threads"))
-    on_dask = configured(check_file, tmp_path / "dask", task_runner="dask", workers=2)(
-        str(eq_file), str(tmp_path / "dask"))
-    assert len(on_threads) == 60
-    assert on_dask == on_threads
-    oks = [ok for ok, _ in on_threads]
+    runs = {}
+    for runner in ("threads", "dask"):
+        state = configured(ingest_and_check, tmp_path / runner, task_runner=runner, workers=2)(
+            str(corpus), str(eq_file), str(tmp_path / runner), return_state=True)
+        runs[runner] = (state.result(), task_states(state))
+    (on_threads, threads_tasks), (on_dask, dask_tasks) = runs["threads"], runs["dask"]
+
+    assert threads_tasks["ingest"] == ["Completed"] and "ingest-shard" not in threads_tasks, threads_tasks
+    assert dask_tasks["ingest-shard"] == ["Completed"] * 2 and dask_tasks["ingest-merge"] == ["Completed"], dask_tasks
+    assert "ingest" not in dask_tasks
+    shards = sorted(p.name for p in (tmp_path / "dask" / "ingest-shards").iterdir())
+    assert shards == ["001-of-002", "002-of-002"]
+    assert not (tmp_path / "threads" / "ingest-shards").exists()
+    ingested = (tmp_path / "threads" / "ingest" / "equations.jsonl").read_bytes()
+    assert ingested and (tmp_path / "dask" / "ingest" / "equations.jsonl").read_bytes() == ingested
+    drop_time = lambda stats: {k: v for k, v in stats.items() if k != "seconds"}  # noqa: E731
+    assert drop_time(on_dask["stats"]) == drop_time(on_threads["stats"])
+    assert on_threads["stats"]["papers_read"] == 12 and on_threads["stats"]["equations"] > 12
+
+    assert len(on_threads["verdicts"]) == 60
+    assert on_dask["verdicts"] == on_threads["verdicts"]
+    oks = [ok for ok, _ in on_threads["verdicts"]]
     assert sum(oks) == 40 and not any(oks[i] for i in range(0, 60, 3))  # the broken ones fail, the rest compile
 
 

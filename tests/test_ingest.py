@@ -343,3 +343,55 @@ def test_package_macros_guesses_and_sure_failures():
     # amsmath quirk: an empty first cell before \sin in `aligned` needs `{}` to compile
     assert normalise_display(RawDisplay("align*", r"& x = \sin y \\ & z", 0, 0)) == \
         r"\begin{aligned}{}& x = \sin y \\ & z\end{aligned}"
+
+
+# ------------------------------------------------------------------------------------------------ shards
+def test_shards_merged_equal_one_run(sample_run, shared_arxiv, tmp_path):
+    """sample/ dealt into 3 shards (in-process) and merged, folders given out of order: the same
+    equations.jsonl, byte for byte, as one run with a process pool, and the same report counts and lists."""
+    from pipeline.ingest import SHARD_PAPERS_FILE, merge_shards
+
+    whole, records = sample_run
+    shard_dirs = [tmp_path / f"shard{i}" for i in range(3)]
+    shard_reports = [_run(shared_arxiv / "sample", d, shard_index=i, shard_count=3) for i, d in enumerate(shard_dirs)]
+    assert all(r["papers_read"] > 0 for r in shard_reports)
+    assert sum(r["papers_read"] for r in shard_reports) == whole["papers_read"]
+    assert all(r["shard"]["jobs_seen"] == whole["papers_read"] for r in shard_reports)
+
+    merged = merge_shards([shard_dirs[2], shard_dirs[0], shard_dirs[1]], tmp_path / "merged")
+    expected = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    assert (tmp_path / "merged" / "equations.jsonl").read_bytes() == expected
+    assert not (tmp_path / "merged" / SHARD_PAPERS_FILE).exists()
+    assert merged == json.loads((tmp_path / "merged" / "report.json").read_text())
+    for key, value in whole.items():
+        if key not in ("out", "config", "seconds", "workers"):
+            # json.dumps: the order of the counters (most common first) must match too
+            assert json.dumps(merged[key]) == json.dumps(value), key
+    assert merged["shards"] == 3 and merged["config"]["shard_index"] is None
+
+    with pytest.raises(ValueError, match=r"shards \[0, 2\] of 3"):
+        merge_shards([shard_dirs[0], shard_dirs[2]], tmp_path / "incomplete")
+    with pytest.raises(FileNotFoundError, match="not an ingest shard"):
+        merge_shards([tmp_path / "merged"], tmp_path / "again")
+
+
+def test_more_shards_than_papers_and_bad_shard_settings(tmp_path):
+    from pipeline.ingest import merge_shards
+
+    src = tmp_path / "paper.tex"
+    src.write_text("\\documentclass{article}\\begin{document}Words \\[ a = b \\] and \\[ c = d \\] end."
+                   "\\end{document}\n")
+    whole = _run(src, tmp_path / "whole")
+    empty = _run(src, tmp_path / "s1", shard_index=1, shard_count=2)  # no paper of its own: no error
+    assert empty["papers_read"] == 0 and (tmp_path / "s1" / "equations.jsonl").read_bytes() == b""
+    _run(src, tmp_path / "s0", shard_index=0, shard_count=2)
+    merged = merge_shards([tmp_path / "s0", tmp_path / "s1"], tmp_path / "merged")
+    assert merged["equations"] == whole["equations"] == 2
+    assert ((tmp_path / "merged" / "equations.jsonl").read_bytes()
+            == (tmp_path / "whole" / "equations.jsonl").read_bytes())
+    with pytest.raises(ValueError, match="shard_index"):
+        _run(src, tmp_path / "bad", shard_index=2, shard_count=2)
+    with pytest.raises(ValueError, match="shard_count"):
+        _run(src, tmp_path / "bad", shard_count=2)
+    with pytest.raises(RuntimeError, match="no input could be read"):
+        _run(tmp_path / "missing", tmp_path / "none", shard_index=0, shard_count=2)
