@@ -492,21 +492,10 @@ def _mqty(text: str, i: int):
     if nxt == "{":
         inner, k = _read_arg(text, j)
         return "\\begin{matrix}" + inner + "\\end{matrix}", k
-    depth = 0
-    k = j
-    while k < len(text):
-        c = text[k]
-        if c == "\\":
-            k += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-        elif c == close and depth == 0 and k > j:
-            return "\\begin{" + env + "}" + text[j + 1:k] + "\\end{" + env + "}", k + 1
-        k += 1
-    return None
+    k = _find_top_level(text, j + 1, close)
+    if k < 0:
+        return None
+    return "\\begin{" + env + "}" + text[j + 1:k] + "\\end{" + env + "}", k + 1
 
 
 def _derivative(symbol: str):
