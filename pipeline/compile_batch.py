@@ -106,6 +106,18 @@ CALIBRATION_EQUATIONS = (
 )
 
 
+def tex_job(body: list[str], preamble: str, fmt: Path | None) -> tuple[list[str], str]:
+    """pdflatex arguments and file text for a document body: the dumped format when there is one, else the
+    preamble written in front of the body."""
+    text = "\n".join(body) + "\n"
+    args = ["-interaction=nonstopmode", "-no-shell-escape"]
+    if fmt is not None:
+        args.append(f"-fmt={fmt.with_suffix('')}")
+    else:
+        text = preamble + ("" if preamble.endswith("\n") else "\n") + text
+    return args, text
+
+
 def state_names() -> list[str]:
     """Control-sequence names whose value the state check compares (without the backslash)."""
     names: set[str] = set()
@@ -237,12 +249,7 @@ def run_batch(equations: list[str], preamble: str, fmt: Path | None, timeout: fl
                         + ("\\let\\teq@clean\\teq@check" if check_every else "") + "\\makeatother")
         body += [f"\\csname teq@do\\endcsname{{{k}}}" for k in range(len(equations))]
         body.append("\\clearpage\\deadcycles0 \\csname @@end\\endcsname")
-        text = "\n".join(body) + "\n"
-        args = ["-interaction=nonstopmode", "-no-shell-escape"]
-        if fmt is not None:
-            args.append(f"-fmt={fmt.with_suffix('')}")
-        else:
-            text = preamble + ("" if preamble.endswith("\n") else "\n") + text
+        args, text = tex_job(body, preamble, fmt)
         (tmpdir / "batch.tex").write_text(text, encoding="utf-8")
         run_timeout = 2 * timeout + 0.2 * len(equations)
         run_tex(args + ["batch.tex"], tmpdir, run_timeout, config)

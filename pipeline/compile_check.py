@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import compile_safety
-from pipeline.compile_batch import (CALIBRATION_EQUATIONS, BatchOutcome, FormatCache, run_batch, state_check_tex,
+from pipeline.compile_batch import (CALIBRATION_EQUATIONS, tex_job, BatchOutcome, FormatCache, run_batch, state_check_tex,
                                     state_names)
 from pipeline.compile_tex import (PDFLATEX_RUNS, SandboxConfig, engine_id, first_error, read_log, run_tex,
                                   sandbox_env)
@@ -143,12 +143,7 @@ def query_meanings(names: list[str], preamble: str, fmt: Path | None, config: Co
             "\\expandafter\\meaning\\csname#1\\endcsname\\else U\\fi}}"]
     body += [f"\\teq@q{{{name}}}" for name in names]
     body.append("\\csname @@end\\endcsname")
-    text = "\n".join(body) + "\n"
-    args = ["-interaction=nonstopmode", "-no-shell-escape"]
-    if fmt is not None:
-        args.append(f"-fmt={fmt.with_suffix('')}")
-    else:
-        text = preamble + ("" if preamble.endswith("\n") else "\n") + text
+    args, text = tex_job(body, preamble, fmt)
     with tempfile.TemporaryDirectory(prefix="teq-names-") as tmp:
         tmpdir = Path(tmp)
         (tmpdir / "names.tex").write_text(text, encoding="utf-8")

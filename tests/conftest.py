@@ -58,3 +58,14 @@ def pdflatex() -> str:
     if path is None:
         pytest.fail("pdflatex is missing: run `make test`, which installs TeX Live")
     return path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread avoids OpenMP spin contention."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -17,13 +17,7 @@ from topicrnn.tokenizers import CharTokenizer, LatexTokenizer, Tokenizer
 TEXT = "the cat sat on the mat. the dog sat on the log.\n" * 4
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids OpenMP spin contention."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_model(vocab: int, cell="lstm", topic_dim=0, topic_mode="input", hidden=24, layers=2, seed=0):
