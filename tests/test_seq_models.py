@@ -89,7 +89,7 @@ def test_overfits_one_batch():
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-@pytest.mark.parametrize("topic_mode", ["input", "init", "bias"])
+@pytest.mark.parametrize("topic_mode", ["input", "init", "bias", "input+bias", "input+init+bias"])
 def test_chunked_state_equals_full_forward_and_step(cell, topic_mode):
     v, k = 20, 3
     m = tiny_model(v, cell=cell, topic_dim=k, topic_mode=topic_mode)
@@ -107,7 +107,7 @@ def test_chunked_state_equals_full_forward_and_step(cell, topic_mode):
         torch.testing.assert_close(torch.stack(outs, 1), full, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("topic_mode", ["input", "init", "bias"])
+@pytest.mark.parametrize("topic_mode", ["input", "init", "bias", "input+bias", "init+bias+input"])
 def test_theta_changes_distribution_and_gradients_reach_topic_path(topic_mode):
     v, k = 20, 4
     m = tiny_model(v, topic_dim=k, topic_mode=topic_mode)
@@ -122,13 +122,19 @@ def test_theta_changes_distribution_and_gradients_reach_topic_path(topic_mode):
     logits, _ = m(x[:, :-1], theta)
     torch.nn.functional.cross_entropy(logits.reshape(-1, v), x[:, 1:].reshape(-1)).backward()
     assert theta.grad is not None and theta.grad.abs().sum() > 0
-    if topic_mode == "input":
-        g = m.rnn.weight_ih_l0.grad[:, -k:]
-    elif topic_mode == "init":
-        g = m.topic_init.weight.grad
-    else:
-        g = m.topic_bias.weight.grad
-    assert g.abs().sum() > 0
+    paths = {"input": lambda: m.rnn.weight_ih_l0.grad[:, -m.config.topic_dim:],
+             "init": lambda: m.topic_init.weight.grad, "bias": lambda: m.topic_bias.weight.grad}
+    for mode in topic_mode.split("+"):  # every named path is built and trained
+        assert paths[mode]().abs().sum() > 0, mode
+    for mode in set(paths) - set(topic_mode.split("+")):  # and no other
+        assert mode == "input" and m.rnn.weight_ih_l0.shape[1] == m.config.embedding or \
+            getattr(m, "topic_" + mode) is None, mode
+
+
+@pytest.mark.parametrize("bad", ["", "input+", "bias+bias", "input+topic", "Input"])
+def test_topic_mode_rejects_unknown_or_repeated_parts(bad):
+    with pytest.raises(ValueError, match="topic_mode"):
+        tiny_model(10, topic_dim=3, topic_mode=bad)
 
 
 def test_topic_model_requires_theta():

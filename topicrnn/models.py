@@ -5,6 +5,7 @@ Built on nn.RNN / nn.GRU / nn.LSTM so that cuDNN runs them on a GPU. The topic v
   input - θ is joined to the embedding at every step (the TopicEq-style default);
   init  - θ -> the initial hidden (and cell) state of every layer through a linear map + tanh;
   bias  - θ -> an additive bias on the output logits (as in TopicRNN).
+Modes combine with "+" (e.g. `input+bias`): each named path is built and θ enters through all of them.
 """
 from __future__ import annotations
 
@@ -25,18 +26,24 @@ class ModelConfig:
     embedding: int = 128
     dropout: float = 0.3  # on the embedding, between layers and before the output layer
     topic_dim: int = 0  # K; 0 = plain language model
-    topic_mode: str = "input"  # input | init | bias
+    topic_mode: str = "input"  # input | init | bias, or several joined by "+" (input+bias)
     vocab_size: int = 0  # set from the tokenizer at training time
 
     def validate(self) -> None:
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, not {self.cell!r}")
-        if self.topic_mode not in TOPIC_MODES:
-            raise ValueError(f"topic_mode must be one of {TOPIC_MODES}, not {self.topic_mode!r}")
+        parts = self.topic_mode.split("+")
+        if not parts or any(m not in TOPIC_MODES for m in parts) or len(set(parts)) != len(parts):
+            raise ValueError(f"topic_mode must be one of {TOPIC_MODES} or several of them joined by '+' "
+                             f"(e.g. input+bias), not {self.topic_mode!r}")
         if self.vocab_size <= 0:
             raise ValueError("vocab_size is not set: fit a tokenizer first")
         if self.layers < 1 or self.hidden < 1 or self.embedding < 1 or self.topic_dim < 0:
             raise ValueError("layers, hidden and embedding must be >= 1 and topic_dim >= 0")
+
+    def uses(self, mode: str) -> bool:
+        """Whether θ enters through `mode` (input | init | bias); never for a plain model."""
+        return bool(self.topic_dim) and mode in self.topic_mode.split("+")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,17 +65,17 @@ class RecurrentLM(nn.Module):
         c = config
         self.embed = nn.Embedding(c.vocab_size, c.embedding)
         self.drop = nn.Dropout(c.dropout)
-        k_in = c.topic_dim if (c.topic_dim and c.topic_mode == "input") else 0
+        k_in = c.topic_dim if c.uses("input") else 0
         kwargs = {"nonlinearity": "tanh"} if c.cell == "rnn" else {}
         self.rnn = CELLS[c.cell](c.embedding + k_in, c.hidden, num_layers=c.layers, batch_first=True,
                                  dropout=c.dropout if c.layers > 1 else 0.0, **kwargs)
         self.head = nn.Linear(c.hidden, c.vocab_size)
         self.topic_init = None
         self.topic_bias = None
-        if c.topic_dim and c.topic_mode == "init":
+        if c.uses("init"):
             n_states = 2 if c.cell == "lstm" else 1
             self.topic_init = nn.Linear(c.topic_dim, n_states * c.layers * c.hidden)
-        if c.topic_dim and c.topic_mode == "bias":
+        if c.uses("bias"):
             self.topic_bias = nn.Linear(c.topic_dim, c.vocab_size, bias=False)  # the topic's lift per token
 
     @property
@@ -106,7 +113,7 @@ class RecurrentLM(nn.Module):
         if state is None:
             state = self.initial_state(batch, theta, device=tokens.device)
         x = self.drop(self.embed(tokens))
-        if theta is not None and self.config.topic_mode == "input":
+        if theta is not None and self.config.uses("input"):
             x = torch.cat([x, theta.to(x.dtype).unsqueeze(1).expand(batch, steps, -1)], dim=-1)
         out, state = self.rnn(x, state)
         logits = self.head(self.drop(out))
