@@ -28,6 +28,7 @@ MODE_OVERRIDES = {
     "none": ["topic_dim=0"],
     "init": ["topic_mode=init"],
     "bias": ["topic_mode=bias"],
+    "input+bias": ["topic_mode=input+bias"],
 }
 
 

@@ -38,7 +38,8 @@ def write_planted(root: Path, n: int = 240, seed: int = 0) -> tuple[Path, Path]:
         for i in range(n):
             topic = i % K
             split = ["train"] * 8 + ["val", "test"]
-            rec = {"id": f"paper{i % 20}#{i}", "paper": f"paper{i % 20}", "area": "toy", "source": "toy.tex",
+            rec = {"id": f"paper{i % 20}#{i}", "paper": f"paper{i % 20}",
+                   "area": ["math.AG", "hep-th"][topic], "source": "toy.tex",
                    "env": "equation", "equation": planted_equation(topic, rng), "context": "",
                    "split": split[(i // K) % 10], "topic": topic}
             f.write(json.dumps(rec) + "\n")
@@ -105,3 +106,21 @@ def test_conditioned_model_beats_the_unconditioned_one_on_planted_data(planted):
     assert by_name["input"].bits_per_char < by_name["none"].bits_per_char
     md = table.to_markdown()
     assert "baseline" in md and "bits/char" in md and "%" in md
+
+
+def test_per_area_table_adds_up_to_the_whole(planted):
+    data, topics, ckpts = planted
+    table = em.evaluate(data, em.ThetaTable(topics), [ckpts["none"], ckpts["input"]], by="area")
+    test = em.read_split(data, "test")
+    assert [g.group for g in table.groups] == sorted({"math", "physics"})  # coarse areas, equal sizes
+    assert sum(g.equations for g in table.groups) == len(test)
+    for row in table.rows:  # character-weighted mean of the groups = the overall figure
+        mean = sum(g.bits_per_char[row.name] * g.chars for g in table.groups) / sum(g.chars for g in table.groups)
+        assert mean == pytest.approx(row.bits_per_char, rel=1e-9)
+    for g in table.groups:  # the planted topic helps in both areas
+        assert g.bits_per_char["input"] < g.bits_per_char["none"], g
+    md = table.to_markdown()
+    assert "| area | equations |" in md and "| physics |" in md
+    assert table.to_json()["groups"][0]["group"] == table.groups[0].group
+    with pytest.raises(ValueError, match="by must be one of"):
+        em.evaluate(data, em.ThetaTable(topics), [ckpts["none"]], by="colour")

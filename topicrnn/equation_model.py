@@ -565,10 +565,21 @@ class EvalRow:
 
 
 @dataclass
+class GroupRow:
+    """One group of the split (an area, a source) and every model's bits per character on it."""
+    group: str
+    equations: int
+    chars: int
+    bits_per_char: dict[str, float]  # model name -> bits/char on this group
+
+
+@dataclass
 class EvalTable:
     split: str
     rows: list[EvalRow]
     baseline: str | None = None
+    by: str | None = None  # what `groups` splits the equations by (see GROUPINGS)
+    groups: list[GroupRow] = field(default_factory=list)
 
     def relative_to_baseline(self, row: EvalRow) -> float | None:
         base = next((r for r in self.rows if r.name == self.baseline), None)
@@ -587,29 +598,70 @@ class EvalTable:
         if self.rows:
             r0 = self.rows[0]
             lines.append(f"\n{r0.equations:,} {self.split} equations, {r0.chars:,} characters")
+        if self.groups:
+            lines.append("\n" + self.groups_markdown())
+        return "\n".join(lines)
+
+    def groups_markdown(self) -> str:
+        names = [r.name for r in self.rows]
+        lines = [f"| {self.by} | equations | " + " | ".join(f"{n} bits/char" for n in names) + " |",
+                 "|---|---|" + "---|" * len(names)]
+        for g in self.groups:
+            cells = []
+            for n in names:
+                v, b = g.bits_per_char[n], g.bits_per_char.get(self.baseline or "")
+                gain = "" if b is None or n == self.baseline else f" ({(v / b - 1) * 100:+.1f}%)"
+                cells.append(f"{v:.4f}{gain}")
+            lines.append(f"| {g.group} | {g.equations:,} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
     def to_json(self) -> dict:
-        return {"split": self.split, "baseline": self.baseline, "rows": [r.as_dict() for r in self.rows]}
+        return {"split": self.split, "baseline": self.baseline, "rows": [r.as_dict() for r in self.rows],
+                "by": self.by, "groups": [asdict(g) for g in self.groups]}
+
+
+def _coarse_area_group(record: dict) -> str:
+    from pipeline.topics import coarse_area
+    return coarse_area(record.get("area") or "") or "other"
+
+
+def _source_group(record: dict) -> str:
+    from pipeline.topics import source_group
+    return source_group(record)
+
+
+# How `evaluate(by=...)` groups equations: where the topic helps is rarely uniform (a book of one field
+# next to papers of many), so a single average can hide both a large and a null gain.
+GROUPINGS = {"area": _coarse_area_group, "source": _source_group}
 
 
 def score_records(lm: LoadedModel, records: Sequence[dict], thetas: np.ndarray | None, *,
                   progress: bool = False) -> EvalRow:
+    return _score_records(lm, records, thetas, progress=progress)[0]
+
+
+def _score_records(lm: LoadedModel, records: Sequence[dict], thetas: np.ndarray | None, *,
+                   progress: bool = False) -> tuple[EvalRow, np.ndarray]:
+    """The row, and each equation's log-probability (nats) for per-group figures."""
     seqs = [encode_equation(lm.tokenizer, r["equation"]) for r in records]
     nats = sequence_logprobs(lm, seqs, thetas, progress=progress)
     total = -float(nats.sum())
     chars = sum(len(r["equation"]) + 1 for r in records)  # +1: the end, like a newline
     tokens = sum(len(s) - 1 for s in seqs)                 # predicted positions (tokens + end)
-    return EvalRow(name=lm.name, path=str(lm.path), topic_mode=lm.topic_mode, parameters=lm.n_parameters(),
-                   equations=len(records), chars=chars, tokens=tokens, nats=total,
-                   bits_per_char=total / LN2 / max(chars, 1), bits_per_token=total / LN2 / max(tokens, 1))
+    row = EvalRow(name=lm.name, path=str(lm.path), topic_mode=lm.topic_mode, parameters=lm.n_parameters(),
+                  equations=len(records), chars=chars, tokens=tokens, nats=total,
+                  bits_per_char=total / LN2 / max(chars, 1), bits_per_token=total / LN2 / max(tokens, 1))
+    return row, nats
 
 
 def evaluate(data_dir: str | Path, topic_dir: str | Path | Any, checkpoints: Sequence[str | Path | LoadedModel], *,
              split: str = "test", max_equations: int | None = None, seed: int = 0,
-             progress: bool = False) -> EvalTable:
+             by: str | None = None, progress: bool = False) -> EvalTable:
     """Bits per character and per token of `split` for every checkpoint, each with its own tokenizer; the
-    first unconditioned model is the baseline."""
+    first unconditioned model is the baseline. `by` ("area" | "source", see GROUPINGS) adds the same figure
+    per group, largest group first."""
+    if by is not None and by not in GROUPINGS:
+        raise ValueError(f"by must be one of {sorted(GROUPINGS)}, not {by!r}")
     topic_model = load_topic_model(topic_dir) if isinstance(topic_dir, (str, Path)) else topic_dir
     records = read_split(data_dir, split)
     if not records:
@@ -619,16 +671,28 @@ def evaluate(data_dir: str | Path, topic_dir: str | Path | Any, checkpoints: Seq
         keep = sorted(rng.choice(len(records), size=max_equations, replace=False))
         records = [records[i] for i in keep]
     thetas = thetas_for(records, topic_model)
-    rows = []
+    rows, per_equation = [], []
     baseline = None
     for ck in checkpoints:
         lm = ck if isinstance(ck, LoadedModel) else load_model(ck)
         _check_topic_dims(lm, topic_model)
-        rows.append(score_records(lm, records, thetas, progress=progress))
+        row, nats = _score_records(lm, records, thetas, progress=progress)
+        rows.append(row)
+        per_equation.append(nats)
         if baseline is None and not lm.conditioned:
-            baseline = lm.name
+            baseline = row
     _dedupe_names(rows)
-    return EvalTable(split=split, rows=rows, baseline=baseline)
+    table = EvalTable(split=split, rows=rows, baseline=None if baseline is None else baseline.name, by=by)
+    if by is not None:
+        chars = np.array([len(r["equation"]) + 1 for r in records], dtype=np.float64)
+        members: dict[str, list[int]] = {}
+        for i, r in enumerate(records):
+            members.setdefault(GROUPINGS[by](r), []).append(i)
+        for group, idx in sorted(members.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            n_chars = float(chars[idx].sum())
+            bpc = {row.name: -float(nats[idx].sum()) / LN2 / n_chars for row, nats in zip(rows, per_equation)}
+            table.groups.append(GroupRow(group, len(idx), int(n_chars), bpc))
+    return table
 
 
 def _dedupe_names(rows: list[EvalRow]) -> None:

@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--max-equations", type=int, default=None, help="score a seeded subset of the split")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--by", choices=["area", "source"], default=None,
+                        help="also: the table per group of equations (coarse area, or source: a book, a paper)")
     parser.add_argument("--inference", action="store_true",
                         help="also: equation→topic accuracy vs chance and a bag-of-tokens classifier")
     parser.add_argument("--awareness", type=int, default=0, metavar="N",
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     topic_model = load_topic_model(args.topics)
     models = [load_model(c) for c in args.checkpoint]
     table = evaluate(args.data, topic_model, models, split=args.split, max_equations=args.max_equations,
-                     seed=args.seed, progress=True)
+                     seed=args.seed, by=args.by, progress=True)
     out: dict = {"table": table.to_json()}
     text = [table.to_markdown()]
     conditioned = next((m for m in models if m.conditioned), None)
