@@ -23,6 +23,7 @@ alignment or conditional, or anything else off stops the run, and the rest start
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import re
@@ -70,13 +71,66 @@ BATCH_SETUP = r"""\makeatletter
   \ifnum\currentgrouplevel=\@ne\else\gdef\teq@d{}\fi
   \teq@fix
   \ifmmode\teq@stop\fi \par
+  \teq@firstuse
   \ifx\teq@d\teq@dok\teq@clean\else\ifx\teq@d\teq@dokv\teq@clean\else\teq@unclean\fi\fi
   \edef\teq@s{\the\currentgrouplevel:\the\currentiflevel\ifmmode m\fi}%
   \immediate\write17{@@NONCE E#1 \teq@s\space\the\pdfelapsedtime}%
   \ifx\teq@s\teq@ok\else\teq@stop\fi}
 \let\teq@clean\relax
+\let\teq@firstuse\relax
 \makeatother
 """
+
+# A math alphabet's first use (LaTeX's \document@select@group) allocates a family and redefines, globally, the
+# alphabet, its math version's font list \mv@<version> and counter \c@mv@<version> (and, near the family limit,
+# freezes the version); the math fonts themselves are set globally when the size is first set up
+# (\glb@settings, keyed by \glb@currsize). Alone, every equation starts from the state before any of that; in
+# a shared run \teq@firstuse puts all of it back after each equation, so the next one starts from that same
+# state. (Fonts loaded on the way stay loaded: loading one that exists again only repeats the log's font info.)
+FIRST_USE_SETUP = r"""\makeatletter
+\begingroup
+\gdef\teq@firstuse{}%
+\gdef\teq@keepalph#1#2{\expandafter\global\expandafter\let\csname teq@a@\string#1\endcsname#1%
+  \xdef\teq@firstuse{\unexpanded\expandafter{\teq@firstuse}\global\let\noexpand#1\expandafter\noexpand\csname teq@a@\string#1\endcsname}}%
+\gdef\teq@keepcs#1{%
+  \ifcsname#1\endcsname
+    \expandafter\global\expandafter\let\csname teq@k@#1\expandafter\endcsname\csname#1\endcsname
+  \else
+    \expandafter\global\expandafter\let\csname teq@k@#1\endcsname\teq@undefined
+  \fi
+  \xdef\teq@firstuse{\unexpanded\expandafter{\teq@firstuse}\global\let\expandafter\noexpand\csname#1\endcsname
+    \expandafter\noexpand\csname teq@k@#1\endcsname}}%
+\gdef\teq@keepversion#1{%
+  \begingroup
+    \let\install@mathalphabet\teq@keepalph \let\getanddefine@fonts\@gobbletwo
+    \csname mv@#1\endcsname
+  \endgroup
+  \teq@keepcs{mv@#1}\teq@keepcs{mv@#1@frozen}\teq@keepcs{mv@#1@reset}\teq@keepcs{g__nfss_frozen_mv_#1_tl}%
+  \xdef\teq@firstuse{\unexpanded\expandafter{\teq@firstuse}\global\csname c@mv@#1\endcsname=\the\csname c@mv@#1\endcsname\relax}}%
+\gdef\teq@keepfam#1{\xdef\teq@firstuse{\unexpanded\expandafter{\teq@firstuse}\global\textfont#1=\the\textfont#1
+  \global\scriptfont#1=\the\scriptfont#1 \global\scriptscriptfont#1=\the\scriptscriptfont#1 }}%
+VERSIONS\teq@keepcs{glb@currsize}%
+\teq@keepfam0\teq@keepfam1\teq@keepfam2\teq@keepfam3\teq@keepfam4\teq@keepfam5\teq@keepfam6\teq@keepfam7
+\teq@keepfam8\teq@keepfam9\teq@keepfam{10}\teq@keepfam{11}\teq@keepfam{12}\teq@keepfam{13}\teq@keepfam{14}%
+\teq@keepfam{15}%
+\endgroup
+\makeatother
+"""
+
+
+def first_use_tex(versions: list[str]) -> str:
+    """TeX that snapshots, after \\begin{document}, the first-use state of every math alphabet of VERSIONS and
+    defines \\teq@firstuse to put it back."""
+    return FIRST_USE_SETUP.replace("VERSIONS", "".join(f"\\teq@keepversion{{{v}}}" for v in versions))
+
+
+def math_versions(check_mathfonts_meaning: str | None) -> list[str] | None:
+    """The math versions declared (LaTeX's \\DeclareMathVersion adds `\\aftergroup\\mv@<version>@reset` to
+    \\check@mathfonts); None when that cannot be read."""
+    if not check_mathfonts_meaning:
+        return None
+    found = re.findall(r"\\aftergroup \\mv@([A-Za-z]+)@reset ", check_mathfonts_meaning)
+    return found or None
 
 # Files whose code runs while an equation is typeset under the default preamble: the global state an
 # equation that broke off half-way could leave changed is among the names they mention.
@@ -170,11 +224,12 @@ def state_check_tex(meanings: dict[str, str | None], volatile: set[str], report_
 
 
 # Messages whose cause may be what earlier equations of the run left behind (fonts, families, memory).
-# A math alphabet's first use allocates a family and redefines the command globally, so an error inside
-# its argument names a different macro before and after its first use in the run.
 _STATE_DEPENDENT = re.compile(r"capacity exceeded|Too many|No room for a new|memory|Interwoven|"
-                              r"That makes 100 errors|I can't go on|Emergency stop|"
-                              r"math@egroup|select@group|use@mathgroup|getanddefine@fonts", re.I)
+                              r"That makes 100 errors|I can't go on|Emergency stop", re.I)
+# A math alphabet's first use allocates a family and redefines the command globally, so an error inside its
+# argument names a different macro before and after its first use in the run: in doubt unless the run puts
+# the first-use state back after every equation (FIRST_USE_SETUP).
+_FIRST_USE_DEPENDENT = re.compile(r"math@egroup|select@group|use@mathgroup|getanddefine@fonts")
 
 
 @dataclass
@@ -195,6 +250,13 @@ def preamble_line_count(preamble: str) -> int:
     return preamble.count("\n") + (0 if preamble.endswith("\n") else 1) + 1  # + \begin{document}
 
 
+def uncompressed_format(data: bytes) -> bytes:
+    """The format as pdftex reads it. pdftex writes formats gzip-compressed and reads them through zlib's
+    gzread, which returns the bytes of a file that is not gzip-compressed as they are: the decompressed file
+    gives pdftex exactly the same bytes to undump, and a start from it skips ~100 ms of inflating 18 MB."""
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
 class FormatCache:
     """A pdflatex format with the preamble preloaded (`pdflatex -ini "&pdflatex" ... \\dump`), one per preamble
     and engine, built once into the cache folder; None when the preamble cannot be dumped."""
@@ -211,7 +273,7 @@ class FormatCache:
         with self._lock:
             if key in self._known:
                 return self._known[key]
-            fmt = self.dir / f"teq-{key}.fmt"
+            fmt = self.dir / f"teq-{key}-u.fmt"
             if not fmt.exists():
                 self.dir.mkdir(parents=True, exist_ok=True)
                 with tempfile.TemporaryDirectory(prefix="teq-fmt-") as tmp:
@@ -223,7 +285,7 @@ class FormatCache:
                     if res.returncode == 0 and built.exists():
                         # Copied under a temporary name, then renamed: other processes see all of it or none.
                         part = fmt.with_suffix(f".{os.getpid()}.{secrets.token_hex(4)}.part")
-                        part.write_bytes(built.read_bytes())
+                        part.write_bytes(uncompressed_format(built.read_bytes()))
                         os.replace(part, fmt)
             self._known[key] = fmt if fmt.exists() else None
             return self._known[key]
@@ -231,9 +293,11 @@ class FormatCache:
 
 def run_batch(equations: list[str], preamble: str, fmt: Path | None, timeout: float, config: SandboxConfig,
               state_tex: str | None = None, check_every: bool = False,
-              raw_log: list[str] | None = None) -> tuple[list[BatchOutcome], int]:
+              raw_log: list[str] | None = None,
+              versions: list[str] | None = None) -> tuple[list[BatchOutcome], int]:
     """Check EQUATIONS (all batch-safe) in one run. Returns outcomes for a prefix and its length; the caller
-    runs the rest again (the run stopped after an equation that left the state off, or crashed)."""
+    runs the rest again (the run stopped after an equation that left the state off, or crashed). VERSIONS: the
+    preamble's math versions, whose alphabets' first-use state is put back after every equation."""
     nonce = secrets.token_hex(6)
     lines_before = preamble_line_count(preamble)
     with tempfile.TemporaryDirectory(prefix="teq-batch-") as tmp:
@@ -241,6 +305,8 @@ def run_batch(equations: list[str], preamble: str, fmt: Path | None, timeout: fl
         for k, eq in enumerate(equations):
             (tmpdir / f"tq{k}.tex").write_bytes(equation_file_text(eq, lines_before).encode("utf-8"))
         body = ["\\begin{document}", BATCH_SETUP.replace("NONCE", nonce)]
+        if versions:
+            body.append(first_use_tex(versions).replace("NONCE", nonce))
         if state_tex is not None:
             (tmpdir / "teqstate.tex").write_text(state_tex.replace("NONCE", nonce), encoding="latin-1")
             body.append("\\begingroup\\catcode`\\@=11 \\catcode`\\_=11 \\catcode`\\:=11 "
@@ -256,10 +322,11 @@ def run_batch(equations: list[str], preamble: str, fmt: Path | None, timeout: fl
         lines = read_log(tmpdir / "batch.log")
     if raw_log is not None:
         raw_log.extend(line.replace(nonce, "NONCE") for line in lines)
-    return parse_batch_log(lines, nonce, timeout)
+    return parse_batch_log(lines, nonce, timeout, first_use_reset=bool(versions))
 
 
-def parse_batch_log(lines: list[str], nonce: str, timeout: float) -> tuple[list[BatchOutcome], int]:
+def parse_batch_log(lines: list[str], nonce: str, timeout: float,
+                    first_use_reset: bool = False) -> tuple[list[BatchOutcome], int]:
     tag = f"@@{nonce} "
     # Split the log into per-equation sections at the B markers.
     starts: list[int] = []
@@ -274,14 +341,15 @@ def parse_batch_log(lines: list[str], nonce: str, timeout: float) -> tuple[list[
             t0 = int(lines[start].split()[-1])
         except ValueError:
             t0 = 0
-        outcome, stop = _judge(section, tag, k, timeout, t0)
+        outcome, stop = _judge(section, tag, k, timeout, t0, first_use_reset)
         outcomes.append(outcome)
         if stop:
             return outcomes, k + 1
     return outcomes, len(outcomes)
 
 
-def _judge(section: list[str], tag: str, k: int, timeout: float, t0: int) -> tuple[BatchOutcome, bool]:
+def _judge(section: list[str], tag: str, k: int, timeout: float, t0: int,
+           first_use_reset: bool = False) -> tuple[BatchOutcome, bool]:
     """Outcome of one equation from its log section, and whether the run stopped after it."""
     first_err = d_at = f_at = e_line = None
     d_state = None
@@ -315,6 +383,8 @@ def _judge(section: list[str], tag: str, k: int, timeout: float, t0: int) -> tup
     if first_err is not None and first_err < boundary:
         message = error_text(section, first_err)
         if _STATE_DEPENDENT.search(message):
+            return doubt, stop
+        if not first_use_reset and _FIRST_USE_DEPENDENT.search(message):
             return doubt, stop
         if message == "! Undefined control sequence.":
             # No control sequence at the end of the context line: the error came from inside a package's

@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import compile_safety
-from pipeline.compile_batch import (CALIBRATION_EQUATIONS, tex_job, BatchOutcome, FormatCache, run_batch, state_check_tex,
-                                    state_names)
+from pipeline.compile_batch import (CALIBRATION_EQUATIONS, BatchOutcome, FormatCache, math_versions, run_batch,
+                                    state_check_tex, state_names, tex_job)
 from pipeline.compile_tex import (PDFLATEX_RUNS, SandboxConfig, engine_id, first_error, read_log, run_tex,
                                   sandbox_env)
 
 DEFAULT_PREAMBLE = "\\documentclass{article}\n\\usepackage{amsmath,amssymb,amsfonts,mathtools,bm}\n"
 
 # Bump when a change here could change a verdict: old cache entries are then ignored.
-RULE_VERSION = "2"
+RULE_VERSION = "3"
 
 
 @dataclass(frozen=True)
@@ -210,6 +210,15 @@ class _Checker:
         self.cache_dir = cache_dir
         self._state_lock = threading.Lock()
         self._state_tex: str | None | bool = False  # False: not built yet
+        self._versions: list[str] | None | bool = False
+        self._versions_lock = threading.Lock()
+
+    def versions(self) -> list[str] | None:
+        """The preamble's math versions (their alphabets' first-use state is put back after every equation)."""
+        with self._versions_lock:
+            if self._versions is False:
+                self._versions = math_versions(self.meanings(self.preamble, {"check@mathfonts"})["check@mathfonts"])
+            return self._versions  # type: ignore[return-value]
 
     def state_tex(self) -> str | None:
         """The state check for shared runs (default preamble only; None: stop after any broken equation)."""
@@ -241,7 +250,7 @@ class _Checker:
             log: list[str] = []
             run_batch(list(CALIBRATION_EQUATIONS), self.preamble, self.format(self.preamble), 60.0,
                       self.config.sandbox, state_tex=state_check_tex(meanings, set(), report_all=True),
-                      check_every=True, raw_log=log)
+                      check_every=True, raw_log=log, versions=self.versions())
             self.stats.add(batch_runs=1)
             if not any(line.startswith(f"@@NONCE E{len(CALIBRATION_EQUATIONS) - 1} ") for line in log):
                 return None  # calibration did not run through: no state check, runs stop instead
@@ -307,7 +316,7 @@ class _Checker:
         pending = list(range(len(equations)))
         while pending:
             outcomes, used = run_batch([equations[i] for i in pending], self.preamble, fmt, self.timeout,
-                                       self.config.sandbox, state_tex=self.state_tex())
+                                       self.config.sandbox, state_tex=self.state_tex(), versions=self.versions())
             self.stats.add(batch_runs=1)
             if used == 0:  # nothing came back from the run: take the first one alone
                 outcomes, used = [BatchOutcome(None, None, 0.0)], 1

@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import shutil
+import select
 import signal
 import subprocess
 import threading
@@ -73,16 +74,36 @@ def run_tex(args: list[str], cwd: Path, timeout: float, config: SandboxConfig | 
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=sandbox_env(), stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        rc = proc.wait(timeout=timeout)
-        return TexResult(rc, time.perf_counter() - start, False)
-    except subprocess.TimeoutExpired:
+    if not _wait_exit(proc, timeout):
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         proc.wait()
         return TexResult(None, time.perf_counter() - start, True)
+    rc = proc.wait()
+    return TexResult(rc, time.perf_counter() - start, False)
+
+
+def _wait_exit(proc: subprocess.Popen, timeout: float) -> bool:
+    """Wait until PROC exits (True) or TIMEOUT seconds pass (False), without reaping it.
+
+    `Popen.wait(timeout)` polls with sleeps of up to 50 ms, which adds ~25 ms to every run on average (a large
+    share of a 100 ms pdflatex start); a pidfd becomes readable the moment the process exits."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        try:
+            proc.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        poller = select.poll()  # not select.select: it fails for descriptors above 1023
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(max(0.0, timeout) * 1000.0))
+    finally:
+        os.close(fd)
 
 
 def read_log(path: Path) -> list[str]:

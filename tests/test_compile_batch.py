@@ -1,0 +1,70 @@
+"""Shared pdflatex runs of the compile check: what an equation leaves behind is put back, so the next one gets
+the verdict it gets alone (the one-document rule), without being re-checked alone."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline import compile_batch
+from pipeline.compile_check import (DEFAULT_PREAMBLE, CompileConfig, _Checker, check, check_one_document,
+                                    last_stats)
+
+# The first use of \mathsf / \mathfrak / \mathit / \mathtt allocates a math family and redefines the alphabet
+# globally: an error inside the argument reads `\select@group` on first use and `\math@egroup` after it.
+ALPHABETS = [
+    r"\mathsf{x}",
+    r"\mathsf{a",
+    r"\mathfrak{g} \mathsf{y}",
+    r"\mathsf{\frac{a}{b}",
+    r"\mathit{\mathsf{x}}}",
+    r"\bm{\mathsf{a}",
+    r"\mathbf{x} \mathsf{",
+    r"\text{\Large $\mathsf{a}$} \mathsf{b",
+    r"\mathtt{a} \mathsf{b} \mathfrak{c} \mathit{d}",
+    r"\mathsf{\mathfrak{x}",
+]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("compile-cache")
+
+
+@pytest.fixture(scope="module")
+def checker(pdflatex, cache_dir) -> _Checker:
+    return _Checker(DEFAULT_PREAMBLE, cache_dir, 10.0, CompileConfig(), use_cache=False)
+
+
+@pytest.fixture(scope="module")
+def alphabet_reference(pdflatex) -> list:
+    return [check_one_document(eq) for eq in ALPHABETS]
+
+
+def test_math_versions_read_from_the_preamble(checker):
+    assert checker.versions() == ["normal", "bold"]
+    assert compile_batch.math_versions(None) is None
+    assert compile_batch.math_versions(r"macro:->\aftergroup \mv@normal@reset \aftergroup \mv@sans@reset ") \
+        == ["normal", "sans"]
+
+
+def test_alphabet_first_use_put_back_after_every_equation(checker, alphabet_reference):
+    fmt = checker.format(DEFAULT_PREAMBLE)
+    with_reset, used = compile_batch.run_batch(ALPHABETS, DEFAULT_PREAMBLE, fmt, 10.0, checker.config.sandbox,
+                                               state_tex=checker.state_tex(), versions=checker.versions())
+    assert used == len(ALPHABETS)  # no restart
+    for eq, ref, got in zip(ALPHABETS, alphabet_reference, with_reset):
+        assert (got.ok, got.error) == (ref.ok, ref.error), eq  # a verdict, not a doubt, and the rule's
+    # Without it, the errors after a first use in the same run read differently and must be re-checked alone.
+    without, _ = compile_batch.run_batch(ALPHABETS, DEFAULT_PREAMBLE, fmt, 10.0, checker.config.sandbox,
+                                         state_tex=checker.state_tex(), versions=None)
+    assert any(got.ok is None for got in without)
+
+
+def test_alphabet_equations_through_check(cache_dir, alphabet_reference):
+    order = ALPHABETS[::-1]  # another order than above: other first uses
+    got = check(order, use_cache=False, cache_dir=cache_dir, workers=1)
+    for eq, ref, v in zip(order, alphabet_reference[::-1], got):
+        assert (v.ok, v.error) == (ref.ok, ref.error), eq
+    stats = last_stats()
+    assert stats.in_doubt == 0 and stats.alone == 0
