@@ -283,10 +283,9 @@ class _Checker:
         names: set[str] = set()
         for s in scans:
             if s.unsafe_reason is None:
-                names |= s.names
+                names |= {n for n in s.names if n.isalpha()}
                 for env in s.environments:
                     names |= {env, "end" + env}
-        names = {n for n in names if n.replace("*", "").isalpha()}
         mine = self.meanings(self.preamble, names)
         custom = self.preamble != DEFAULT_PREAMBLE
         default = self.meanings(DEFAULT_PREAMBLE, names) if custom else mine
@@ -298,8 +297,10 @@ class _Checker:
             return n in compile_safety.SAFE_COMMANDS and (not custom or m == default.get(n))
 
         def env_ok(e: str) -> bool:
-            if mine.get(e) is None:
-                return True  # "Environment ... undefined": an error alone and in a batch alike
+            if mine.get(e) is None and mine.get("end" + e) is None:
+                # "Environment ... undefined" (\begin), or "\begin{...} ended by \end{...}" after \end makes
+                # \end<name> \relax locally: an error alone and in a batch alike
+                return True
             return (e in compile_safety.SAFE_ENVIRONMENTS
                     and (not custom or (mine.get(e) == default.get(e)
                                         and mine.get("end" + e) == default.get("end" + e))))

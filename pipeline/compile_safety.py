@@ -65,7 +65,16 @@ vbox vtop hrule vrule cr crcr omit hline mathchoice lefteqn uproot leftroot ref 
 normalfont rmfamily sffamily ttfamily bfseries mdseries itshape upshape slshape scshape
 tiny scriptsize footnotesize small normalsize large Large LARGE huge Huge math
 l L o O t th TH c r d a b v u H k i j ae AE oe OE ss aa AA dh DH ng NG
+time day month year nulldelimiterspace delimitershortfall delimiterfactor scriptspace the
+smallskip medskip bigskip vspace alph Alph arabic roman Roman
 """.split())
+# Why the last two lines are safe: \time \day \month \year are integer parameters and \nulldelimiterspace
+# \delimitershortfall \delimiterfactor \scriptspace math parameters: assigning one (there is no \global or
+# \globaldefs among these names) is local to the group, and nothing after the equation reads them (LaTeX's
+# \enddocument typesets no date or math; pdfTeX dates the PDF from the clock, not from \time). \the only
+# expands. \smallskip \medskip \bigskip \vspace are `\vspace` (\vskip in vertical mode, else \@bsphack
+# \vadjust{...} \@esphack, local assignments only). \alph \Alph \arabic \roman \Roman expand to
+# `\@alph\csname c@#1\endcsname`: the \csname makes an undefined name \relax locally, nothing else.
 
 # Control symbols (backslash + one non-letter) that only typeset or space: `\\{` `\\,` `\\\\` etc.
 SAFE_SYMBOLS: frozenset[str] = frozenset(list("{}|,;:!> _%&$#[]()\"'\n^~=.`") + ["\\"])
@@ -90,6 +99,27 @@ _NAME_OK = re.compile(r"[A-Za-z]+\*?")
 def meaning_is_char(meaning: str) -> bool:
     """True for a `\\meaning` that is one math character/delimiter/accent (safe under any preamble)."""
     return bool(_CHAR_MEANING.match(meaning))
+
+
+# Characters an environment name may have besides letters (besides `=`, which the meaning query uses, and
+# characters with a special meaning inside \\csname or a macro argument: `\\ { } % ~ # & $`).
+_ENV_NAME_CHARS = re.compile(r"[A-Za-z0-9*@^_.:;,!?'\"()\[\]/|<>+ \t\n-]*")
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+
+
+def environment_name(body: str) -> str | None:
+    """The name `\\begin{BODY}` / `\\end{BODY}` looks up, as TeX reads it; "" when BODY holds a blank line (the
+    argument ends in `! Paragraph ended before \\begin was complete.` and no name is looked up); None when
+    this cannot be told from the text."""
+    if _NAME_OK.fullmatch(body):
+        return body
+    if "\r" in body or not _ENV_NAME_CHARS.fullmatch(body):
+        return None  # a carriage return ends the line in TeX (catcode 5): not modelled
+    if _BLANK_LINE.search(body):
+        return ""
+    # Inside braces a run of spaces, tabs and a line end is one space token (TeX drops spaces at line ends
+    # and at the start of the next line), and the name keeps it.
+    return re.sub(r"[ \t\n]+", " ", body)
 
 
 @dataclass
@@ -132,10 +162,16 @@ def scan(equation: str) -> Scan:
             out.names.add(name)
             if name in ("begin", "end"):
                 m = re.match(r"[ \t]*\{([^{}\\]*)\}", text[k:])
-                if not m or not _NAME_OK.fullmatch(m.group(1)):
+                env = environment_name(m.group(1)) if m else None
+                if m is None and re.match(r"[ \t]*\{[^{}]*$", text[k:]):
+                    # No brace closes the argument: what follows the equation (`\]`, `\end{document}`, balanced)
+                    # cannot either, so it runs to the end of the file and no name is looked up.
+                    env = ""
+                if env is None:
                     out.unsafe_reason = f"\\{name} without a plain environment name"
                     return out
-                out.environments.add(m.group(1))
+                if env:
+                    out.environments.add(env)
             i = k
         else:
             if text[j] not in SAFE_SYMBOLS:

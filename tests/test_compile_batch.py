@@ -68,3 +68,30 @@ def test_alphabet_equations_through_check(cache_dir, alphabet_reference):
         assert (v.ok, v.error) == (ref.ok, ref.error), eq
     stats = last_stats()
     assert stats.in_doubt == 0 and stats.alone == 0
+
+
+# Share a run since the reviewed list and the environment-name reading were widened: local parameters,
+# counter formatting, \vspace, and \begin/\end arguments that are not plain names (odd characters, a blank
+# line, no closing brace at all). Each must get the rule's verdict from a shared run.
+WIDENED = [
+    r"\begin{alig^ned} x \end{alig^ned}", "\\begin{ali\n\ngned} x \\end{aligned}", r"\begin{aligned} a &= b \end{",
+    r"\begin{ aligned} x \end{ aligned}", "\\begin{a b}\n x \\end{a  b}",
+    r"\begin{cases} a \end{ca", r"\begin{matrix", r"\begin{x_y} \end{x_y}", r"\begin{aligned}a\\b\end{aligned",
+    r"a \time\hats b", r"\the\nulldelimiterspace", r"\time=5 \the\time", r"x \] \time=3 \[ y", r"\year=-5 \the\year",
+    r"\smallskip x", r"x \vspace{1pt} y", r"x \vspace*{2pt} \bigskip \medskip", r"\vbox{\vspace{3pt} x}",
+    r"\alph{foo}", r"\alph{page}", r"\arabic\eqdef", r"\Roman{equation}", r"\the", r"\the\frac", r"\the\alpha",
+    r"\nulldelimiterspace=\foo x", r"\left. x \right| \delimiterfactor=2000 \left( \frac{a}{b} \right)",
+]
+# Still checked alone: \end{X} runs \endX, defined here although X is not (\endgroup, \endgraf = \par); "(" names
+# LaTeX's \( ; "matrix " (with the space) is defined, as the inner command of a robust \matrix.
+STILL_ALONE = [r"\end{group}", r"\end{graf} x", r"\begin{(} a \end{)}", r"\begin{matrix } a \end{matrix }"]
+
+
+def test_widened_batch_rules_keep_the_rules_verdicts(cache_dir):
+    equations = WIDENED + STILL_ALONE
+    got = check(equations, use_cache=False, cache_dir=cache_dir, workers=2)
+    stats = last_stats()
+    for eq, v in zip(equations, got):
+        ref = check_one_document(eq)
+        assert (v.ok, v.error) == (ref.ok, ref.error), eq
+    assert stats.alone == len(STILL_ALONE) and stats.in_doubt == 0
