@@ -34,7 +34,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.compile_tex import SandboxConfig, error_text, is_error_line, read_log, run_tex
+from pipeline.compile_tex import SandboxConfig, error_text, is_error_line, read_log, run_tex, scratch_root
 
 BATCH_SETUP = r"""\makeatletter
 \def\teq@st{\the\currentgrouplevel:\the\currentiflevel:\ifvmode v\else\ifhmode h\else m\fi\fi\ifinner i\fi}
@@ -300,7 +300,7 @@ def run_batch(equations: list[str], preamble: str, fmt: Path | None, timeout: fl
     preamble's math versions, whose alphabets' first-use state is put back after every equation."""
     nonce = secrets.token_hex(6)
     lines_before = preamble_line_count(preamble)
-    with tempfile.TemporaryDirectory(prefix="teq-batch-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="teq-batch-", dir=scratch_root()) as tmp:
         tmpdir = Path(tmp)
         for k, eq in enumerate(equations):
             (tmpdir / f"tq{k}.tex").write_bytes(equation_file_text(eq, lines_before).encode("utf-8"))

@@ -22,7 +22,7 @@ from pipeline import compile_safety
 from pipeline.compile_batch import (CALIBRATION_EQUATIONS, BatchOutcome, FormatCache, math_versions, run_batch,
                                     state_check_tex, state_names, tex_job)
 from pipeline.compile_tex import (PDFLATEX_RUNS, SandboxConfig, engine_id, first_error, read_log, run_tex,
-                                  sandbox_env)
+                                  sandbox_env, scratch_root)
 
 DEFAULT_PREAMBLE = "\\documentclass{article}\n\\usepackage{amsmath,amssymb,amsfonts,mathtools,bm}\n"
 
@@ -59,7 +59,7 @@ def check_one_document(equation: str, preamble: str | None = None, timeout: floa
                        config: CompileConfig | None = None) -> Verdict:
     """The compile rule, literally: the equation's own document, pdflatex once, exit 0 and a PDF in time."""
     config = config or CompileConfig()
-    with tempfile.TemporaryDirectory(prefix="teq-one-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="teq-one-", dir=scratch_root()) as tmp:
         tmpdir = Path(tmp)
         (tmpdir / "eq.tex").write_bytes(document_text(equation, preamble or DEFAULT_PREAMBLE).encode("utf-8"))
         res = run_tex(["-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", "eq.tex"], tmpdir,
@@ -144,7 +144,7 @@ def query_meanings(names: list[str], preamble: str, fmt: Path | None, config: Co
     body += [f"\\teq@q{{{name}}}" for name in names]
     body.append("\\csname @@end\\endcsname")
     args, text = tex_job(body, preamble, fmt)
-    with tempfile.TemporaryDirectory(prefix="teq-names-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="teq-names-", dir=scratch_root()) as tmp:
         tmpdir = Path(tmp)
         (tmpdir / "names.tex").write_text(text, encoding="utf-8")
         run_tex(args + ["names.tex"], tmpdir, 60.0, config.sandbox)

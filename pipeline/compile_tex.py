@@ -56,6 +56,19 @@ def pdflatex_path() -> str:
     return path
 
 
+_SCRATCH: list[str | None] = []
+
+
+def scratch_root() -> str | None:
+    """Parent of the temporary folders the runs work in: /dev/shm (memory) where it is a writable folder, else
+    the system default (None). A batch writes one small file per equation; on this machine's disk creating a
+    file costs ~0.9 ms, in /dev/shm ~0.02 ms."""
+    if not _SCRATCH:
+        root = "/dev/shm"
+        _SCRATCH.append(root if os.path.isdir(root) and os.access(root, os.W_OK | os.X_OK) else None)
+    return _SCRATCH[0]
+
+
 def sandbox_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("TEXINPUTS", "TEXMFOUTPUT", "TEXFORMATS", "shell_escape", "shell_escape_commands")}
