@@ -37,6 +37,8 @@ from pathlib import Path
 from pipeline.compile_tex import SandboxConfig, error_text, is_error_line, read_log, run_tex, scratch_root
 
 BATCH_SETUP = r"""\makeatletter
+% Uncompressed PDF streams: the batch's PDF is thrown away, and no TeX error depends on compression.
+\pdfcompresslevel=0 \pdfobjcompresslevel=0
 \def\teq@st{\the\currentgrouplevel:\the\currentiflevel:\ifvmode v\else\ifhmode h\else m\fi\fi\ifinner i\fi}
 \def\teq@B#1{\immediate\write17{@@NONCE B#1 \the\pdfelapsedtime}}
 % \write expands with mode 0, so the state is taken by \edef first.
@@ -47,26 +49,30 @@ BATCH_SETUP = r"""\makeatletter
 \def\teq@dok{1:0:h}\def\teq@dokv{1:0:v}
 \def\teq@stop{\immediate\write17{@@NONCE X}\read16to\teq@x}
 % After an equation that failed, close whatever it left open, innermost first, by e-TeX's group type;
-% stop the run when that is not possible (an alignment, an open conditional).
+% stop the run when that is not possible (the output routine, an open conditional, or 32 closings that left
+% a group open). An alignment (an error inside `aligned`, `matrix`, ...) ends with \crcr and a right brace.
 \def\teq@fix{%
   \ifnum\currentgrouplevel>\z@
     \ifcase\currentgrouptype
       \teq@close\teq@stop\or
       \teq@close\egroup\or \teq@close\egroup\or \teq@close\egroup\or \teq@close\egroup\or
-      \teq@close\egroup\or \teq@close\teq@stop\or \teq@close\egroup\or \teq@close\teq@stop\or
+      \teq@close\egroup\or \teq@close\teq@endalign\or \teq@close\egroup\or \teq@close\teq@stop\or
       \teq@close\egroup\or \teq@close\egroup\or \teq@close\egroup\or \teq@close\egroup\or
       \teq@close\egroup\or \teq@close\endgroup\or \teq@close\teq@mathshift\or \teq@close\teq@right
     \else\teq@close\teq@stop
     \fi
   \fi}
-\long\def\teq@close#1#2\fi\fi{\fi\fi#1\teq@fix}
+\long\def\teq@close#1#2\fi\fi{\fi\fi#1\teq@count\teq@fix}
+\newcount\teq@n
+\def\teq@count{\global\advance\teq@n\@ne \ifnum\teq@n>32 \teq@stop\fi}
+\def\teq@endalign{\crcr\egroup}
 \def\teq@mathshift{\ifinner$\else$$\fi}
 \def\teq@right{\right.}
 % An equation that did not reach \end{document} at the outer level, or left groups open, may have left
 % global state half-changed (amsmath keeps some): unless the state check (\teq@check, when loaded) finds
 % every watched name as it was after \begin{document}, the run stops after it and restarts fresh.
 \def\teq@unclean{\teq@stop}
-\def\teq@do#1{\teq@B{#1}\gdef\teq@d{}\begingroup\pdfprimitive\input ./tq#1.tex
+\def\teq@do#1{\teq@B{#1}\gdef\teq@d{}\global\teq@n\z@\begingroup\pdfprimitive\input ./tq#1.tex
   \immediate\write17{@@NONCE F#1}%
   \ifnum\currentgrouplevel=\@ne\else\gdef\teq@d{}\fi
   \teq@fix
@@ -166,7 +172,9 @@ def tex_job(body: list[str], preamble: str, fmt: Path | None) -> tuple[list[str]
     text = "\n".join(body) + "\n"
     args = ["-interaction=nonstopmode", "-no-shell-escape"]
     if fmt is not None:
-        args.append(f"-fmt={fmt.with_suffix('')}")
+        # -fmt alone would also make the format's path kpathsea's program name, so that texmf.cnf's settings
+        # for pdflatex (its TEXINPUTS search order) would not apply.
+        args += [f"-fmt={fmt.with_suffix('')}", "-progname=pdflatex"]
     else:
         text = preamble + ("" if preamble.endswith("\n") else "\n") + text
     return args, text
@@ -267,6 +275,23 @@ class FormatCache:
         self.config = config
         self._lock = threading.Lock()
         self._known: dict[str, Path | None] = {}
+
+    def standard(self) -> Path | None:
+        """An uncompressed copy of pdflatex's own format (None when it cannot be found)."""
+        with self._lock:
+            if "" not in self._known:
+                self._known[""] = None
+                src = subprocess.run(["kpsewhich", "-engine=pdftex", "pdflatex.fmt"], capture_output=True,
+                                     text=True).stdout.strip()
+                if src:
+                    fmt = self.dir / f"pdflatex-{self.engine}-u.fmt"  # engine: version, format size and time
+                    if not fmt.exists():
+                        self.dir.mkdir(parents=True, exist_ok=True)
+                        part = fmt.with_suffix(f".{os.getpid()}.{secrets.token_hex(4)}.part")
+                        part.write_bytes(uncompressed_format(Path(src).read_bytes()))
+                        os.replace(part, fmt)
+                    self._known[""] = fmt
+            return self._known[""]
 
     def get(self, preamble: str) -> Path | None:
         key = hashlib.sha256((self.engine + "\0" + preamble).encode()).hexdigest()[:20]

@@ -39,7 +39,7 @@ class Verdict:
 
 @dataclass
 class CompileConfig:
-    batch_size: int = 200  # equations per shared pdflatex run (at most)
+    batch_size: int = 400  # equations per shared pdflatex run (at most)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     use_format: bool = True  # preload the preamble into a format (start-up ~3x faster)
 
@@ -58,12 +58,19 @@ def document_text(equation: str, preamble: str = DEFAULT_PREAMBLE) -> str:
 def check_one_document(equation: str, preamble: str | None = None, timeout: float = 10.0,
                        config: CompileConfig | None = None) -> Verdict:
     """The compile rule, literally: the equation's own document, pdflatex once, exit 0 and a PDF in time."""
-    config = config or CompileConfig()
+    return _one_document(equation, preamble, timeout, config or CompileConfig(), None)
+
+
+def _one_document(equation: str, preamble: str | None, timeout: float, config: CompileConfig,
+                  standard_format: Path | None) -> Verdict:
+    """The rule's run; STANDARD_FORMAT: an uncompressed copy of pdflatex's own format to start from (the same
+    bytes undumped, see compile_batch.uncompressed_format; -progname keeps kpathsea's settings pdflatex's)."""
+    fmt_args = [f"-fmt={standard_format.with_suffix('')}", "-progname=pdflatex"] if standard_format else []
     with tempfile.TemporaryDirectory(prefix="teq-one-", dir=scratch_root()) as tmp:
         tmpdir = Path(tmp)
         (tmpdir / "eq.tex").write_bytes(document_text(equation, preamble or DEFAULT_PREAMBLE).encode("utf-8"))
-        res = run_tex(["-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", "eq.tex"], tmpdir,
-                      timeout, config.sandbox)
+        res = run_tex([*fmt_args, "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", "eq.tex"],
+                      tmpdir, timeout, config.sandbox)
         pdf = tmpdir / "eq.pdf"
         has_pdf = pdf.exists() and pdf.stat().st_size > 0
         if res.timed_out:
@@ -261,6 +268,11 @@ class _Checker:
             os.replace(tmp, volatile_file)
         return state_check_tex(meanings, volatile)
 
+    def alone(self, equation: str) -> Verdict:
+        """The rule's run for one equation, from an uncompressed copy of pdflatex's format when there is one."""
+        standard = self.formats.standard() if self.config.use_format else None
+        return _one_document(equation, self.preamble, self.timeout, self.config, standard)
+
     def format(self, preamble: str) -> Path | None:
         return self.formats.get(preamble) if self.config.use_format else None
 
@@ -324,7 +336,7 @@ class _Checker:
             for i, outcome in zip(pending[:used], outcomes):
                 if outcome.ok is None:
                     self.stats.add(in_doubt=1)
-                    on_done(i, check_one_document(equations[i], self.preamble, self.timeout, self.config))
+                    on_done(i, self.alone(equations[i]))
                 else:
                     on_done(i, Verdict(outcome.ok, outcome.error, outcome.seconds))
             pending = pending[used:]
@@ -388,9 +400,17 @@ def check(equations, *, workers: int | None = None, preamble: str | None = None,
             if bar is not None:
                 bar.update(1)
 
-    # Chunks small enough to keep every worker busy, large enough to pay pdflatex's start-up rarely.
+    # Chunks small enough to keep every worker busy, large enough to pay pdflatex's start-up rarely. A run
+    # restarts after an equation that breaks off in a way that cannot be cleaned up (it costs a new start),
+    # unless that equation was the run's last: equations that look unbalanced go at the end of the chunks,
+    # spread over them. (Order never changes a verdict: each equation starts from the same state.)
     size = max(8, min(config.batch_size, -(-len(safe_idx) // (workers * 3)) if safe_idx else 1))
-    tasks = [("batch", safe_idx[i:i + size]) for i in range(0, len(safe_idx), size)]
+    n_chunks = -(-len(safe_idx) // size) if safe_idx else 0
+    suspect = [u for u in safe_idx if compile_safety.may_break_off(unique[u])]
+    plain = [u for u in safe_idx if not compile_safety.may_break_off(unique[u])]
+    tasks = []
+    for c in range(n_chunks):
+        tasks.append(("batch", plain[c * len(plain) // n_chunks:(c + 1) * len(plain) // n_chunks] + suspect[c::n_chunks]))
     tasks += [("one", [u]) for u in solo_idx]
 
     def work(task):
@@ -398,7 +418,7 @@ def check(equations, *, workers: int | None = None, preamble: str | None = None,
         if kind == "batch":
             checker.run_batches([unique[u] for u in us], lambda j, v: done(us[j], v))
         else:
-            done(us[0], check_one_document(unique[us[0]], preamble, timeout, config))
+            done(us[0], checker.alone(unique[us[0]]))
 
     # Solo checks first: they are the slow ones, and batches fill the gaps.
     tasks.sort(key=lambda t: t[0] != "one")

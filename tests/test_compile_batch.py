@@ -95,3 +95,45 @@ def test_widened_batch_rules_keep_the_rules_verdicts(cache_dir):
         ref = check_one_document(eq)
         assert (v.ok, v.error) == (ref.ok, ref.error), eq
     assert stats.alone == len(STILL_ALONE) and stats.in_doubt == 0
+
+
+def test_alone_runs_start_from_an_uncompressed_copy_of_pdflatex_format(checker):
+    import gzip
+    import subprocess
+    std = checker.formats.standard()
+    assert std is not None and std.read_bytes()[:2] != b"\x1f\x8b"
+    src = subprocess.run(["kpsewhich", "-engine=pdftex", "pdflatex.fmt"], capture_output=True, text=True).stdout
+    assert gzip.decompress(Path(src.strip()).read_bytes()) == std.read_bytes()  # the bytes pdftex undumps
+    for eq in [r"x^2", r"\foo", r"\input{/etc/passwd}", r"\label{a} x \label{a}", r"\end{document}",
+               r"\makeatletter \@tempa", r"\csname jobname\endcsname"]:
+        got, ref = checker.alone(eq), check_one_document(eq)
+        assert (got.ok, got.error) == (ref.ok, ref.error), eq
+
+
+def test_broken_alignment_is_closed_or_the_run_restarts(checker):
+    fmt = checker.format(DEFAULT_PREAMBLE)
+    # A runaway argument inside a matrix leaves an alignment open: closed with \crcr and a brace, the run
+    # goes on and the equations after it get the rule's verdicts.
+    equations = [r"\begin{matrix} a & \frac{", "x", r"\begin{aligned} a &= b \end{aligned}", r"\mathsf{y",
+                 r"\begin{pmatrix} 1 \\ 2 & \left( 3 \end{pmatrix}", r"\foo"]
+    got, used = compile_batch.run_batch(equations, DEFAULT_PREAMBLE, fmt, 10.0, checker.config.sandbox,
+                                        state_tex=checker.state_tex(), versions=checker.versions())
+    assert used == len(equations)
+    for eq, v in zip(equations, got):
+        ref = check_one_document(eq)
+        assert (v.ok, v.error) == (ref.ok, ref.error), eq
+    # Inside `aligned` the cell's template groups are closed first and the alignment cannot be ended: the
+    # bounded retries give up and the run stops right after that equation (the caller restarts the rest).
+    equations = [r"\begin{aligned} a & \frac{", "x"]
+    got, used = compile_batch.run_batch(equations, DEFAULT_PREAMBLE, fmt, 10.0, checker.config.sandbox,
+                                        state_tex=checker.state_tex(), versions=checker.versions())
+    assert used == 1 and got[0].error == check_one_document(equations[0]).error
+    assert [(v.ok, v.error) for v in check(equations, use_cache=False, cache_dir=checker.cache_dir)] == \
+        [(v.ok, v.error) for v in map(check_one_document, equations)]
+
+
+def test_unbalanced_equations_go_last_in_their_chunk():
+    from pipeline.compile_safety import may_break_off
+    assert may_break_off(r"\frac{a") and may_break_off(r"a}") and may_break_off(r"\begin{matrix} a")
+    assert may_break_off(r"\left( x") and not may_break_off(r"\left( x \right) \{ \lefteqn{y}")
+    assert not may_break_off(r"\begin{cases} a \end{cases}")
