@@ -37,6 +37,7 @@ EQUATIONS = [
     r"\begin{bmatrix} 1 \\ 2 \end{bmatrix} \begin{vmatrix} a \end{vmatrix} \begin{smallmatrix} a & b \end{smallmatrix}",
     r"\overline{z} \underbrace{a+b}_{c} \displaystyle \phantom{x} \ldots \cdots \Rightarrow \mapsto",
     r"x' + y'' = \nabla \times \mathbf{E} \quad \forall\, t \in [0, T)",
+    r"\begin{multlined} a + b \\ c \end{multlined} \begin{psmallmatrix} a & b \end{psmallmatrix}",
 ]
 # Strings that put forbidden or unseen symbols into the tokenizer's vocabulary (never into the syntax).
 POISON = [r"$x$ % comment", r"\end{document} \#", r"\hspace{1cm} \mathscr{A} \begin{align} \undefinedmacro",
@@ -115,6 +116,7 @@ def random_walk(kind: str, n: int, steps: int, seed: int, structure_bias: float)
     r"\begin{cases} a & b \\ c & d \end{cases}", r"\begin{array}{cc} \hline a & b \end{array}",
     r"\text{a b}", r"x^\mathrm{T}", r"\sum\limits_{i}", r"{a \over b}", r"\begin{aligned} &a \end{aligned}",
     r"\operatorname*{arg\,max}", r"\xrightarrow[a]{b}", "a\nb", r"\begin{split} a &= b \end{split}",
+    r"x^{\begin{multlined} a \\ b \end{multlined}}",
 ])
 def test_accepts_well_formed(text):
     assert accepts(text), text
@@ -128,6 +130,7 @@ def test_accepts_well_formed(text):
     r"\begin{aligned} a \\[2pt] b \end{aligned}", "a\n\nb", "\na", "", " ", r"x^\ldots", r"\big x",
     r"\hline", r"\begin{array}{cc} a & \hline b \end{array}", r"\frac a{\over b}", "\u00e9",
     r"\begin{aligned}&\begin{cases} a \end{cases}\end{aligned}", r"\left( a & b \right)",
+    r"\begin{multlined} a & b \end{multlined}",
 ])
 def test_rejects_ill_formed(text):
     assert not accepts(text), text

@@ -189,6 +189,7 @@ prod projlim sec sin sinh sum sup tan tanh varinjlim varliminf varlimsup varproj
 ENVIRONMENTS: dict[str, int | None] = {
     "aligned": None, "gathered": 0, "split": 1, "cases": 1, "dcases": 1, "rcases": 1,
     "matrix": 9, "pmatrix": 9, "bmatrix": 9, "Bmatrix": 9, "vmatrix": 9, "Vmatrix": 9, "smallmatrix": 9,
+    "psmallmatrix": 9, "multlined": 0,  # mathtools (in the compile preamble)
     "array": -1,  # from the column spec
     "alignedat": -2,  # 2n - 1 from {n}
 }
