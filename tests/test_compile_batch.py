@@ -132,6 +132,23 @@ def test_broken_alignment_is_closed_or_the_run_restarts(checker):
         [(v.ok, v.error) for v in map(check_one_document, equations)]
 
 
+def test_names_defined_by_a_broken_equation_are_made_undefined_again(checker):
+    # Each of these breaks off after defining a watched name that is undefined after \begin{document}
+    # (amsmath's \macc@kerna, NFSS's \last@fontshape): the state check makes it undefined again and the run
+    # goes on; the equations after them (accents, font substitution) read as they do alone.
+    equations = [r"\mathcal{G}_n = \widetilde{M/I^nM} \end{matrix}", r"\hat{x} \widetilde{ab}",
+                 r"T_x(I) \times \text{Lift}(x, A') \t", r"\text{\bfseries\scshape a} \hat{\hat{y}}", r"\acute"]
+    log: list[str] = []
+    got, used = compile_batch.run_batch(equations, DEFAULT_PREAMBLE, checker.format(DEFAULT_PREAMBLE), 10.0,
+                                        checker.config.sandbox, state_tex=checker.state_tex(),
+                                        versions=checker.versions(), raw_log=log)
+    assert used == len(equations)
+    assert any(line.startswith("@@NONCE U ") for line in log)  # the mechanism was used
+    for eq, v in zip(equations, got):
+        ref = check_one_document(eq)
+        assert (v.ok, v.error) == (ref.ok, ref.error), eq
+
+
 def test_unbalanced_equations_go_last_in_their_chunk():
     from pipeline.compile_safety import may_break_off
     assert may_break_off(r"\frac{a") and may_break_off(r"a}") and may_break_off(r"\begin{matrix} a")
