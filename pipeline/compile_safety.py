@@ -66,7 +66,7 @@ normalfont rmfamily sffamily ttfamily bfseries mdseries itshape upshape slshape 
 tiny scriptsize footnotesize small normalsize large Large LARGE huge Huge math
 l L o O t th TH c r d a b v u H k i j ae AE oe OE ss aa AA dh DH ng NG
 time day month year nulldelimiterspace delimitershortfall delimiterfactor scriptspace the
-smallskip medskip bigskip vspace alph Alph arabic roman Roman
+smallskip medskip bigskip vspace alph Alph arabic roman Roman boldmath unboldmath
 """.split())
 # Why the last two lines are safe: \time \day \month \year are integer parameters and \nulldelimiterspace
 # \delimitershortfall \delimiterfactor \scriptspace math parameters: assigning one (there is no \global or
@@ -75,6 +75,8 @@ smallskip medskip bigskip vspace alph Alph arabic roman Roman
 # expands. \smallskip \medskip \bigskip \vspace are `\vspace` (\vskip in vertical mode, else \@bsphack
 # \vadjust{...} \@esphack, local assignments only). \alph \Alph \arabic \roman \Roman expand to
 # `\@alph\csname c@#1\endcsname`: the \csname makes an undefined name \relax locally, nothing else.
+# \boldmath \unboldmath are `\mathversion{bold|normal}` (as in \boldsymbol): \math@version is set locally; the
+# global \glb@currsize and math fonts it resets are put back after every equation (FIRST_USE_SETUP).
 
 # Control symbols (backslash + one non-letter) that only typeset or space: `\\{` `\\,` `\\\\` etc.
 SAFE_SYMBOLS: frozenset[str] = frozenset(list("{}|,;:!> _%&$#[]()\"'\n^~=.`") + ["\\"])

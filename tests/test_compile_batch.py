@@ -81,6 +81,10 @@ WIDENED = [
     r"\smallskip x", r"x \vspace{1pt} y", r"x \vspace*{2pt} \bigskip \medskip", r"\vbox{\vspace{3pt} x}",
     r"\alph{foo}", r"\alph{page}", r"\arabic\eqdef", r"\Roman{equation}", r"\the", r"\the\frac", r"\the\alpha",
     r"\nulldelimiterspace=\foo x", r"\left. x \right| \delimiterfactor=2000 \left( \frac{a}{b} \right)",
+    r"g_{\mathchoice{\mbox{\boldmath$\displaystyle\bf\theta$}}{\mbox{\boldmath$\textstyle\bf\theta$}}"
+    r"{\mbox{\boldmath$\scriptstyle\bf\theta$}}{\mbox{\boldmath$\scriptscriptstyle\bf\theta$}}}",
+    r"\boldmath x", r"\mathsf{a} \text{\boldmath $\mathsf{b} \mathfrak{c}$} \mathsf{d", r"x \] \boldmath \[ \mathsf{y}",
+    r"\text{\boldmath $x$ \unboldmath $y$}", r"\mbox{\boldmath $\mathit{x}$} \mathit{\frac{a}",
 ]
 # Still checked alone: \end{X} runs \endX, defined here although X is not (\endgroup, \endgraf = \par); "(" names
 # LaTeX's \( ; "matrix " (with the space) is defined, as the inner command of a robust \matrix.
