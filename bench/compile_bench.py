@@ -14,6 +14,7 @@ import argparse
 import json
 import random
 import re
+import resource
 import sys
 import tempfile
 import time
@@ -117,6 +118,13 @@ def build_mix(real: list[str], n: int, invalid_fraction: float, seed: int) -> tu
     return [eqs[i] for i in order], [kinds[i] for i in order]
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """CPU time of this process and of its finished children (pdflatex): on a shared machine the wall-clock
+    ratio swings with the load, the CPU ratio much less."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
 def baseline(eqs: list[str], workers: int, timeout: float):
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda e: check_one_document(e, timeout=timeout), eqs))
@@ -130,14 +138,19 @@ def speed(args) -> int:
     base_n = min(args.baseline_n or len(eqs), len(eqs))
     with tempfile.TemporaryDirectory(prefix="teq-bench-cache-") as cache:
         check(["x"], workers=1, use_cache=False, cache_dir=cache)  # builds the preamble format once
+        c0 = cpu_seconds()
         t0 = time.perf_counter()
         ours = check(eqs, workers=args.workers, use_cache=False, cache_dir=cache, timeout=args.timeout,
                      progress=True)
         t_ours = time.perf_counter() - t0
+        c1 = cpu_seconds()
         stats = last_stats()
     t0 = time.perf_counter()
     ref = baseline(eqs[:base_n], args.workers, args.timeout)
     t_base = time.perf_counter() - t0
+    c2 = cpu_seconds()
+    cpu_ours = (c1[0] - c0[0]) + (c1[1] - c0[1])
+    cpu_base = (c2[0] - c1[0]) + (c2[1] - c1[1])
     rate_base = base_n / t_base
     rate_ours = len(eqs) / t_ours
     agree_ok = sum(a.ok == b.ok for a, b in zip(ref, ours))
@@ -145,6 +158,8 @@ def speed(args) -> int:
     print(f"one document per equation: {base_n} eqs in {t_base:.1f} s = {rate_base:.1f} eq/s")
     print(f"compile_check.check:       {len(eqs)} eqs in {t_ours:.2f} s = {rate_ours:.1f} eq/s")
     print(f"ratio: {rate_ours / rate_base:.1f}x")
+    print(f"CPU (Python + pdflatex): one document per equation {cpu_base:.1f} s, check() {cpu_ours:.2f} s; "
+          f"per equation ratio {(cpu_base / base_n) / (cpu_ours / len(eqs)):.1f}x")
     print(f"agreement on {base_n}: ok {agree_ok}/{base_n} = {agree_ok / base_n:.2%}; "
           f"ok and error message {agree_err}/{base_n} = {agree_err / base_n:.2%}")
     print(f"compiled: rule {sum(v.ok for v in ref)}/{base_n}, ours {sum(v.ok for v in ours[:base_n])}/{base_n}; "

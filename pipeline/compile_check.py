@@ -66,7 +66,8 @@ def _one_document(equation: str, preamble: str | None, timeout: float, config: C
     """The rule's run; STANDARD_FORMAT: an uncompressed copy of pdflatex's own format to start from (the same
     bytes undumped, see compile_batch.uncompressed_format; -progname keeps kpathsea's settings pdflatex's)."""
     fmt_args = [f"-fmt={standard_format.with_suffix('')}", "-progname=pdflatex"] if standard_format else []
-    with tempfile.TemporaryDirectory(prefix="teq-one-", dir=scratch_root()) as tmp:
+    # On disk, not in /dev/shm: an equation checked alone may write files (\openout, up to the file-size cap each).
+    with tempfile.TemporaryDirectory(prefix="teq-one-") as tmp:
         tmpdir = Path(tmp)
         (tmpdir / "eq.tex").write_bytes(document_text(equation, preamble or DEFAULT_PREAMBLE).encode("utf-8"))
         res = run_tex([*fmt_args, "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", "eq.tex"],
