@@ -636,12 +636,7 @@ GROUPINGS = {"area": _coarse_area_group, "source": _source_group}
 
 
 def score_records(lm: LoadedModel, records: Sequence[dict], thetas: np.ndarray | None, *,
-                  progress: bool = False) -> EvalRow:
-    return _score_records(lm, records, thetas, progress=progress)[0]
-
-
-def _score_records(lm: LoadedModel, records: Sequence[dict], thetas: np.ndarray | None, *,
-                   progress: bool = False) -> tuple[EvalRow, np.ndarray]:
+                  progress: bool = False) -> tuple[EvalRow, np.ndarray]:
     """The row, and each equation's log-probability (nats) for per-group figures."""
     seqs = [encode_equation(lm.tokenizer, r["equation"]) for r in records]
     nats = sequence_logprobs(lm, seqs, thetas, progress=progress)
@@ -676,7 +671,7 @@ def evaluate(data_dir: str | Path, topic_dir: str | Path | Any, checkpoints: Seq
     for ck in checkpoints:
         lm = ck if isinstance(ck, LoadedModel) else load_model(ck)
         _check_topic_dims(lm, topic_model)
-        row, nats = _score_records(lm, records, thetas, progress=progress)
+        row, nats = score_records(lm, records, thetas, progress=progress)
         rows.append(row)
         per_equation.append(nats)
         if baseline is None and not lm.conditioned:
