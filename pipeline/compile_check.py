@@ -3,7 +3,8 @@
 `check_one_document` is the rule itself: one document per equation, one pdflatex run. `check` gives the same
 verdict for every equation, much faster: equations that cannot leave a trace share pdflatex runs (many per
 run, from a preloaded format, see pipeline.compile_batch), everything else and every case in doubt goes
-through `check_one_document`; verdicts are cached on disk by (preamble, equation, TeX installation).
+through the rule's own run (started from an uncompressed copy of pdflatex's format: the same bytes undumped);
+verdicts are cached on disk by (preamble, equation, TeX installation).
 """
 from __future__ import annotations
 
@@ -271,7 +272,9 @@ class _Checker:
 
     def alone(self, equation: str) -> Verdict:
         """The rule's run for one equation, from an uncompressed copy of pdflatex's format when there is one."""
-        standard = self.formats.standard() if self.config.use_format else None
+        # A first line `%&name` picks the format in the rule's run (pdftex's %&-line parsing): keep it literal.
+        standard = (self.formats.standard() if self.config.use_format and not self.preamble.startswith("%&")
+                    else None)
         return _one_document(equation, self.preamble, self.timeout, self.config, standard)
 
     def format(self, preamble: str) -> Path | None:

@@ -158,3 +158,21 @@ def test_unbalanced_equations_go_last_in_their_chunk():
     assert may_break_off(r"\frac{a") and may_break_off(r"a}") and may_break_off(r"\begin{matrix} a")
     assert may_break_off(r"\left( x") and not may_break_off(r"\left( x \right) \{ \lefteqn{y}")
     assert not may_break_off(r"\begin{cases} a \end{cases}")
+
+
+def test_equation_that_hangs_only_in_a_shared_run_becomes_a_doubt(checker, cache_dir):
+    # Cut off inside `aligned`, \bm's token loop reads past the equation's file into the batch driver and
+    # never ends (alone, the file's end stops pdflatex at once): the run is killed after its short budget,
+    # the equation is in doubt and checked alone, its neighbours keep their verdicts.
+    hang = r"\begin{aligned}H(\textrm{y} \,|\, \textrm{x}, \bm"
+    got, used = compile_batch.run_batch([hang, "x"], DEFAULT_PREAMBLE, checker.format(DEFAULT_PREAMBLE), 10.0,
+                                        checker.config.sandbox, state_tex=checker.state_tex(),
+                                        versions=checker.versions())
+    assert used == 1 and got[0].ok is None
+    # Through check() it is unbalanced, so it goes last in its run, where the driver's final \@@end ends \bm's
+    # loop: no hang there at all.
+    equations = ["a + b", hang, r"\foo", r"\frac{1}{2}"]
+    verdicts = check(equations, use_cache=False, cache_dir=cache_dir, workers=1)
+    for eq, v in zip(equations, verdicts):
+        ref = check_one_document(eq)
+        assert (v.ok, v.error) == (ref.ok, ref.error), eq
