@@ -242,6 +242,7 @@ def test_equations_flow_tiny_then_cached(harness, tmp_path):
     report = (run_dir / "report.md").read_text()
     for title in ("Corpus", "Topics", "Bits per character", "compile", "Sample equations", "Quiz"):
         assert title in report
+    assert "| area | equations |" in report  # the bits/char table per area
 
     # The same tables as Prefect artifacts of this flow run, read back from the API.
     from prefect.client.orchestration import get_client
