@@ -169,7 +169,9 @@ def cmd_run(args) -> int:
     save_summary()
 
     # 2. train input + unconditioned with the same budget (steps), each within half the time budget
-    runs = {"input": [], "none": ["topic_dim=0"]}
+    if args.modes[0] != "none" or "input" not in args.modes:
+        raise SystemExit("--modes must start with none (the baseline) and include input (generation uses both)")
+    runs = {mode: (["topic_dim=0"] if mode == "none" else [f"topic_mode={mode}"]) for mode in args.modes}
     per_model_s = args.budget_s / len(runs)
     trained = {}
     for mode, extra in runs.items():
@@ -193,8 +195,8 @@ def cmd_run(args) -> int:
 
     # 3. test bits per char/token, same test equations and θ for both
     table_model = em.ThetaTable(topics)
-    models = {m: em.load_model(trained[m], device=str(device), name=m) for m in ("none", "input")}
-    table = em.evaluate(data, table_model, [models["none"], models["input"]])
+    models = {m: em.load_model(trained[m], device=str(device), name=m) for m in args.modes}
+    table = em.evaluate(data, table_model, [models[m] for m in args.modes], by="area")
     summary["test_table"] = table.to_json()
     summary["test_table_md"] = table.to_markdown()
     print(table.to_markdown(), flush=True)
@@ -231,7 +233,7 @@ def cmd_run(args) -> int:
         payload.pop("path", None)
         payload["optimizer"] = None
         payload["carry"] = None
-        dst = out / f"eq-lstm-{mode}.pt"
+        dst = out / f"eq-lstm-{mode.replace('+', '_')}.pt"  # plain names travel back from the device
         save_checkpoint(dst, payload)
         if dst.stat().st_size > 16 * 2**20:
             payload["model"] = {k_: v.half() if v.is_floating_point() else v for k_, v in payload["model"].items()}
@@ -284,6 +286,9 @@ def main(argv=None) -> int:
     r.add_argument("--preset", default="eq-lstm")
     r.add_argument("--set", action="append")
     r.add_argument("--max-steps", type=int, default=3000)
+    r.add_argument("--modes", nargs="+", default=["none", "input"],
+                   help="models to train with the same steps: none (the baseline, first) and topic modes "
+                        "(input, init, bias, input+bias, ...); generation uses none and input")
     r.add_argument("--budget-s", type=float, default=420.0, help="training seconds for both models together")
     r.add_argument("--device", default="auto")
     r.add_argument("--n", type=int, default=1000)

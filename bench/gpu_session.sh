@@ -13,9 +13,9 @@
 #      and bench/sample_bench.py (batched sampler vs a bare loop)                                 ~1 min
 #   2. issue 5 quality: `topiceq train --preset shakespeare-lstm` on Tiny Shakespeare (nanoGPT split),
 #      best validation nats/char (goal <= 1.45), the loss curve and three samples primed with "Q" ~3 min
-#   3. issue 6: bench/gpu_check.py run: eq-lstm 2 x 512 (θ joined to every input) and the plain model of
-#      equal capacity, same steps; test bits/char; 1,000 generated equations per model with and
-#      without the syntax constraint                                                              ~4.5 min
+#   3. issue 6: bench/gpu_check.py run: eq-lstm 2 x 512 (θ joined to every input), input+bias (the best
+#      CPU variant) and the plain model of equal capacity, same steps; test bits/char (also per area);
+#      1,000 generated equations per model (plain, input) with and without the syntax constraint                                                             ~4.5 min
 # The device image has python3 with torch, numpy, tqdm and matplotlib (no gensim): nothing is installed.
 # Locally, `DEVICE=cpu QUICK=1 bash bench/gpu_session.sh run` smoke-tests the whole script in a minute.
 set -u
@@ -38,10 +38,10 @@ run() {
     local out=${OUT:-data/gpu-session}
     mkdir -p "$out"
     export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-    local t_bench=90 t_shk=200 t_eq=290 shk_steps="" eq_args=(--budget-s 150 --n 1000)
+    local t_bench=90 t_shk=200 t_eq=290 shk_steps="" eq_args=(--budget-s 150 --n 1000 --modes none input input+bias)
     if [ "$QUICK" = 1 ]; then  # the same steps, tiny shapes: checks the script, not the GPU
         t_bench=60 t_shk=90 t_eq=200 shk_steps="--max-steps 20 --set batch_size=8 --set seq_len=64 --set eval_every=10 --set hidden=64"
-        eq_args=(--preset eq-tiny --max-steps 20 --n 20)
+        eq_args=(--preset eq-tiny --max-steps 20 --n 20 --modes none input input+bias)
     fi
     { date -u; nvidia-smi 2>&1 | head -15; "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'; } \
         > "$out/env.txt" 2>&1
