@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from pipeline.package_macros import structure_problem
+
 # Math typesetting commands of LaTeX, amsmath, amssymb, amsfonts, mathtools and bm whose effects stay inside
 # the display's group: no counters, labels, writes, file access, global assignments or deferred material.
 # Reviewed by reading their definitions under the default preamble; a custom preamble only keeps a name whose
@@ -183,25 +185,13 @@ def scan(equation: str) -> Scan:
     return out
 
 
-_BRACE = re.compile(r"\\.|[{}]", re.S)
 _BEGIN = re.compile(r"\\begin(?![A-Za-z])")
 _END = re.compile(r"\\end(?![A-Za-z])")
-_LEFT = re.compile(r"\\left(?![A-Za-z])")
-_RIGHT = re.compile(r"\\right(?![A-Za-z])")
 
 
 def may_break_off(equation: str) -> bool:
     """A guess, for ordering only (never for a verdict): does the equation look unbalanced (braces, \\\\begin and
     \\\\end, \\\\left and \\\\right), so that it may break off and stop its shared run? A run that stops after its
     last equation costs no restart, so the batch path puts such equations last."""
-    depth = 0
-    for m in _BRACE.finditer(equation):
-        tok = m.group(0)
-        if tok == "{":
-            depth += 1
-        elif tok == "}":
-            depth -= 1
-            if depth < 0:
-                return True
-    return (depth != 0 or len(_BEGIN.findall(equation)) != len(_END.findall(equation))
-            or len(_LEFT.findall(equation)) != len(_RIGHT.findall(equation)))
+    return (structure_problem(equation) is not None  # braces, \\left/\\right: the ingest's own check
+            or len(_BEGIN.findall(equation)) != len(_END.findall(equation)))

@@ -212,15 +212,6 @@ def test_unparsable_prime_leaves_sequence_unconstrained():
 
 
 # ------------------------------------------------------------------------------- property, pdflatex
-@pytest.fixture
-def one_thread():
-    """Small tensor work runs faster on one thread (and far faster on a shared, busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def compile_check(tmp_path_factory):
     from pipeline.compile_check import check
@@ -236,7 +227,7 @@ def compile_check(tmp_path_factory):
 @pytest.mark.parametrize("kind,n,steps,bias,seed", [
     ("latex", 80, 50, 0.6, 11), ("latex", 30, 40, 0.0, 12), ("char", 80, 100, 0.6, 13), ("char", 30, 80, 0.0, 14),
 ])
-def test_random_walk_closings_compile(pdflatex, compile_check, one_thread, kind, n, steps, bias, seed):
+def test_random_walk_closings_compile(pdflatex, compile_check, one_torch_thread, kind, n, steps, bias, seed):
     texts, tok, c, offered = random_walk(kind, n, steps, seed, bias)
     forbidden = {i for i, t in enumerate(tok.tokens) if t in ("$", "%", "#", "\u00e9", r"\end{document}",
                                                                 r"\undefinedmacro", r"\hspace", r"\mathscr",
@@ -248,7 +239,7 @@ def test_random_walk_closings_compile(pdflatex, compile_check, one_thread, kind,
     assert not bad, bad[:5]
 
 
-def test_random_lstm_with_constraint_only_writes_compiling_equations(pdflatex, compile_check, one_thread):
+def test_random_lstm_with_constraint_only_writes_compiling_equations(pdflatex, compile_check, one_torch_thread):
     from topicrnn.models import ModelConfig, RecurrentLM
     from topicrnn.sampling import sample
 
