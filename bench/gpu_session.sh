@@ -5,19 +5,21 @@
 # so everything is prepared here, runs there in one go under per-step time caps, and comes back in $OUT.
 #
 #   here:   bash bench/gpu_session.sh prepare [INGESTDIR TOPICDIR]   # -> data/gpu-bundle (~10 MB)
-#   there:  device run, carry ["data/gpu-bundle"], timeout_s 590:  bash bench/gpu_session.sh run
+#   there:  device run, carry ["data/gpu-bundle"], timeout_s 595:  bash bench/gpu_session.sh run
 #   here:   bash bench/gpu_session.sh check FILES_AT                 # compile-check what came back
 #
-# What `run` measures, each step capped so that the rest still runs when one is slow:
+# What `run` measures, each step capped (and all of it inside DEADLINE_S=565 s) so the rest still runs:
 #   1. issue 5 speed: bench/train_bench.py, our step vs a bare nn.LSTM step (batch 256 fp32; 1024 bf16),
-#      and bench/sample_bench.py (batched sampler vs a bare loop)                                 ~1 min
-#   2. issue 5 quality: `topiceq train --preset shakespeare-lstm` on Tiny Shakespeare (nanoGPT split),
-#      best validation nats/char (goal <= 1.45), the loss curve and three samples primed with "Q" ~3 min
-#   3. issue 6: bench/gpu_check.py run: eq-lstm 2 x 512 (θ joined to every input), input+bias (the best
-#      CPU variant) and the plain model of equal capacity, same steps; test bits/char (also per area);
-#      1,000 generated equations per model (plain, input) with and without the syntax constraint                                                             ~4.5 min
+#      and bench/sample_bench.py (batched sampler vs a bare loop, 64 and 1024 sequences)          ~1 min
+#   2. issue 6: bench/gpu_check.py run: eq-lstm 2 x 512 (θ joined to every input), input+bias (the best
+#      CPU variant) and the plain model of equal capacity, same steps (~60 s each); test bits/char (also per
+#      area); 1,000 generated equations per model (plain, input) with and without the syntax constraint ~5 min
+#   3. issue 5 quality: `topiceq train --preset shakespeare-lstm` on Tiny Shakespeare (nanoGPT split) with the
+#      time left (max_seconds <= 200), best validation nats/char (goal <= 1.45), three samples from "Q"
+# Back come (8 files at most): report.txt, eq_summary.json, generated.jsonl, logs.tar.gz, eq-lstm-*.pt (3),
+# shakespeare-lstm.pt (model-only; its history holds the curve).
 # The device image has python3 with torch, numpy, tqdm and matplotlib (no gensim): nothing is installed.
-# Locally, `DEVICE=cpu QUICK=1 bash bench/gpu_session.sh run` smoke-tests the whole script in a minute.
+# Locally, `DEVICE=cpu QUICK=1 PY=... bash bench/gpu_session.sh run` smoke-tests the whole script.
 set -u
 cd "$(dirname "$0")/.."
 BUNDLE=${BUNDLE:-data/gpu-bundle}
@@ -35,56 +37,79 @@ prepare() {
 }
 
 run() {
-    local out=${OUT:-data/gpu-session}
-    mkdir -p "$out"
+    # Files back from the device: at most 8, so the text goes into report.txt (written as it goes, so a kill
+    # still brings it back) and the full logs into logs.tar.gz at the end.
+    local out=${OUT:-data/gpu-session} work=/tmp/topiceq-gpu-session
+    local t0=$SECONDS deadline=${DEADLINE_S:-565}  # seconds from the start; the call's timeout_s is above it
+    mkdir -p "$out"; rm -rf "$work"; mkdir -p "$work/logs"
     export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-    local t_bench=90 t_shk=200 t_eq=290 shk_steps="" eq_args=(--budget-s 150 --n 1000 --modes none input input+bias)
+    local report="$out/report.txt"
+    left() { echo $(( deadline - (SECONDS - t0) )); }
+    note() { echo "[$(( SECONDS - t0 )) s] $*" | tee -a "$report"; }
+    step() {  # step NAME CAP_S CMD...: run with a cap, log to logs/NAME.txt, copy its tail into the report
+        local name=$1 cap=$2; shift 2
+        local l; l=$(left); [ "$cap" -gt "$l" ] && cap=$l
+        if [ "$cap" -lt 5 ]; then note "$name: skipped, no time left"; return; fi
+        timeout "$cap" "$@" > "$work/logs/$name.txt" 2>&1
+        local rc=$?
+        note "$name: rc=$rc (cap ${cap} s; 124 = stopped at its cap)"
+        tr '\r' '\n' < "$work/logs/$name.txt" | grep -v '^\s*$' | tail -n 25 >> "$report"
+    }
+    local quick_shk=() eq_args=(--budget-s 180 --n 1000 --modes none input input+bias)
+    local fp32=(--batch 256 --seq 256 --hidden 512) bf16=(--batch 1024 --seq 256 --hidden 512 --bf16)
+    local sb_small=() sb_big=(-n 1024)
     if [ "$QUICK" = 1 ]; then  # the same steps, tiny shapes: checks the script, not the GPU
-        t_bench=60 t_shk=90 t_eq=200 shk_steps="--max-steps 20 --set batch_size=8 --set seq_len=64 --set eval_every=10 --set hidden=64"
+        quick_shk=(--set batch_size=8 --set seq_len=64 --set eval_every=10 --set hidden=64 --set max_steps=20)
         eq_args=(--preset eq-tiny --max-steps 20 --n 20 --modes none input input+bias)
+        fp32=(--batch 8 --seq 32 --hidden 64 --rounds 1 --steps 2); bf16=("${fp32[@]}" --bf16)
+        sb_small=(--hidden 64 --rounds 1 -n 8 --length 20); sb_big=("${sb_small[@]}")
     fi
-    { date -u; nvidia-smi 2>&1 | head -15; "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'; } \
-        > "$out/env.txt" 2>&1
-    local fp32="--batch 256 --seq 256 --hidden 512" bf16="--batch 1024 --seq 256 --hidden 512 --bf16"
-    [ "$QUICK" = 1 ] && fp32="--batch 8 --seq 32 --hidden 64 --rounds 1 --steps 2" && bf16="$fp32 --bf16"
-    # 1. speed (issue 5)
-    # shellcheck disable=SC2086
-    timeout $t_bench "$PY" bench/train_bench.py --device "$DEVICE" $fp32 > "$out/train_bench_fp32.txt" 2>&1
-    echo "train_bench fp32 rc=$?" >> "$out/status.txt"
-    # shellcheck disable=SC2086
-    timeout $t_bench "$PY" bench/train_bench.py --device "$DEVICE" $bf16 > "$out/train_bench_bf16.txt" 2>&1
-    echo "train_bench bf16 rc=$?" >> "$out/status.txt"
-    local sb=""; [ "$QUICK" = 1 ] && sb="--hidden 64 --rounds 1 -n 8 --length 20"
-    timeout $t_bench "$PY" bench/sample_bench.py --device "$DEVICE" $sb > "$out/sample_bench.txt" 2>&1
-    echo "sample_bench rc=$?" >> "$out/status.txt"
-    # 2. Shakespeare 2 x 512 (issue 5); checkpoints stay on the machine, the curve and figures come back
-    local shk=/tmp/topiceq-shk
-    rm -rf "$shk"
-    # shellcheck disable=SC2086
-    timeout $t_shk "$PY" -m topiceq.cli train --preset shakespeare-lstm --data "$BUNDLE/tinyshakespeare.txt" \
-        --out "$shk" --device "$DEVICE" $shk_steps > "$out/shakespeare_train.log" 2>&1
-    echo "shakespeare train rc=$? (124 = stopped at its cap; best.pt holds the best validation so far)" >> "$out/status.txt"
-    cp "$shk"/*.png "$out/" 2>/dev/null
-    tail -c 2000 "$out/shakespeare_train.log" | tr '\r' '\n' | tail -5 > "$out/shakespeare_summary.txt"
-    timeout 60 "$PY" -m topiceq.cli sample --checkpoint "$shk" --prime Q -n 3 --length 300 --temperature 0.8 \
-        --seed 0 --device "$DEVICE" > "$out/shakespeare_samples.txt" 2>&1
-    # 3. equation model (issue 6)
-    timeout $t_eq "$PY" bench/gpu_check.py run --bundle "$BUNDLE" --out "$out/eq" --device "$DEVICE" "${eq_args[@]}" \
-        > "$out/gpu_check.log" 2>&1
-    echo "gpu_check rc=$?" >> "$out/status.txt"
-    cat "$out/status.txt"
+    { date -u; nvidia-smi 2>&1 | head -15
+      "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'; } >> "$report" 2>&1
+    # 1. speed (issue 5): our step / sampler vs plain PyTorch of the same shape, alone on the GPU
+    step train_bench_fp32 45 "$PY" bench/train_bench.py --device "$DEVICE" "${fp32[@]}"
+    step train_bench_bf16 45 "$PY" bench/train_bench.py --device "$DEVICE" "${bf16[@]}"
+    step sample_bench_64 35 "$PY" bench/sample_bench.py --device "$DEVICE" "${sb_small[@]}"
+    step sample_bench_1024 35 "$PY" bench/sample_bench.py --device "$DEVICE" "${sb_big[@]}"
+    # 2. equation model (issue 6): none / input / input+bias, same steps; test bpc; 1,000 equations each way
+    step gpu_check 330 "$PY" bench/gpu_check.py run --bundle "$BUNDLE" --out "$work/eq" --device "$DEVICE" \
+        "${eq_args[@]}"
+    cp "$work/eq/summary.json" "$out/eq_summary.json" 2>/dev/null
+    cp "$work/eq/generated.jsonl" "$out/generated.jsonl" 2>/dev/null
+    cp "$work"/eq/eq-lstm-*.pt "$out/" 2>/dev/null
+    # 3. Shakespeare 2 x 512 (issue 5) with the time that is left (max_seconds: it validates and saves on time)
+    local shk_s=$(( $(left) - 60 )); [ "$shk_s" -gt 200 ] && shk_s=200
+    note "shakespeare: max_seconds=$shk_s"
+    step shakespeare_train $(( shk_s + 40 )) "$PY" -m topiceq.cli train --preset shakespeare-lstm \
+        --data "$BUNDLE/tinyshakespeare.txt" --out "$work/shk" --device "$DEVICE" --set max_seconds=$shk_s \
+        "${quick_shk[@]}"
+    step shakespeare_samples 25 "$PY" -m topiceq.cli sample --checkpoint "$work/shk" --prime Q -n 3 \
+        --length 300 --temperature 0.8 --seed 0 --device "$DEVICE"
+    "$PY" - "$work/shk/best.pt" "$out/shakespeare-lstm.pt" <<'PYEOF' >> "$report" 2>&1
+import sys, torch
+p = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
+p["optimizer"], p["carry"] = None, None  # model-only: the history (curve) and configs stay
+torch.save(p, sys.argv[2])
+import os
+if os.path.getsize(sys.argv[2]) > 15 * 2**20:  # files back from the device: 16 MB each at most
+    p["model"] = {k: v.half() if v.is_floating_point() else v for k, v in p["model"].items()}
+    torch.save(p, sys.argv[2])
+print("shakespeare best step", p["step"], "best val", p["best_val"])
+PYEOF
+    cp "$work"/shk/*.png "$work/logs/" 2>/dev/null
+    tar -czf "$out/logs.tar.gz" -C "$work" logs
+    note "done"
+    ls -la "$out" >> "$report"
 }
 
 check() {
     local back=${1:?give the files_at folder of the device call}
     local py=.venv/bin/python
     [ -x "$py" ] || py=python3
-    for f in train_bench_fp32.txt train_bench_bf16.txt sample_bench.txt shakespeare_summary.txt status.txt; do
-        echo "== $f"; cat "$back/$f" 2>/dev/null || find "$back" -name "$f" -exec cat {} \;
-    done
-    local gen
-    gen=$(find "$back" -name generated.jsonl | head -1)
-    [ -n "$gen" ] && "$py" bench/gpu_check.py check --generated "$gen"
+    cat "$back/report.txt"
+    [ -f "$back/logs.tar.gz" ] && mkdir -p data/gpu-session && tar -xzf "$back/logs.tar.gz" -C data/gpu-session
+    [ -f "$back/generated.jsonl" ] && "$py" bench/gpu_check.py check --generated "$back/generated.jsonl" \
+        --json-out data/gpu-session/compile.json
 }
 
 case "${1:-}" in

@@ -12,7 +12,6 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from gensim.parsing.preprocessing import STOPWORDS as GENSIM_STOPWORDS
 
 # Words that sit around display equations in every field and so say nothing about the topic; plus LaTeX
 # command names that survive as plain words when markup is stripped, and reference boilerplate.
@@ -62,6 +61,9 @@ class Tokenizer:
 
     def __init__(self, config: TokenConfig | None = None, plurals: dict[str, str] | None = None):
         self.config = config or TokenConfig()
+        # gensim here, not at import: the modules that only read topic outputs run without gensim (GPU image)
+        from gensim.parsing.preprocessing import STOPWORDS as GENSIM_STOPWORDS
+
         self.stopwords = frozenset(GENSIM_STOPWORDS) | EXTRA_STOPWORDS | {w.lower() for w in self.config.extra_stopwords}
         self.plurals = plurals or {}  # learned from a corpus by plural_map(); empty = no folding
 

@@ -107,6 +107,9 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_at(9, cfg) == pytest.approx(1.0)
     assert lr_at(60, cfg) == pytest.approx(0.55)
     assert lr_at(110, cfg) == pytest.approx(0.1)
+    assert lr_at(10, cfg, time_fraction=0.5) == pytest.approx(0.55)  # a time budget half spent: mid-cosine
+    assert lr_at(10, cfg, time_fraction=1.0) == pytest.approx(0.1)
+    assert lr_at(60, cfg, time_fraction=0.1) == pytest.approx(0.55)  # steps further along than time
 
 
 def test_overrides_are_typed_and_checked():
@@ -139,6 +142,17 @@ def test_train_text_writes_loadable_checkpoints_and_learns(tmp_path):
     assert res["best_val_nats_per_char"] < first - 0.5  # and it learned
     out = sample(model, tok, n=2, max_len=20, seed=0, stop_at_eos=False)
     assert len(out) == 2 and all(len(o) == 20 for o in out)
+
+
+def test_max_seconds_stops_early_with_a_validated_checkpoint(tmp_path):
+    data = make_text(tmp_path / "t.txt")
+    p = tiny_preset(max_steps=100_000, eval_every=100_000, max_seconds=1e-9)  # out of time after one step
+    res = train(p.model, p.train, tmp_path / "ck", data_path=data, progress=False, preset="tiny")
+    assert res["stopped_for_time"] and res["step"] == 1
+    assert res["history"]["val_step"] == [1]  # validated on the way out, checkpoints written
+    assert load_checkpoint(tmp_path / "ck" / "last.pt")[2]["step"] == 1
+    p = tiny_preset(max_steps=6, eval_every=3)
+    assert not train(p.model, p.train, tmp_path / "full", data_path=data, progress=False)["stopped_for_time"]
 
 
 @pytest.mark.parametrize("kind", ["text", "records"])

@@ -45,6 +45,8 @@ class TrainConfig:
     eval_seq_len: int = 512  # text: validation chunk length (state carried)
     save_every: int = 0  # also write last.pt every N steps (0 = at validations only)
     early_stop_evals: int = 0  # stop after N validations without a new best (0 = never)
+    max_seconds: float = 0.0  # stop (validate, save) once this call has trained this long (0 = no limit);
+    #                           the cosine then ends at whichever comes first, max_steps or max_seconds
     log_every: int = 10  # record the training loss every N steps (each record syncs the GPU)
     seed: int = 1337
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored elsewhere)
@@ -76,12 +78,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup, then cosine from lr to lr*min_lr_ratio at max_steps."""
+def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
+    """Linear warmup, then cosine from lr to lr*min_lr_ratio at max_steps — or earlier, when a time budget
+    (max_seconds) runs out first: `time_fraction` is the share of it spent, and the cosine follows whichever
+    of steps and time is further along, so a timed run still ends annealed."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     span = max(1, cfg.max_steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    progress = min(1.0, max((step - cfg.warmup_steps) / span, time_fraction))
     ratio = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return cfg.lr * ratio
 
@@ -331,7 +335,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
     model.train()
     it = data.train.epoch_batches(epoch, cfg.seed, pos)
     tokens_done, t_train, last_val, last_plot = 0, 0.0, None, 0.0
-    running = None
+    running, t_call, out_of_time = None, time.perf_counter(), False
     while step < cfg.max_steps:
         t0 = time.perf_counter()
         batch = next(it, None)
@@ -340,7 +344,8 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
             it = data.train.epoch_batches(epoch, cfg.seed, 0)
             continue
         batch = batch.to(dev)
-        loss, carry = train_step(model, opt, batch, carry, cfg, dev, lr_at(step, cfg))
+        spent = (time.perf_counter() - t_call) / cfg.max_seconds if cfg.max_seconds else 0.0
+        loss, carry = train_step(model, opt, batch, carry, cfg, dev, lr_at(step, cfg, spent))
         step, pos = step + 1, pos + 1
         tokens_done += batch.n_tokens
         if step % cfg.log_every == 0 or step == cfg.max_steps:
@@ -358,13 +363,14 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
                 post["val_bpc"] = f"{last_val['bits_per_char']:.3f}"
             bar.set_postfix(post, refresh=False)
         stop = False
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+        out_of_time = bool(cfg.max_seconds) and time.perf_counter() - t_call >= cfg.max_seconds
+        if step % cfg.eval_every == 0 or step == cfg.max_steps or out_of_time:
             last_val = validate()
             if time.perf_counter() - last_plot > 120:  # matplotlib costs seconds; the final plot always comes
                 plot_loss_curve(history, out / "loss_curve.png", f"{preset} {model_config.cell} "
                                 f"{model_config.layers}x{model_config.hidden}")
                 last_plot = time.perf_counter()
-            stop = bool(cfg.early_stop_evals) and evals_since_best >= cfg.early_stop_evals
+            stop = out_of_time or (bool(cfg.early_stop_evals) and evals_since_best >= cfg.early_stop_evals)
         elif cfg.save_every and step % cfg.save_every == 0:
             save_checkpoint(out / "last.pt", snapshot())
         if stop:
@@ -378,4 +384,5 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
             "best_val_bits_per_char": None if best_val is None else best_val / LN2,
             "last_val": last_val, "tokens_per_s": tokens_done / max(t_train, 1e-9),
             "train_seconds": t_train, "device": str(dev), "out": str(out), "history": history,
+            "stopped_for_time": out_of_time,
             "parameters": model.num_parameters(), "vocab_size": model_config.vocab_size}
