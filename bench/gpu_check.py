@@ -56,43 +56,41 @@ def cmd_bundle(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------ timing
-def time_steps(step_fn, n_warm: int, n_timed: int, cuda: bool) -> float:
+def time_steps(step_fn, batches, n_warm: int, cuda: bool) -> float:
+    """Seconds for one pass of step_fn over `batches` (after n_warm warm-up steps)."""
     import torch
 
-    for _ in range(n_warm):
-        step_fn()
+    for b in batches[:n_warm]:
+        step_fn(b)
     if cuda:
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    for _ in range(n_timed):
-        step_fn()
+    for b in batches:
+        step_fn(b)
     if cuda:
         torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / n_timed
+    return time.perf_counter() - t0
 
 
-def step_timing(model_config, train_config, batch, device, n_warm=10, n_timed=50) -> dict:
-    """Tokens/s of our training step (RecurrentLM + the loop's batch_loss, AdamW, clip, bf16 autocast) vs a
-    bare cuDNN nn.LSTM step of the same shape on the same batch."""
+def step_timing(model_config, train_config, batches, device, n_warm=10) -> dict:
+    """Tokens/s of the training loop's own step (topicrnn.train.train_step: RecurrentLM, masked loss, AdamW,
+    clip, bf16 autocast) vs a bare cuDNN nn.LSTM step (embedding + LSTM + linear, cross-entropy with
+    ignore_index, fused AdamW, clip, same autocast) over the same real batches (same shapes, same order),
+    already on the device: the model-and-optimizer cost alone, no data loading."""
     import torch
     from torch import nn
 
     from topicrnn.models import RecurrentLM
-    from topicrnn.train import _autocast, batch_loss
+    from topicrnn.train import _autocast, make_optimizer, train_step
 
     cuda = device.type == "cuda"
-    batch = batch.to(device)
+    batches = [b.to(device) for b in batches]
     c = model_config
     ours = RecurrentLM(c).to(device).train()
-    opt = torch.optim.AdamW(ours.parameters(), lr=1e-3, fused=cuda)
+    opt = make_optimizer(ours, train_config, device)
 
-    def our_step():
-        with _autocast(device, train_config):
-            loss, _ = batch_loss(ours, batch, None)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(ours.parameters(), 1.0)
-        opt.step()
+    def our_step(batch):
+        train_step(ours, opt, batch, None, train_config, device, 1e-3)
 
     class Bare(nn.Module):
         def __init__(self):
@@ -112,9 +110,9 @@ def step_timing(model_config, train_config, batch, device, n_warm=10, n_timed=50
     bare = Bare().to(device).train()
     bopt = torch.optim.AdamW(bare.parameters(), lr=1e-3, fused=cuda)
 
-    def bare_step():
+    def bare_step(batch):
         with _autocast(device, train_config):
-            logits = bare(batch.x, batch.theta)
+            logits = bare(batch.x, batch.theta if c.topic_dim else None)
         loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch.y.reshape(-1),
                                            ignore_index=0)
         bopt.zero_grad(set_to_none=True)
@@ -122,14 +120,16 @@ def step_timing(model_config, train_config, batch, device, n_warm=10, n_timed=50
         torch.nn.utils.clip_grad_norm_(bare.parameters(), 1.0)
         bopt.step()
 
-    t_bare = time_steps(bare_step, n_warm, n_timed, cuda)
-    t_ours = time_steps(our_step, n_warm, n_timed, cuda)
-    t_bare2 = time_steps(bare_step, 2, n_timed, cuda)  # again, to see drift
-    tokens = int(batch.x.numel())
+    t_bare = time_steps(bare_step, batches, n_warm, cuda)
+    t_ours = time_steps(our_step, batches, n_warm, cuda)
+    t_bare2 = time_steps(bare_step, batches, 2, cuda)  # again, to see drift
+    tokens = sum(int(b.n_tokens) for b in batches)
     bare_s = min(t_bare, t_bare2)
-    return {"batch_shape": list(batch.x.shape), "tokens_per_step": tokens,
-            "ours_tokens_per_s": tokens / t_ours, "bare_tokens_per_s": tokens / bare_s,
-            "ratio_ours_over_bare": bare_s / t_ours, "bare_runs_s": [t_bare, t_bare2], "ours_s": t_ours}
+    return {"batches": len(batches), "mean_batch_shape": [sum(b.x.shape[0] for b in batches) / len(batches),
+                                                          sum(b.x.shape[1] for b in batches) / len(batches)],
+            "tokens": tokens, "ours_tokens_per_s": tokens / t_ours, "bare_tokens_per_s": tokens / bare_s,
+            "ratio_ours_over_bare": bare_s / t_ours, "bare_runs_s": [t_bare, t_bare2], "ours_s": t_ours,
+            "ours_s_per_step": t_ours / len(batches)}
 
 
 # ------------------------------------------------------------------------------------------ run
@@ -163,9 +163,11 @@ def cmd_run(args) -> int:
     mc = preset.model
     mc.vocab_size = prepared.tokenizer.vocab_size
     mc.topic_dim = prepared.topic["k"]
-    batch = next(prepared.train.epoch_batches(0, cfg.seed))
-    try:  # one call on a device we never ran on before: a failure here must not cost the training below
-        summary["step_timing"] = step_timing(mc, cfg, batch, device)
+    import itertools
+
+    batches = list(itertools.islice(prepared.train.epoch_batches(0, cfg.seed), args.timing_batches))
+    try:  # a failure here must not cost the training below
+        summary["step_timing"] = step_timing(mc, cfg, batches, device)
     except Exception as e:  # noqa: BLE001 - recorded in the summary, the run goes on
         summary["step_timing_error"] = repr(e)
     print(f"[gpu] step timing: {summary.get('step_timing', summary.get('step_timing_error'))}", flush=True)
@@ -184,7 +186,7 @@ def cmd_run(args) -> int:
         steps = args.max_steps
         if device.type == "cuda" and args.budget_s and "step_timing" in summary:
             # estimate steps that fit the time budget from the measured step time (+30% for eval/saves)
-            per_step = summary["step_timing"]["ours_s"] * 1.3
+            per_step = summary["step_timing"]["ours_s_per_step"] * 1.3
             steps = int(min(steps, per_model_s / max(per_step, 1e-6)))
         summary.setdefault("steps", {})[mode] = steps
         t0 = time.perf_counter()
@@ -193,9 +195,13 @@ def cmd_run(args) -> int:
         res.pop("history", None)
         res["wall_s"] = time.perf_counter() - t0
         summary.setdefault("train", {})[mode] = res
+        bare = summary.get("step_timing", {}).get("bare_tokens_per_s")
+        if bare:  # the whole loop (data, evals excluded) against the bare step on the same batches
+            res["loop_over_bare"] = res["tokens_per_s"] / bare
         print(f"[gpu] trained {mode}: {res['step']} steps in {res['wall_s']:.0f} s"
               f"{' (stopped for time)' if res.get('stopped_for_time') else ''}, best val "
-              f"{res['best_val_bits_per_char']:.4f} bits/char, {res['tokens_per_s']:,.0f} tokens/s", flush=True)
+              f"{res['best_val_bits_per_char']:.4f} bits/char, {res['tokens_per_s']:,.0f} tokens/s"
+              f" (loop/bare {res.get('loop_over_bare', float('nan')):.2f})", flush=True)
         trained[mode] = out / f"ckpt-{mode}"
         save_summary()
 
@@ -310,6 +316,7 @@ def main(argv=None) -> int:
                         "(input, init, bias, input+bias, ...); generation uses none and input")
     r.add_argument("--budget-s", type=float, default=420.0, help="training seconds for both models together")
     r.add_argument("--device", default="auto")
+    r.add_argument("--timing-batches", type=int, default=60, help="real batches timed, ours vs bare")
     r.add_argument("--n", type=int, default=1000)
     r.add_argument("--temperature", type=float, default=0.8)
     r.add_argument("--seed", type=int, default=0)

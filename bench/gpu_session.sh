@@ -20,6 +20,9 @@
 # shakespeare-lstm.pt (model-only; its history holds the curve).
 # The device image has python3 with torch, numpy, tqdm and matplotlib (no gensim): nothing is installed.
 # Locally, `DEVICE=cpu QUICK=1 PY=... bash bench/gpu_session.sh run` smoke-tests the whole script.
+# Settings (environment): PARTS (default "train_bench sample_bench eq shakespeare"), EQ_BUDGET_S (180: training
+# seconds for the three equation models together), EQ_MAX_STEPS (3000), EQ_CAP_S (330), SHK_SET ("k=v ...":
+# overrides for the Shakespeare run), DEADLINE_S (565).
 set -u
 cd "$(dirname "$0")/.."
 BUNDLE=${BUNDLE:-data/gpu-bundle}
@@ -55,7 +58,11 @@ run() {
         note "$name: rc=$rc (cap ${cap} s; 124 = stopped at its cap)"
         tr '\r' '\n' < "$work/logs/$name.txt" | grep -v '^\s*$' | tail -n 25 >> "$report"
     }
-    local quick_shk=() eq_args=(--budget-s 180 --n 1000 --modes none input input+bias)
+    # What runs and how long (a second call in the same session re-runs a part with other settings):
+    local parts=" ${PARTS:-train_bench sample_bench eq shakespeare} "
+    local quick_shk=() eq_args=(--budget-s "${EQ_BUDGET_S:-180}" --max-steps "${EQ_MAX_STEPS:-3000}" --n 1000
+                                --modes none input input+bias)
+    local shk_set=(); for kv in ${SHK_SET:-}; do shk_set+=(--set "$kv"); done
     local fp32=(--batch 256 --seq 256 --hidden 512) bf16=(--batch 1024 --seq 256 --hidden 512 --bf16)
     local sb_small=() sb_big=(-n 1024)
     if [ "$QUICK" = 1 ]; then  # the same steps, tiny shapes: checks the script, not the GPU
@@ -67,25 +74,31 @@ run() {
     { date -u; nvidia-smi 2>&1 | head -15
       "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'; } >> "$report" 2>&1
     # 1. speed (issue 5): our step / sampler vs plain PyTorch of the same shape, alone on the GPU
-    step train_bench_fp32 45 "$PY" bench/train_bench.py --device "$DEVICE" "${fp32[@]}"
-    step train_bench_bf16 45 "$PY" bench/train_bench.py --device "$DEVICE" "${bf16[@]}"
-    step sample_bench_64 35 "$PY" bench/sample_bench.py --device "$DEVICE" "${sb_small[@]}"
-    step sample_bench_1024 35 "$PY" bench/sample_bench.py --device "$DEVICE" "${sb_big[@]}"
+    note "parts:$parts"
+    if [[ $parts == *" train_bench "* ]]; then
+        step train_bench_fp32 45 "$PY" bench/train_bench.py --device "$DEVICE" "${fp32[@]}"
+        step train_bench_bf16 45 "$PY" bench/train_bench.py --device "$DEVICE" "${bf16[@]}"
+    fi
+    if [[ $parts == *" sample_bench "* ]]; then
+        step sample_bench_64 35 "$PY" bench/sample_bench.py --device "$DEVICE" "${sb_small[@]}"
+        step sample_bench_1024 35 "$PY" bench/sample_bench.py --device "$DEVICE" "${sb_big[@]}"
+    fi
     # 2. equation model (issue 6): none / input / input+bias, same steps; test bpc; 1,000 equations each way
-    step gpu_check 330 "$PY" bench/gpu_check.py run --bundle "$BUNDLE" --out "$work/eq" --device "$DEVICE" \
+    [[ $parts == *" eq "* ]] && step gpu_check "${EQ_CAP_S:-330}" "$PY" bench/gpu_check.py run --bundle "$BUNDLE" --out "$work/eq" --device "$DEVICE" \
         "${eq_args[@]}"
     cp "$work/eq/summary.json" "$out/eq_summary.json" 2>/dev/null
     cp "$work/eq/generated.jsonl" "$out/generated.jsonl" 2>/dev/null
     cp "$work"/eq/eq-lstm-*.pt "$out/" 2>/dev/null
     # 3. Shakespeare 2 x 512 (issue 5) with the time that is left (max_seconds: it validates and saves on time)
-    local shk_s=$(( $(left) - 60 )); [ "$shk_s" -gt 200 ] && shk_s=200
-    note "shakespeare: max_seconds=$shk_s"
-    step shakespeare_train $(( shk_s + 40 )) "$PY" -m topiceq.cli train --preset shakespeare-lstm \
-        --data "$BUNDLE/tinyshakespeare.txt" --out "$work/shk" --device "$DEVICE" --set max_seconds=$shk_s \
-        "${quick_shk[@]}"
-    step shakespeare_samples 25 "$PY" -m topiceq.cli sample --checkpoint "$work/shk" --prime Q -n 3 \
-        --length 300 --temperature 0.8 --seed 0 --device "$DEVICE"
-    "$PY" - "$work/shk/best.pt" "$out/shakespeare-lstm.pt" <<'PYEOF' >> "$report" 2>&1
+    if [[ $parts == *" shakespeare "* ]]; then
+        local shk_s=$(( $(left) - 60 )); [ "$shk_s" -gt 200 ] && shk_s=200
+        note "shakespeare: max_seconds=$shk_s ${SHK_SET:-}"
+        step shakespeare_train $(( shk_s + 40 )) "$PY" -m topiceq.cli train --preset shakespeare-lstm \
+            --data "$BUNDLE/tinyshakespeare.txt" --out "$work/shk" --device "$DEVICE" --set max_seconds=$shk_s \
+            "${shk_set[@]}" "${quick_shk[@]}"
+        step shakespeare_samples 25 "$PY" -m topiceq.cli sample --checkpoint "$work/shk" --prime Q -n 3 \
+            --length 300 --temperature 0.8 --seed 0 --device "$DEVICE"
+        "$PY" - "$work/shk/best.pt" "$out/shakespeare-lstm.pt" <<'PYEOF' >> "$report" 2>&1
 import sys, torch
 p = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
 p["optimizer"], p["carry"] = None, None  # model-only: the history (curve) and configs stay
@@ -96,7 +109,8 @@ if os.path.getsize(sys.argv[2]) > 15 * 2**20:  # files back from the device: 16 
     torch.save(p, sys.argv[2])
 print("shakespeare best step", p["step"], "best val", p["best_val"])
 PYEOF
-    cp "$work"/shk/*.png "$work/logs/" 2>/dev/null
+        cp "$work"/shk/*.png "$work/logs/" 2>/dev/null
+    fi
     tar -czf "$out/logs.tar.gz" -C "$work" logs
     note "done"
     ls -la "$out" >> "$report"

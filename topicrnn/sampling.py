@@ -40,7 +40,8 @@ def theta_batch(theta, n: int, k: int, device) -> torch.Tensor | None:
 def filter_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
                   top_p: float | None = None) -> torch.Tensor:
     """Temperature, then top-k, then nucleus (top-p) filtering; removed entries become -inf."""
-    logits = logits / max(float(temperature), 1e-8)
+    if temperature != 1.0:
+        logits = logits / max(float(temperature), 1e-8)
     if top_k is not None and 0 < top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -79,11 +80,13 @@ def sample(model: RecurrentLM, tokenizer: Tokenizer, *, n: int = 1, max_len: int
     if model.config.vocab_size != vocab:
         raise ValueError(f"tokenizer has {vocab} tokens but the model {model.config.vocab_size}")
     theta_t = theta_batch(theta, n, model.config.topic_dim, device)
-    # Tokens never sampled: <pad>, <bos>, <unk> always; <eos> unless we stop on it.
-    banned = torch.zeros(vocab, dtype=torch.bool, device=device)
-    banned[[tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id]] = True
+    # Tokens never sampled: <pad>, <bos>, <unk> always; <eos> unless we stop on it. As an additive -inf bias,
+    # so that banning and temperature are one kernel a step (on a GPU the loop is bound by kernel launches).
+    ban_bias = torch.zeros(vocab, dtype=torch.float32, device=device)
+    ban_bias[[tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id]] = float("-inf")
     if not stop_at_eos:
-        banned[tokenizer.eos_id] = True
+        ban_bias[tokenizer.eos_id] = float("-inf")
+    inv_temperature = 1.0 if greedy else 1.0 / max(float(temperature), 1e-8)
 
     prime_ids = tokenizer.encode(prime) if prime else []
     if tokenizer.unk_id in prime_ids:
@@ -97,12 +100,11 @@ def sample(model: RecurrentLM, tokenizer: Tokenizer, *, n: int = 1, max_len: int
             constraint.advance([tid] * n)
 
     eos = tokenizer.eos_id
-    out = torch.full((n, max_len), tokenizer.pad_id, dtype=torch.long, device=device)
+    picked: list[torch.Tensor] = []  # one [n] tensor a step, stacked once at the end
     finished = torch.zeros(n, dtype=torch.bool, device=device)
-    n_steps = 0
     sync_every = 1 if device.type == "cpu" else 16  # avoid a GPU sync on every step
     for t in range(max_len):
-        logits = logits.masked_fill(banned, float("-inf"))
+        logits = torch.add(ban_bias, logits, alpha=inv_temperature)  # bias + logits / T
         if constraint is not None:
             allowed = constraint.allowed_mask().to(device)
             logits = logits.masked_fill(~allowed, float("-inf"))
@@ -112,11 +114,11 @@ def sample(model: RecurrentLM, tokenizer: Tokenizer, *, n: int = 1, max_len: int
         if greedy:
             nxt = logits.argmax(dim=-1)
         else:
-            probs = torch.softmax(filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p), -1)
+            probs = torch.softmax(filter_logits(logits, top_k=top_k, top_p=top_p), -1)
             nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1)
-        nxt = torch.where(finished, torch.full_like(nxt, eos), nxt)
-        out[:, t] = nxt
-        n_steps = t + 1
+        if stop_at_eos:
+            nxt = nxt.masked_fill_(finished, eos)  # finished rows keep writing <eos>
+        picked.append(nxt)
         if constraint is not None:
             constraint.advance(nxt.tolist())
         if stop_at_eos:
@@ -127,7 +129,7 @@ def sample(model: RecurrentLM, tokenizer: Tokenizer, *, n: int = 1, max_len: int
             logits, state = model.step(nxt, theta_t, state)
             logits = logits.float()
 
-    rows = out[:, :n_steps].tolist()
+    rows = torch.stack(picked, 1).tolist() if picked else [[] for _ in range(n)]
     closing = constraint.closing() if constraint is not None else None
     texts = []
     for i, row in enumerate(rows):
