@@ -35,11 +35,17 @@ class Batch:
     n_tokens: int  # real target tokens
 
     def to(self, device) -> "Batch":
-        nb = device.type == "cuda"
-        return Batch(self.x.to(device, non_blocking=nb), self.y.to(device, non_blocking=nb),
-                     None if self.mask is None else self.mask.to(device, non_blocking=nb),
-                     None if self.theta is None else self.theta.to(device, non_blocking=nb),
-                     self.reset, self.n_chars, self.n_tokens)
+        # CUDA: copy from pinned memory. A copy from pageable memory waits for the GPU to drain, so the CPU could
+        # not prepare the next step while this one runs (measured: the loop at 0.77-0.90x a bare step).
+        cuda = device.type == "cuda"
+
+        def move(t):
+            if t is None:
+                return None
+            return t.pin_memory().to(device, non_blocking=True) if cuda and t.device.type == "cpu" else t.to(device)
+
+        return Batch(move(self.x), move(self.y), move(self.mask), move(self.theta), self.reset, self.n_chars,
+                     self.n_tokens)
 
 
 # ----------------------------------------------------------------------------- long text
