@@ -51,8 +51,8 @@ RUN_PRESETS: dict[str, EquationsPreset] = {
                                                    max_per_source=None, min_tokens=1, metrics=False),
                             per_set=24, eval_max_equations=200, quiz_questions=4, compile_batch=25),
     # `make run` on 2 CPU cores: the topic owner's defaults, the eq-cpu models (minutes each).
-    # 1,500 steps: on a quiet 2-core machine eq-cpu trains at ~10 steps/s, and the topic model's gain over the
-    # baseline grows with training (-0.1% at 400 steps, -2.3% at 1,200: docs/results.md).
+    # 1,500 steps: on a quiet 2-core machine eq-cpu trains at ~10 steps/s; the topic model's gain over the
+    # baseline is largest around there (-0.1% at 400 steps, -2.3% at 1,200, -0.7% at 4,000: docs/results.md).
     "cpu": EquationsPreset("eq-cpu", max_steps=1500, per_set=500, eval_max_equations=2000, quiz_questions=10),
     # One GPU: the full 2 x 512 models; 1,000 equations per set (the compile-rate figure's sample size).
     "gpu": EquationsPreset("eq-lstm", per_set=1000, eval_max_equations=None, quiz_questions=20,
