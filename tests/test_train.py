@@ -176,6 +176,10 @@ def test_max_seconds_stops_early_with_a_validated_checkpoint(tmp_path):
     assert load_checkpoint(tmp_path / "ck" / "last.pt")[2]["step"] == 1
     p = tiny_preset(max_steps=6, eval_every=3)
     assert not train(p.model, p.train, tmp_path / "full", data_path=data, progress=False)["stopped_for_time"]
+    # the budget counts across resumes: the run's seconds so far are saved with its data position
+    first = read_checkpoint(tmp_path / "full" / "last.pt")["data_state"]["seconds"]
+    train(None, None, tmp_path / "full", resume=True, max_steps=9, progress=False)
+    assert read_checkpoint(tmp_path / "full" / "last.pt")["data_state"]["seconds"] > first > 0
 
 
 @pytest.mark.parametrize("kind", ["text", "records"])

@@ -45,8 +45,8 @@ class TrainConfig:
     eval_seq_len: int = 512  # text: validation chunk length (state carried)
     save_every: int = 0  # also write last.pt every N steps (0 = at validations only)
     early_stop_evals: int = 0  # stop after N validations without a new best (0 = never)
-    max_seconds: float = 0.0  # stop (validate, save) once this call has trained this long (0 = no limit);
-    #                           the cosine then ends at whichever comes first, max_steps or max_seconds
+    max_seconds: float = 0.0  # stop (validate, save) once the run has trained this long, resumes included
+    #                           (0 = no limit); the cosine ends at whichever comes first, max_steps or max_seconds
     log_every: int = 10  # record the training loss every N steps (each record syncs the GPU)
     seed: int = 1337
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored elsewhere)
@@ -288,6 +288,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
     opt = make_optimizer(model, cfg, dev)
     history = {"step": [], "train_loss": [], "val_step": [], "val_nats_per_char": []}
     step, best_val, epoch, pos, carry, evals_since_best = 0, None, 0, 0, None, 0
+    seconds_before = 0.0  # training seconds of earlier calls of this run (max_seconds counts across resumes)
     if payload:
         model.load_state_dict(payload["model"])
         opt.load_state_dict(payload["optimizer"])
@@ -295,11 +296,13 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
         history = payload["history"]
         epoch, pos = int(payload["data_state"]["epoch"]), int(payload["data_state"]["pos"])
         evals_since_best = int(payload["data_state"].get("evals_since_best", 0))
+        seconds_before = float(payload["data_state"].get("seconds", 0.0))
         if payload.get("carry") is not None:
             c = payload["carry"]
             carry = tuple(t.to(dev) for t in c) if isinstance(c, (list, tuple)) else c.to(dev)
         _set_rng_state(payload["rng"])
 
+    t_run = time.perf_counter() - seconds_before  # the run's clock: "now" minus what earlier calls trained
     meta = {"preset": preset, "data_path": str(Path(data_path).resolve()), "topic": data.topic,
             "data_info": data.info, "tokenizer": data.tokenizer.to_dict()}
 
@@ -307,7 +310,8 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
         return {"model_config": model_config.to_dict(), "train_config": cfg.to_dict(),
                 "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                 "optimizer": opt.state_dict(), "step": step, "best_val": best_val, "history": history,
-                "rng": _rng_state(), "data_state": {"epoch": epoch, "pos": pos, "evals_since_best": evals_since_best},
+                "rng": _rng_state(), "data_state": {"epoch": epoch, "pos": pos, "evals_since_best": evals_since_best,
+                                                    "seconds": time.perf_counter() - t_run},
                 "carry": None if carry is None else (tuple(t.detach().cpu() for t in carry)
                                                      if isinstance(carry, tuple) else carry.detach().cpu()),
                 **meta}
@@ -335,7 +339,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
     model.train()
     it = data.train.epoch_batches(epoch, cfg.seed, pos)
     tokens_done, t_train, last_val, last_plot = 0, 0.0, None, 0.0
-    running, t_call, out_of_time = None, time.perf_counter(), False
+    running, out_of_time = None, False
     while step < cfg.max_steps:
         t0 = time.perf_counter()
         batch = next(it, None)
@@ -344,7 +348,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
             it = data.train.epoch_batches(epoch, cfg.seed, 0)
             continue
         batch = batch.to(dev)
-        spent = (time.perf_counter() - t_call) / cfg.max_seconds if cfg.max_seconds else 0.0
+        spent = (time.perf_counter() - t_run) / cfg.max_seconds if cfg.max_seconds else 0.0
         loss, carry = train_step(model, opt, batch, carry, cfg, dev, lr_at(step, cfg, spent))
         step, pos = step + 1, pos + 1
         tokens_done += batch.n_tokens
@@ -363,7 +367,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
                 post["val_bpc"] = f"{last_val['bits_per_char']:.3f}"
             bar.set_postfix(post, refresh=False)
         stop = False
-        out_of_time = bool(cfg.max_seconds) and time.perf_counter() - t_call >= cfg.max_seconds
+        out_of_time = bool(cfg.max_seconds) and time.perf_counter() - t_run >= cfg.max_seconds
         if step % cfg.eval_every == 0 or step == cfg.max_steps or out_of_time:
             last_val = validate()
             if time.perf_counter() - last_plot > 120:  # matplotlib costs seconds; the final plot always comes
