@@ -21,6 +21,7 @@ Three steps, two machines:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -163,8 +164,6 @@ def cmd_run(args) -> int:
     mc = preset.model
     mc.vocab_size = prepared.tokenizer.vocab_size
     mc.topic_dim = prepared.topic["k"]
-    import itertools
-
     batches = list(itertools.islice(prepared.train.epoch_batches(0, cfg.seed), args.timing_batches))
     try:  # a failure here must not cost the training below
         summary["step_timing"] = step_timing(mc, cfg, batches, device)
