@@ -130,12 +130,12 @@ class RecordBatches:
                  pool_batches: int = 50):
         if not records:
             raise ValueError("no records to batch")
-        self.records, self.batch_size = records, batch_size
+        self.batch_size = batch_size
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.pool = batch_size * pool_batches  # records sorted by length within pools of this size
         self.has_theta = records[0].theta is not None
-        # Flat arrays, built once: collating a batch is then a few numpy gathers (a python loop over rows cost
-        # ~6 ms a batch, as long as a GPU step on short equations, and the GPU waited for it).
+        # Flat arrays, built once (the records themselves are not kept): collating a batch is a few numpy
+        # gathers (a python loop over rows cost ~6 ms a batch, as long as a GPU step on short equations).
         self.lengths = np.array([len(r.ids) for r in records], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         self.flat_ids = np.fromiter((i for r in records for i in r.ids), dtype=np.int64, count=int(self.lengths.sum()))
@@ -143,7 +143,7 @@ class RecordBatches:
         self.thetas = np.stack([r.theta for r in records]).astype(np.float32) if self.has_theta else None
 
     def batches_per_epoch(self) -> int:
-        return math.ceil(len(self.records) / self.batch_size)
+        return math.ceil(len(self.lengths) / self.batch_size)
 
     def _collate(self, idx) -> Batch:
         idx = np.asarray(idx, dtype=np.int64)
@@ -165,10 +165,10 @@ class RecordBatches:
 
     def _order(self, epoch: int, seed: int) -> list[list[int]]:
         rng = np.random.default_rng([seed, epoch])
-        perm = rng.permutation(len(self.records))
+        perm = rng.permutation(len(self.lengths))
         batches = []
         for s in range(0, len(perm), self.pool):
-            pool = sorted(perm[s : s + self.pool], key=lambda i: len(self.records[i].ids))
+            pool = sorted(perm[s : s + self.pool], key=lambda i: self.lengths[i])
             batches += [pool[b : b + self.batch_size] for b in range(0, len(pool), self.batch_size)]
         return [batches[i] for i in rng.permutation(len(batches))]
 
@@ -178,7 +178,7 @@ class RecordBatches:
             yield self._collate(idx)
 
     def eval_batches(self) -> Iterator[Batch]:
-        order = sorted(range(len(self.records)), key=lambda i: len(self.records[i].ids))
+        order = sorted(range(len(self.lengths)), key=lambda i: self.lengths[i])
         for b in range(0, len(order), self.batch_size):
             yield self._collate(order[b : b + self.batch_size])
 
