@@ -635,13 +635,18 @@ def _source_group(record: dict) -> str:
 GROUPINGS = {"area": _coarse_area_group, "source": _source_group}
 
 
+def equation_chars(records: Sequence[dict]) -> np.ndarray:
+    """Characters each equation counts for in bits per character: its text plus one for the end (a newline)."""
+    return np.array([len(r["equation"]) + 1 for r in records], dtype=np.int64)
+
+
 def score_records(lm: LoadedModel, records: Sequence[dict], thetas: np.ndarray | None, *,
                   progress: bool = False) -> tuple[EvalRow, np.ndarray]:
     """The row, and each equation's log-probability (nats) for per-group figures."""
     seqs = [encode_equation(lm.tokenizer, r["equation"]) for r in records]
     nats = sequence_logprobs(lm, seqs, thetas, progress=progress)
     total = -float(nats.sum())
-    chars = sum(len(r["equation"]) + 1 for r in records)  # +1: the end, like a newline
+    chars = int(equation_chars(records).sum())
     tokens = sum(len(s) - 1 for s in seqs)                 # predicted positions (tokens + end)
     row = EvalRow(name=lm.name, path=str(lm.path), topic_mode=lm.topic_mode, parameters=lm.n_parameters(),
                   equations=len(records), chars=chars, tokens=tokens, nats=total,
@@ -679,7 +684,7 @@ def evaluate(data_dir: str | Path, topic_dir: str | Path | Any, checkpoints: Seq
     _dedupe_names(rows)
     table = EvalTable(split=split, rows=rows, baseline=None if baseline is None else baseline.name, by=by)
     if by is not None:
-        chars = np.array([len(r["equation"]) + 1 for r in records], dtype=np.float64)
+        chars = equation_chars(records)
         members: dict[str, list[int]] = {}
         for i, r in enumerate(records):
             members.setdefault(GROUPINGS[by](r), []).append(i)
