@@ -410,8 +410,9 @@ def check(equations, *, workers: int | None = None, preamble: str | None = None,
     # spread over them. (Order never changes a verdict: each equation starts from the same state.)
     size = max(8, min(config.batch_size, -(-len(safe_idx) // (workers * 3)) if safe_idx else 1))
     n_chunks = -(-len(safe_idx) // size) if safe_idx else 0
-    suspect = [u for u in safe_idx if compile_safety.may_break_off(unique[u])]
-    plain = [u for u in safe_idx if not compile_safety.may_break_off(unique[u])]
+    breaks_off = {u: compile_safety.may_break_off(unique[u]) for u in safe_idx}  # one scan per equation
+    suspect = [u for u in safe_idx if breaks_off[u]]
+    plain = [u for u in safe_idx if not breaks_off[u]]
     tasks = []
     for c in range(n_chunks):
         tasks.append(("batch", plain[c * len(plain) // n_chunks:(c + 1) * len(plain) // n_chunks] + suspect[c::n_chunks]))
