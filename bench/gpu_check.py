@@ -34,25 +34,32 @@ sys.path.insert(0, str(REPO))
 
 
 # ------------------------------------------------------------------------------------------ bundle
-def cmd_bundle(args) -> int:
+def write_bundle(data_dir, topics_dir, out, row=None) -> None:
+    """INGESTDIR's records (each reduced by `row`: by default to what training, scoring and prototypes read)
+    + TOPICDIR's theta.npz and topics.json -> OUT/ingest and OUT/topics, readable with numpy alone."""
     import numpy as np
 
     from topicrnn.data import read_equations
 
-    out = Path(args.out)
+    row = row or (lambda r: {k: r[k] for k in ("id", "paper", "area", "split", "equation")})
+    out = Path(out)
     (out / "ingest").mkdir(parents=True, exist_ok=True)
     (out / "topics").mkdir(parents=True, exist_ok=True)
-    recs = read_equations(args.data)
+    recs = read_equations(data_dir)
     with open(out / "ingest" / "equations.jsonl", "w", encoding="utf-8") as f:
-        for r in recs:  # only what training, scoring and prototypes read
-            f.write(json.dumps({k: r[k] for k in ("id", "paper", "area", "split", "equation")}) + "\n")
-    src = Path(args.topics)
+        for r in recs:
+            f.write(json.dumps(row(r)) + "\n")
+    src = Path(topics_dir)
     with np.load(src / "theta.npz") as z:
         np.savez_compressed(out / "topics" / "theta.npz", ids=z["ids"], theta=z["theta"])
     if (src / "topics.json").is_file():
         shutil.copyfile(src / "topics.json", out / "topics" / "topics.json")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"bundle {out}: {len(recs)} equations, {size / 1e6:.1f} MB (carry it: must stay under 64 MiB)")
+
+
+def cmd_bundle(args) -> int:
+    write_bundle(args.data, args.topics, args.out)
     return 0
 
 

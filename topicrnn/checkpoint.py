@@ -8,7 +8,8 @@ Keys of the stored dict:
   format "topiceq-lm/1"; model_config (dict); train_config (dict); tokenizer ({"kind", "tokens"});
   model (state_dict); optimizer (state_dict or None); step (int); best_val (nats/char or None);
   history ({"step", "train_loss", "val_step", "val_nats_per_char"}); topic ({"k", "dir", "labels"} or None);
-  rng ({"torch", "cuda"}); data_state (dict); carry (hidden state carried across text chunks, or None).
+  rng ({"torch", "cuda"}); data_state (dict); carry (hidden state carried across text chunks, or None);
+  context_vocab ({"words"}: a context-encoder model's context words, topicrnn.data.ContextVocab; issue 20).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from typing import NamedTuple
 
 import torch
 
+from .context_lm import build_model
+from .data import ContextVocab
 from .models import ModelConfig, RecurrentLM
 from .tokenizers import Tokenizer
 
@@ -75,8 +78,10 @@ def load_checkpoint(path_or_dir: str | os.PathLike, device="cpu") -> LoadedCheck
     """Checkpoint file or folder -> (model in eval mode on `device`, tokenizer, metadata)."""
     payload = read_checkpoint(path_or_dir, device=device)
     config = ModelConfig.from_dict(payload["model_config"])
-    model = RecurrentLM(config)
+    model = build_model(config)
     model.load_state_dict(payload["model"])
+    if payload.get("context_vocab"):
+        model.context_vocab = ContextVocab.from_dict(payload["context_vocab"])
     model.to(device).eval()
     tokenizer = Tokenizer.from_dict(payload["tokenizer"])
     metadata = {k: v for k, v in payload.items() if k not in ("model", "optimizer", "rng", "carry")}

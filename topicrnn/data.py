@@ -9,17 +9,25 @@ Short records (equations), each with an optional θ -> `RecordBatches`: length-b
 with masks; inputs are <bos> + tokens, targets tokens + <eos>.
 `load_equation_split(INGESTDIR, TOPICDIR, split)` reads `INGESTDIR/equations.jsonl` and
 `TOPICDIR/theta.npz` (keys `ids`, `theta`) with numpy alone.
+
+Context words (issue 20): a model with its own context encoder (topicrnn.context_lm) reads each equation's
+context as a bag of word ids of a `ContextVocab`, built from the training split's contexts only; records carry
+them (`Record.context`) and batches bring them padded (`Batch.context`, 0 = padding).
 """
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import re
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
+
+from pipeline.topic_tokens import EXTRA_STOPWORDS, fold_ascii
 
 from .tokenizers import Tokenizer
 
@@ -33,6 +41,7 @@ class Batch:
     reset: bool  # True: start from a fresh state (first chunk of an epoch, or any record batch)
     n_chars: int  # characters these targets stand for (per-character figures)
     n_tokens: int  # real target tokens
+    context: torch.Tensor | None = None  # [B, L] context word ids (0 = padding), for a context-encoder model
 
     def to(self, device) -> "Batch":
         # CUDA: copy from pinned memory, so that the copy is truly asynchronous and the CPU prepares the next step
@@ -45,7 +54,7 @@ class Batch:
             return t.pin_memory().to(device, non_blocking=True) if cuda and t.device.type == "cpu" else t.to(device)
 
         return Batch(move(self.x), move(self.y), move(self.mask), move(self.theta), self.reset, self.n_chars,
-                     self.n_tokens)
+                     self.n_tokens, move(self.context))
 
 
 # ----------------------------------------------------------------------------- long text
@@ -107,11 +116,13 @@ class Record:
     n_chars: int  # len(text) + 1 (the <eos>, counted as one character)
     theta: np.ndarray | None = None
     key: str = ""
+    context: np.ndarray | None = None  # context word ids (ContextVocab.encode), for a context-encoder model
 
 
 def make_records(texts: list[str], tokenizer: Tokenizer, thetas=None, keys=None,
-                 max_tokens: int = 0) -> tuple[list[Record], int]:
-    """Texts (+ θ rows) -> records; records longer than max_tokens (>0) are dropped. -> (records, n_dropped)."""
+                 max_tokens: int = 0, contexts=None) -> tuple[list[Record], int]:
+    """Texts (+ θ rows, + context word ids) -> records; records longer than max_tokens (>0) are dropped.
+    -> (records, n_dropped)."""
     out, dropped = [], 0
     for i, text in enumerate(texts):
         ids = tokenizer.encode(text)
@@ -119,8 +130,28 @@ def make_records(texts: list[str], tokenizer: Tokenizer, thetas=None, keys=None,
             dropped += 1
             continue
         th = None if thetas is None else np.asarray(thetas[i], dtype=np.float32)
-        out.append(Record(ids, len(text) + 1, th, "" if keys is None else str(keys[i])))
+        ctx = None if contexts is None else np.asarray(contexts[i], dtype=np.int64)
+        out.append(Record(ids, len(text) + 1, th, "" if keys is None else str(keys[i]), ctx))
     return out, dropped
+
+
+def pad_ragged(flat: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, idx) -> np.ndarray:
+    """Rows `idx` of a ragged array (flat values + offsets + lengths) -> [len(idx), max(1, longest)], 0-padded."""
+    idx = np.asarray(idx, dtype=np.int64)
+    lens = lengths[idx]
+    out = np.zeros((len(idx), max(1, int(lens.max()) if len(idx) else 1)), dtype=np.int64)
+    rows = np.repeat(np.arange(len(idx)), lens)
+    cols = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+    out[rows, cols] = flat[np.repeat(offsets[idx], lens) + cols]
+    return out
+
+
+def pad_contexts(contexts) -> torch.Tensor:
+    """A list of context-id arrays -> LongTensor [n, L] (0 = padding), for scoring outside a batcher."""
+    lengths = np.array([len(c) for c in contexts], dtype=np.int64)
+    flat = np.concatenate([np.asarray(c, dtype=np.int64) for c in contexts]) if len(contexts) else np.zeros(0, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(contexts) else lengths
+    return torch.from_numpy(pad_ragged(flat, offsets, lengths, np.arange(len(contexts))))
 
 
 class RecordBatches:
@@ -141,6 +172,12 @@ class RecordBatches:
         self.flat_ids = np.fromiter((i for r in records for i in r.ids), dtype=np.int64, count=int(self.lengths.sum()))
         self.n_chars = np.array([r.n_chars for r in records], dtype=np.int64)
         self.thetas = np.stack([r.theta for r in records]).astype(np.float32) if self.has_theta else None
+        self.has_context = records[0].context is not None
+        if self.has_context:  # the same flat layout for the context word ids
+            self.ctx_lengths = np.array([len(r.context) for r in records], dtype=np.int64)
+            self.ctx_offsets = np.concatenate([[0], np.cumsum(self.ctx_lengths)[:-1]]).astype(np.int64)
+            self.ctx_flat = (np.concatenate([r.context for r in records]).astype(np.int64)
+                             if self.ctx_lengths.sum() else np.zeros(0, np.int64))
 
     def batches_per_epoch(self) -> int:
         return math.ceil(len(self.lengths) / self.batch_size)
@@ -160,8 +197,10 @@ class RecordBatches:
         y[np.arange(b), lens] = self.eos_id
         mask = np.arange(t)[None, :] < (lens + 1)[:, None]
         theta = torch.from_numpy(self.thetas[idx]) if self.has_theta else None
+        context = (torch.from_numpy(pad_ragged(self.ctx_flat, self.ctx_offsets, self.ctx_lengths, idx))
+                   if self.has_context else None)
         return Batch(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(mask), theta, True,
-                     int(self.n_chars[idx].sum()), int((lens + 1).sum()))
+                     int(self.n_chars[idx].sum()), int((lens + 1).sum()), context)
 
     def _order(self, epoch: int, seed: int) -> list[list[int]]:
         rng = np.random.default_rng([seed, epoch])
@@ -223,14 +262,16 @@ class EquationSplit:
     ids: list[str]
     theta: np.ndarray | None  # [n, K] or None (no topic dir)
     missing_theta: int  # records dropped because the topic dir has no θ for them
+    contexts: list[str] = field(default_factory=list)  # each equation's context text (same order)
 
 
 def load_equation_split(ingest_dir, topic_dir=None, split: str = "train") -> EquationSplit:
     recs = read_equations(ingest_dir, split)
     if topic_dir is None:
-        return EquationSplit([r["equation"] for r in recs], [r["id"] for r in recs], None, 0)
+        return EquationSplit([r["equation"] for r in recs], [r["id"] for r in recs], None, 0,
+                             [r.get("context") or "" for r in recs])
     by_id, k = load_theta(topic_dir)
-    texts, ids, rows, missing = [], [], [], 0
+    texts, ids, rows, missing, contexts = [], [], [], 0, []
     for r in recs:
         th = by_id.get(str(r["id"]))
         if th is None:
@@ -239,5 +280,69 @@ def load_equation_split(ingest_dir, topic_dir=None, split: str = "train") -> Equ
         texts.append(r["equation"])
         ids.append(r["id"])
         rows.append(th)
+        contexts.append(r.get("context") or "")
     theta = np.stack(rows).astype(np.float32) if rows else np.zeros((0, k), np.float32)
-    return EquationSplit(texts, ids, theta, missing)
+    return EquationSplit(texts, ids, theta, missing, contexts)
+
+
+# ----------------------------------------------------------------------------- context words (issue 20)
+
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z@]+\*?")
+_WORD = re.compile(r"[a-z]+")
+MAX_CONTEXT_WORDS = 256  # ids kept per context (ingest contexts hold ~100 words; a bound for odd records)
+# English function words of three letters or more (gensim's list is not importable on the GPU image; these are
+# the ones that rank highest by document frequency in the training contexts and say nothing about the topic).
+FUNCTION_WORDS = frozenset("""
+the and for are was were that this these those there their them they then than with from into onto over under
+such all any some each every other has have had having will would can could may might must shall should not
+but also because which who whom whose what when where why how its our out only both more most much many
+very same own too does did done been being here while after before between through during about against
+""".split())
+
+
+def context_words(text: str) -> list[str]:
+    """The words of a context as the context encoder reads them: lower-case ASCII letters, at least three, not
+    one of the words that sit around every equation (pipeline.topic_tokens.EXTRA_STOPWORDS) nor a function
+    word. No gensim, so that it runs where the LDA does not (the GPU image); other very common words go by
+    document frequency when the vocabulary is built (ContextVocab.fit's max_df)."""
+    return [w for w in _WORD.findall(fold_ascii(_LATEX_COMMAND.sub(" ", text or "")))
+            if len(w) >= 3 and w not in EXTRA_STOPWORDS and w not in FUNCTION_WORDS]
+
+
+@dataclass
+class ContextVocab:
+    """The context words a context encoder knows: id 0 is padding, word i has id i + 1. Built from the
+    training split's contexts only (a word seen only in val/test papers is unknown), kept by document
+    frequency: in at least `min_df` contexts and at most a `max_df` share of them, the `max_words` most
+    frequent. Travels in the checkpoint (`to_dict`)."""
+
+    words: list[str]
+
+    def __post_init__(self):
+        self.index = {w: i + 1 for i, w in enumerate(self.words)}
+
+    @property
+    def size(self) -> int:
+        return len(self.words) + 1
+
+    @classmethod
+    def fit(cls, texts, *, max_words: int = 2000, min_df: int = 3, max_df: float = 0.3) -> "ContextVocab":
+        texts = list(texts)
+        df = Counter(w for t in texts for w in set(context_words(t)))
+        cap = max_df * max(1, len(texts))
+        kept = sorted((w for w, n in df.items() if min_df <= n <= cap), key=lambda w: (-df[w], w))[:max_words]
+        if not kept:
+            raise ValueError(f"no context word is in at least {min_df} of the {len(texts)} training contexts "
+                             "(and at most a share max_df of them): lower context_min_df")
+        return cls(kept)
+
+    def encode(self, text: str) -> np.ndarray:
+        ids = [self.index[w] for w in context_words(text) if w in self.index]
+        return np.asarray(ids[:MAX_CONTEXT_WORDS], dtype=np.int64)
+
+    def to_dict(self) -> dict:
+        return {"words": list(self.words)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ContextVocab":
+        return cls(list(d["words"]))

@@ -22,6 +22,10 @@ equations whose context's dominant topic is K. The model was trained on θ infer
 which are never one-hot; a one-hot θ is out of the training distribution, while the prototype is a θ the
 model has seen many of. One-hot θ (`theta_mode="onehot"`) is kept for the likelihood-based classifier, whose
 definition (p(eq | θ = e_k)) asks for it, and as an option.
+
+Context-encoder models (issue 20, topicrnn.context_lm): scoring gives each equation the θ of its own context
+words through the model's encoder (not the LDA θ); `--words` goes to the encoder as a bag of words; an LDA θ
+(`--topic`, prototypes, one-hot e_k) becomes the expected bag of its topics' top words inside the model.
 """
 from __future__ import annotations
 
@@ -100,8 +104,17 @@ def _model_n_topics(model: Any) -> int:
 
 
 def _model_topic_mode(model: Any) -> str:
-    """`none` for a plain LM (topic_dim 0), else input | init | bias."""
-    return str(model.config.topic_mode) if model.config.topic_dim else "none"
+    """`none` for a plain LM (topic_dim 0), else input | init | bias; `context ...` for a context encoder."""
+    c = model.config
+    if getattr(c, "context_encoder", False):
+        return f"context:{c.topic_mode}" + ("" if c.film == "none" else f"+film-{c.film}")
+    return str(c.topic_mode) + ("" if getattr(c, "film", "none") == "none" else f"+film-{c.film}") \
+        if c.topic_dim else "none"
+
+
+def has_context_encoder(lm: LoadedModel) -> bool:
+    """Whether the model infers θ from an equation's context words itself (topicrnn.context_lm)."""
+    return getattr(lm.model, "encoder", None) is not None
 
 
 # ---------------------------------------------------------------------------------------- tokenizing
@@ -119,11 +132,13 @@ def token_strings(tokenizer: Any, equation: str) -> list[str]:
 # ------------------------------------------------------------------------------------------- scoring
 @torch.no_grad()
 def sequence_logprobs(lm: LoadedModel, sequences: Sequence[Sequence[int]], thetas: np.ndarray | None,
-                      *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+                      *, batch_size: int = 64, progress: bool = False,
+                      contexts: Sequence[str] | None = None) -> np.ndarray:
     """Natural-log probability of each framed id sequence (first id is given, the rest are predicted).
 
     `thetas` is [n, K] (one θ per sequence) or None for an unconditioned model (θ is ignored when the model
-    takes none). Sequences are batched by length so padding costs little; state starts fresh for each.
+    takes none). `contexts` (one text per sequence): a context-encoder model's θ comes from them instead.
+    Sequences are batched by length so padding costs little; state starts fresh for each.
     """
     n = len(sequences)
     out = np.zeros(n, dtype=np.float64)
@@ -153,7 +168,11 @@ def sequence_logprobs(lm: LoadedModel, sequences: Sequence[Sequence[int]], theta
         theta = None
         if use_theta:
             theta = torch.as_tensor(np.asarray(thetas)[batch], dtype=torch.float32, device=device)
-        logits = _forward_logits(lm.model, ids[:, :-1], theta)
+        if contexts is not None and has_context_encoder(lm):
+            cond = lm.model.theta_from_texts([contexts[i] for i in batch])
+            logits = lm.model(ids[:, :-1], None, None, cond=cond)[0]
+        else:
+            logits = _forward_logits(lm.model, ids[:, :-1], theta)
         logp = F.log_softmax(logits.float(), dim=-1)
         tgt = ids[:, 1:]
         picked = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
@@ -449,12 +468,16 @@ def top_topics(theta: np.ndarray, labels: Sequence[str], n: int = 3) -> list[Top
     return [TopicWeight(id=int(i), label=str(labels[i]), weight=float(theta[i])) for i in order]
 
 
+def text_of(words: str | Sequence[str]) -> str:
+    return words if isinstance(words, str) else " ".join(words)
+
+
 def theta_from_request(topic_model: Any, *, words: str | Sequence[str] | None = None, topic: str | int | None = None,
                        theta_mode: str = "prototype", prototypes: np.ndarray | None = None) -> np.ndarray:
     if (words is None) == (topic is None):
         raise ValueError("give exactly one of --words WORDS or --topic ID|LABEL")
     if words is not None:
-        text = words if isinstance(words, str) else " ".join(words)
+        text = text_of(words)
         try:
             return np.asarray(topic_model.infer([text])[0], dtype=np.float32)
         except ValueError as exc:
@@ -467,11 +490,17 @@ def theta_from_request(topic_model: Any, *, words: str | Sequence[str] | None = 
 def sample_equations(lm: LoadedModel, theta: np.ndarray | None, *, n: int, temperature: float, seed: int,
                      max_len: int = 300, top_k: int | None = None,
                      control_sequences: Iterable[str] | None = None, constrained: bool = True,
-                     batch_size: int = 250) -> list[str]:
+                     batch_size: int = 250, context: str | None = None) -> list[str]:
     """n equations from the core sampler, θ [K] repeated for each (or θ [n, K], one row per equation); with
     `constrained`, a fresh syntax
-    constraint per batch over `control_sequences` (a SyntaxVocabulary; default: `allowed_control_sequences`)."""
+    constraint per batch over `control_sequences` (a SyntaxVocabulary; default: `allowed_control_sequences`).
+    `context` (context words): a context-encoder model is conditioned on them instead of θ."""
+    from topicrnn.context_lm import FixedConditioning
     from topicrnn.sampling import sample
+
+    model = lm.model
+    if context is not None and has_context_encoder(lm):
+        model, theta = FixedConditioning(lm.model, lm.model.theta_from_texts([context])), None
 
     if constrained and control_sequences is None:
         control_sequences = allowed_control_sequences(lm)
@@ -483,7 +512,7 @@ def sample_equations(lm: LoadedModel, theta: np.ndarray | None, *, n: int, tempe
             arr = np.asarray(theta, dtype=np.float32)
             th = torch.as_tensor(arr[start:start + m] if arr.ndim == 2 else np.tile(arr, (m, 1)))
         constraint = make_constraint(lm, control_sequences) if constrained else None
-        texts = sample(lm.model, lm.tokenizer, n=m, max_len=max_len, temperature=temperature, top_k=top_k,
+        texts = sample(model, lm.tokenizer, n=m, max_len=max_len, temperature=temperature, top_k=top_k,
                        theta=th, seed=seed + 1000003 * b, constraint=constraint, device=lm.device)
         out.extend(t.strip() for t in texts)
     return out
@@ -514,7 +543,8 @@ def generate(checkpoint: str | Path | LoadedModel, topic_model: Any, *, words: s
     theta = theta_from_request(topic_model, words=words, topic=topic, theta_mode=theta_mode, prototypes=prototypes)
     controls = allowed_control_sequences(lm, data_dir) if constrained else None
     eqs = sample_equations(lm, theta, n=n, temperature=temperature, seed=seed, max_len=max_len,
-                           control_sequences=controls, constrained=constrained)
+                           control_sequences=controls, constrained=constrained,
+                           context=text_of(words) if words is not None else None)
     verdicts = compile_verdicts(eqs) if check else [(None, None)] * len(eqs)
     return GenerationResult(
         topics=top_topics(theta, topic_labels(topic_model), 3),
@@ -644,7 +674,8 @@ def score_records(lm: LoadedModel, records: Sequence[dict], thetas: np.ndarray |
                   progress: bool = False) -> tuple[EvalRow, np.ndarray]:
     """The row, and each equation's log-probability (nats) for per-group figures."""
     seqs = [encode_equation(lm.tokenizer, r["equation"]) for r in records]
-    nats = sequence_logprobs(lm, seqs, thetas, progress=progress)
+    contexts = [r.get("context") or "" for r in records] if has_context_encoder(lm) else None
+    nats = sequence_logprobs(lm, seqs, thetas, progress=progress, contexts=contexts)
     total = -float(nats.sum())
     chars = int(equation_chars(records).sum())
     tokens = sum(len(s) - 1 for s in seqs)                 # predicted positions (tokens + end)
@@ -679,7 +710,7 @@ def evaluate(data_dir: str | Path, topic_dir: str | Path | Any, checkpoints: Seq
         row, nats = score_records(lm, records, thetas, progress=progress)
         rows.append(row)
         per_equation.append(nats)
-        if baseline is None and not lm.conditioned:
+        if baseline is None and not lm.conditioned and not has_context_encoder(lm):
             baseline = row
     _dedupe_names(rows)
     table = EvalTable(split=split, rows=rows, baseline=None if baseline is None else baseline.name, by=by)

@@ -6,6 +6,11 @@ Built on nn.RNN / nn.GRU / nn.LSTM so that cuDNN runs them on a GPU. The topic v
   init  - θ -> the initial hidden (and cell) state of every layer through a linear map + tanh;
   bias  - θ -> an additive bias on the output logits (as in TopicRNN).
 Modes combine with "+" (e.g. `input+bias`): each named path is built and θ enters through all of them.
+
+Issue 20 adds, in topicrnn.context_lm (built by `context_lm.build_model` when either is set): a context encoder
+(`context_encoder`: θ from the model's own neural topic model over the equation's context words, trained
+jointly) and θ acting multiplicatively inside the network (`film`: FiLM scale/shift of each layer's input and
+output, or of the gate pre-activations inside the cell).
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from torch import nn
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 TOPIC_MODES = ("input", "init", "bias")
+FILM_MODES = ("none", "io", "cell", "io+cell")
 
 
 @dataclass
@@ -28,6 +34,21 @@ class ModelConfig:
     topic_dim: int = 0  # K; 0 = plain language model
     topic_mode: str = "input"  # input | init | bias, or several joined by "+" (input+bias)
     vocab_size: int = 0  # set from the tokenizer at training time
+    # Issue 20 (topicrnn.context_lm). With context_encoder, θ inside the network is the encoder's own topic
+    # mixture of `context_topics` topics, inferred from the equation's context words; topic_dim is then the K
+    # of the LDA θ the model can also be asked with (generation by topic: an LDA θ becomes the expected bag of
+    # its topics' top words), 0 = contexts and words only.
+    context_encoder: bool = False
+    context_topics: int = 50  # K of the encoder's logistic-normal θ
+    context_hidden: int = 128  # the encoder's hidden width (word embedding = first layer, ProdLDA-style)
+    context_vocab_size: int = 0  # set from the context vocabulary at training time (padding included)
+    film: str = "none"  # none | io (scale/shift of each layer's input and output, cuDNN) | cell (of the gate
+    #                     pre-activations inside a scripted LSTM cell, recurrent part included) | io+cell
+
+    @property
+    def conditioned_lm(self) -> bool:
+        """Whether this config needs topicrnn.context_lm.ContextLM rather than RecurrentLM."""
+        return bool(self.context_encoder) or self.film != "none"
 
     def validate(self) -> None:
         if self.cell not in CELLS:
@@ -40,6 +61,17 @@ class ModelConfig:
             raise ValueError("vocab_size is not set: fit a tokenizer first")
         if self.layers < 1 or self.hidden < 1 or self.embedding < 1 or self.topic_dim < 0:
             raise ValueError("layers, hidden and embedding must be >= 1 and topic_dim >= 0")
+        if self.film not in FILM_MODES:
+            raise ValueError(f"film must be one of {FILM_MODES}, not {self.film!r}")
+        if self.conditioned_lm:
+            if self.cell != "lstm":
+                raise ValueError("context_encoder and film are built for cell=lstm only")
+            if "init" in self.topic_mode.split("+"):
+                raise ValueError("context_encoder/film models take topic_mode input and/or bias, not init")
+            if self.context_encoder and (self.context_vocab_size < 2 or self.context_topics < 2):
+                raise ValueError("context_encoder needs context_vocab_size (set from the data) and context_topics >= 2")
+            if not self.context_encoder and self.topic_dim == 0:
+                raise ValueError("film needs a θ: a topic_dim (LDA θ) or context_encoder=true")
 
     def uses(self, mode: str) -> bool:
         """Whether θ enters through `mode` (input | init | bias); never for a plain model."""

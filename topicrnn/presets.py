@@ -131,3 +131,30 @@ register_preset(Preset(
     ModelConfig(cell="lstm", layers=1, hidden=32, embedding=16, dropout=0.0, topic_dim=-1, topic_mode="input"),
     TrainConfig(data_kind="records", tokenizer="latex", batch_size=8, max_steps=30, lr=5e-3, warmup_steps=3,
                 eval_every=10, log_every=5, max_record_tokens=300, threads=1)))
+
+# Issue 20: θ from the model's own context encoder (a neural topic model over the context words, trained
+# jointly), FiLM on each layer's input and output, and what keeps θ from memorising papers (30% of rows see
+# no context, the encoder sees a random half of each context). topic_dim=-1: the LDA of --topics is the
+# bridge for generation by topic (its topics' top words -> the encoder); --set topic_dim=0 trains without it.
+_CTX = dict(context_encoder=True, film="io", topic_dim=-1, topic_mode="input")
+_CTX_TRAIN = dict(ntm_weight=1.0, cond_dropout=0.3, context_keep=0.5)
+register_preset(Preset(
+    "eq-ctx-lstm", "equation model with a context encoder + FiLM: 2 x 512 LSTM, θ from the context words (GPU run)",
+    ModelConfig(cell="lstm", layers=2, hidden=512, embedding=128, dropout=0.3, context_hidden=128, **_CTX),
+    TrainConfig(data_kind="records", tokenizer="latex", batch_size=128, max_steps=3000, lr=2e-3,
+                warmup_steps=100, eval_every=100, early_stop_evals=8, log_every=25, max_record_tokens=400,
+                min_count=2, **_CTX_TRAIN)))
+
+register_preset(Preset(
+    "eq-ctx-cpu", "equation model with a context encoder + FiLM, small enough for 2 CPU cores (2 x 128)",
+    ModelConfig(cell="lstm", layers=2, hidden=128, embedding=64, dropout=0.1, context_hidden=64, **_CTX),
+    TrainConfig(data_kind="records", tokenizer="latex", batch_size=32, max_steps=600, lr=3e-3, warmup_steps=30,
+                eval_every=100, early_stop_evals=4, log_every=10, max_record_tokens=300, min_count=2,
+                **_CTX_TRAIN)))
+
+register_preset(Preset(
+    "eq-ctx-tiny", "context-encoder equation model for tests: 1 x 32 LSTM, a few dozen steps",
+    ModelConfig(cell="lstm", layers=1, hidden=32, embedding=16, dropout=0.0, context_topics=8, context_hidden=16,
+                **_CTX),
+    TrainConfig(data_kind="records", tokenizer="latex", batch_size=8, max_steps=30, lr=5e-3, warmup_steps=3,
+                eval_every=10, log_every=5, max_record_tokens=300, threads=1, context_min_df=1, **_CTX_TRAIN)))

@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import read_checkpoint, save_checkpoint
-from .data import (RecordBatches, TextStreams, load_equation_split, make_records, read_text, split_text)
+from .context_encoder import lda_topic_words, topic_word_matrix
+from .context_lm import build_model, context_conditioning
+from .data import (ContextVocab, RecordBatches, TextStreams, load_equation_split, load_theta, make_records,
+                   read_text, split_text)
 from .models import ModelConfig, RecurrentLM, detach_state
 from .tokenizers import Tokenizer, make_tokenizer
 
@@ -54,6 +57,16 @@ class TrainConfig:
     max_record_tokens: int = 0  # records: drop longer ones (0 = keep all)
     min_count: int = 1  # tokenizer: symbols seen fewer times -> <unk>
     threads: int = 0  # CPU: torch intra-op threads (0 = torch's default); 1 suits tiny models on a busy machine
+    # Context-encoder models (ModelConfig.context_encoder, issue 20): the topic model's loss weight and what
+    # keeps θ from memorising papers (each applies to training only; scoring uses the whole context's θ).
+    ntm_weight: float = 1.0  # weight of the topic model's (reconstruction + KL) nats per context word
+    cond_dropout: float = 0.0  # share of rows that see no context (the encoder's no-context θ)
+    context_keep: float = 1.0  # share of each context's words the encoder sees (a fresh random part each step)
+    theta_noise: float = 0.0  # std of Gaussian noise on the logits of the LSTM's θ (the posterior mean's)
+    kl_warmup_steps: int = 200  # the topic model's KL weight rises from 0 to 1 over these steps (no collapse)
+    context_vocab_max: int = 2000  # context words kept (the most frequent of the training contexts)
+    context_min_df: int = 3  # ... that are in at least this many training contexts
+    context_max_df: float = 0.3  # ... and in at most this share of them
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,11 +112,14 @@ class PreparedData:
     val: TextStreams | RecordBatches
     topic: dict | None  # {"k", "dir"} when θ is used
     info: dict  # counts for the metadata
+    context_vocab: ContextVocab | None = None  # context-encoder models: the training contexts' vocabulary
 
 
 def prepare_data(cfg: TrainConfig, data_path, topics_dir=None, tokenizer: Tokenizer | None = None,
-                 use_topics: bool = True) -> PreparedData:
-    """Build tokenizer (fitted on the training part unless given) and train/val batchers."""
+                 use_topics: bool = True, use_context: bool = False,
+                 context_vocab: ContextVocab | None = None) -> PreparedData:
+    """Build tokenizer (fitted on the training part unless given) and train/val batchers. `use_context`:
+    records also carry their context word ids (vocabulary fitted on the training contexts unless given)."""
     if data_path is None:
         raise ValueError("no training data: pass --data (a text file, or an ingest dir for equation models)")
     if cfg.data_kind == "text":
@@ -128,16 +144,25 @@ def prepare_data(cfg: TrainConfig, data_path, topics_dir=None, tokenizer: Tokeni
         raise ValueError(f"{data_path}: need equations in both the train and the val split "
                          f"(found {len(tr.texts)} and {len(va.texts)})")
     tok = tokenizer or make_tokenizer(cfg.tokenizer).fit(tr.texts, min_count=cfg.min_count)
-    train_recs, drop_tr = make_records(tr.texts, tok, tr.theta, tr.ids, cfg.max_record_tokens)
-    val_recs, drop_va = make_records(va.texts, tok, va.theta, va.ids, cfg.max_record_tokens)
+    ctx_tr = ctx_va = None
+    if use_context:
+        context_vocab = context_vocab or ContextVocab.fit(tr.contexts, max_words=cfg.context_vocab_max,
+                                                          min_df=cfg.context_min_df, max_df=cfg.context_max_df)
+        ctx_tr = [context_vocab.encode(t) for t in tr.contexts]
+        ctx_va = [context_vocab.encode(t) for t in va.contexts]
+    train_recs, drop_tr = make_records(tr.texts, tok, tr.theta, tr.ids, cfg.max_record_tokens, ctx_tr)
+    val_recs, drop_va = make_records(va.texts, tok, va.theta, va.ids, cfg.max_record_tokens, ctx_va)
     ids = dict(pad_id=tok.pad_id, bos_id=tok.bos_id, eos_id=tok.eos_id)
     topic = None
     if topic_dir is not None:
         topic = {"k": int(tr.theta.shape[1]), "dir": str(Path(topic_dir).resolve())}
     info = {"train_records": len(train_recs), "val_records": len(val_recs),
             "dropped_too_long": drop_tr + drop_va, "missing_theta": tr.missing_theta + va.missing_theta}
+    if use_context:
+        info["context_words"] = context_vocab.size - 1
     return PreparedData(tok, RecordBatches(train_recs, cfg.batch_size, **ids),
-                        RecordBatches(val_recs, cfg.batch_size, **ids), topic, info)
+                        RecordBatches(val_recs, cfg.batch_size, **ids), topic, info,
+                        context_vocab if use_context else None)
 
 
 # ----------------------------------------------------------------------------- loss + evaluation
@@ -147,9 +172,10 @@ def _autocast(device: torch.device, cfg: TrainConfig):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def batch_loss(model: RecurrentLM, batch, state, *, reduction: str = "mean"):
-    """Cross-entropy (nats) of the batch's targets; returns (loss, new state)."""
-    logits, state = model(batch.x, batch.theta, state)
+def batch_loss(model: RecurrentLM, batch, state, *, reduction: str = "mean", cond=None):
+    """Cross-entropy (nats) of the batch's targets; returns (loss, new state). `cond`: θ inside a ContextLM
+    (from the batch's contexts, see context_lm.context_conditioning)."""
+    logits, state = model(batch.x, batch.theta, state) if cond is None else model(batch.x, None, state, cond=cond)
     logits = logits.float()
     if batch.mask is None:
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.y.reshape(-1), reduction=reduction)
@@ -171,7 +197,8 @@ def evaluate(model: RecurrentLM, batches, device, cfg: TrainConfig, max_batches:
             break
         batch = batch.to(device)
         with _autocast(device, cfg):
-            loss, state = batch_loss(model, batch, None if batch.reset else state, reduction="sum")
+            cond, _ = context_conditioning(model, batch)
+            loss, state = batch_loss(model, batch, None if batch.reset else state, reduction="sum", cond=cond)
         total += float(loss)
         chars += batch.n_chars
         tokens += batch.n_tokens
@@ -189,9 +216,11 @@ def train_step(model: RecurrentLM, opt, batch, carry, cfg: TrainConfig, dev: tor
     for g in opt.param_groups:
         g["lr"] = lr
     with _autocast(dev, cfg):
-        loss, new_state = batch_loss(model, batch, None if batch.reset else carry)
+        cond, topic_loss = context_conditioning(model, batch, cfg)
+        loss, new_state = batch_loss(model, batch, None if batch.reset else carry, cond=cond)
+    objective = loss if topic_loss is None else loss + cfg.ntm_weight * topic_loss
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    objective.backward()
     if cfg.grad_clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     opt.step()
@@ -244,8 +273,10 @@ def plot_loss_curve(history: dict, path: Path, title: str = "") -> None:
 
 def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data_path=None, topics_dir=None,
           resume: bool = False, device: str = "auto", max_steps: int | None = None, progress: bool = True,
-          preset: str = "") -> dict:
-    """Train (or resume) into out_dir; returns a summary dict (step, best/last validation, history, speed)."""
+          preset: str = "", prepared: PreparedData | None = None) -> dict:
+    """Train (or resume) into out_dir; returns a summary dict (step, best/last validation, history, speed).
+    `prepared`: data already prepared by `prepare_data` for this config (a benchmark training several models
+    on the same data prepares it once)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
@@ -271,20 +302,34 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
         torch.set_num_threads(cfg.threads)
 
     wants_topics = model_config.topic_dim != 0
+    wants_context = bool(model_config.context_encoder)  # θ from the contexts; topic_dim = the LDA bridge's K
+    if wants_context and cfg.data_kind != "records":
+        raise ValueError("context_encoder needs equation records (an ingest dir), not a text file")
     if cfg.data_kind == "records" and wants_topics and topics_dir is None:
         raise ValueError("this preset is topic-conditioned: pass --topics TOPICDIR "
                          "(or --set topic_dim=0 for the unconditioned model)")
     if cfg.data_kind == "text" and wants_topics:
         raise ValueError("text data has no topic vectors: use topic_dim=0 for a text preset")
     tokenizer = Tokenizer.from_dict(payload["tokenizer"]) if payload else None
-    data = prepare_data(cfg, data_path, topics_dir, tokenizer, use_topics=wants_topics)
+    context_vocab = ContextVocab.from_dict(payload["context_vocab"]) if payload and payload.get("context_vocab") else None
+    data = prepared or prepare_data(cfg, data_path, topics_dir, tokenizer,
+                                    use_topics=wants_topics and not wants_context, use_context=wants_context,
+                                    context_vocab=context_vocab)
     model_config.vocab_size = data.tokenizer.vocab_size
+    if wants_context:
+        model_config.context_vocab_size = data.context_vocab.size
+        if wants_topics:  # the LDA θ it can be asked with (generation by topic), not an input of training
+            data = replace(data, topic={"k": load_theta(topics_dir)[1], "dir": str(Path(topics_dir).resolve())})
     if model_config.topic_dim == -1:  # "K of the topic dir"
         model_config.topic_dim = data.topic["k"]
     if data.topic and model_config.topic_dim != data.topic["k"]:
         raise ValueError(f"topic_dim={model_config.topic_dim} but {topics_dir} has K={data.topic['k']}")
 
-    model = RecurrentLM(model_config).to(dev)
+    model = build_model(model_config).to(dev)
+    if wants_context:
+        model.context_vocab = data.context_vocab
+        if model_config.topic_dim and not payload:  # (a resumed run has it in its weights)
+            model.set_topic_words(topic_word_matrix(lda_topic_words(topics_dir), data.context_vocab))
     opt = make_optimizer(model, cfg, dev)
     history = {"step": [], "train_loss": [], "val_step": [], "val_nats_per_char": []}
     step, best_val, epoch, pos, carry, evals_since_best = 0, None, 0, 0, None, 0
@@ -305,6 +350,8 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
     t_run = time.perf_counter() - seconds_before  # the run's clock: "now" minus what earlier calls trained
     meta = {"preset": preset, "data_path": str(Path(data_path).resolve()), "topic": data.topic,
             "data_info": data.info, "tokenizer": data.tokenizer.to_dict()}
+    if data.context_vocab is not None:
+        meta["context_vocab"] = data.context_vocab.to_dict()
 
     def snapshot() -> dict:
         return {"model_config": model_config.to_dict(), "train_config": cfg.to_dict(),

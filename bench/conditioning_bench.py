@@ -1,0 +1,605 @@
+"""Does topic conditioning carry over to unseen papers? The fair protocol of issue 20, item 4.
+
+Every variant is trained on the same data, tokenizer and number of steps, with >= 3 seeds, and scored on the
+test split (papers that are not in training) against the plain LSTM of (at least) the same parameter count:
+its hidden size is raised to match the largest conditioned variant (the counts are printed; "scoring
+parameters" leave out the context topic model's decoder, which never touches p(equation | context)).
+Reported per variant, mean ± sd over seeds and as a ratio to the plain model (paired by seed):
+  * test bits/char, pooled and as the macro average over coarse arXiv areas (the test split is mostly one
+    book: the pooled figure alone hides where conditioning helps);
+  * the shuffled-context control: every test equation gets the context (or LDA θ) of an equation of ANOTHER
+    paper; a model that uses its context gets worse, by as much as it leans on it;
+  * bits per token by position in the equation (first token, 2-5, 6-20, 21+);
+  * the same gain on 1,000 equations of training papers: a gain there but not on unseen papers = memorised papers.
+
+Two steps, two machines (the GPU image has torch and numpy, no gensim):
+
+    # here: pack an ingest dir + its LDA θ into a bundle (contexts reduced to the words the encoder reads)
+    python bench/conditioning_bench.py pack --data data/ingest --topics data/topics --out data/cond-bundle
+    # anywhere: train and score every (variant, seed); P worker processes share the device
+    python bench/conditioning_bench.py run --bundle data/cond-bundle --out data/cond-run --size gpu \\
+        --device cuda --seeds 3 --steps auto --budget-s 330 --parallel 5
+
+`--steps auto` (GPU): the workers first time 30 training steps of their first variant, all at once (the
+concurrency the run will have), plus one validation pass; the parent turns that into the largest equal step
+count that fits --budget-s, and every job then trains exactly that many steps. The table goes to stdout,
+OUT/table.md and OUT/results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+LN2 = math.log(2.0)
+# Base presets and the context encoder's size per scale (2 x 512 GPU, 2 x 128 CPU, 1 x 32 smoke test).
+SIZES = {
+    "gpu": ("eq-lstm", ["context_hidden=128"]),
+    "cpu": ("eq-cpu", ["context_hidden=32", "threads=1"]),
+    "tiny": ("eq-tiny", ["context_topics=8", "context_hidden=16", "context_min_df=1", "threads=1"]),
+}
+_CTX = ["context_encoder=true", "topic_dim=0", "topic_mode=input"]
+_REG = ["cond_dropout=0.3", "context_keep=0.5"]
+VARIANTS = {
+    "plain": ["topic_dim=0"],  # hidden raised to the largest conditioned variant's parameter count
+    "plain-same": ["topic_dim=0"],  # the plain model of the base hidden size (not raised)
+    "lda-input": ["topic_dim=-1", "topic_mode=input"],  # the LDA θ of the context joined to every input
+    "lda-film": ["topic_dim=-1", "topic_mode=input", "film=io"],
+    "ctx-input": _CTX + _REG + ["film=none"],  # learned θ joined to every input
+    "ctx-film": _CTX + _REG + ["film=io"],  # + FiLM of each layer's input and output (cuDNN)
+    "ctx-film-bias": _CTX + _REG + ["film=io", "topic_mode=input+bias"],
+    "ctx-cell": _CTX + _REG + ["film=cell"],  # + gate pre-activations scaled in the cell (scripted loop)
+    "ctx-film-noreg": _CTX + ["film=io", "cond_dropout=0", "context_keep=1"],
+    "ctx-film-strong": _CTX + ["film=io", "cond_dropout=0.5", "context_keep=0.3", "theta_noise=0.5"],
+    "ctx-film-lm": _CTX + _REG + ["film=io", "ntm_weight=0.1"],  # the topic model's loss weighted less
+}
+DEFAULT_VARIANTS = ["plain", "lda-input", "ctx-input", "ctx-film", "ctx-film-noreg"]
+BUCKETS = [(1, 1, "1"), (2, 5, "2-5"), (6, 20, "6-20"), (21, 10**9, "21+")]
+TRAIN_SAMPLE = 1000
+
+
+def kind_of(variant: str) -> str:
+    """The data a variant trains on: plain records, records with LDA θ, records with context word ids."""
+    return "ctx" if "context_encoder=true" in VARIANTS[variant] else "lda" if variant.startswith("lda") else "plain"
+
+
+# ---------------------------------------------------------------------------------------------- pack
+def cmd_pack(args) -> int:
+    from gpu_check import write_bundle
+
+    from topicrnn.data import context_words
+
+    # the context reduced to the words the encoder can read (ContextVocab.fit sees the same words)
+    write_bundle(args.data, args.topics, args.out, lambda r: {
+        "id": r["id"], "paper": r.get("paper", ""), "area": r.get("area", ""), "split": r["split"],
+        "equation": r["equation"], "context": " ".join(context_words(r.get("context") or ""))})
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- configs
+def job_preset(size: str, variant: str, steps: int, plain_hidden: int | None = None, seed: int = 0):
+    from topicrnn.presets import apply_overrides, get_preset
+
+    base, size_set = SIZES[size]
+    extra = [f"max_steps={steps}", f"eval_every={max(1, steps // 4)}", "early_stop_evals=0",
+             f"log_every={max(1, min(50, steps // 10))}", f"seed={seed}", "save_every=0"]
+    if variant == "plain" and plain_hidden:
+        extra.append(f"hidden={plain_hidden}")
+    return apply_overrides(get_preset(base), size_set + VARIANTS[variant] + extra)
+
+
+def scoring_parameters(model) -> int:
+    fn = getattr(model, "scoring_parameters", None)
+    return int(fn()) if fn else int(model.num_parameters())
+
+
+def vocab_sizes(bundle: Path, size: str) -> tuple[int, int, int]:
+    """(LaTeX vocabulary, context vocabulary, LDA K) of the bundle's training split, as training fits them."""
+    from topicrnn.data import ContextVocab, load_equation_split, load_theta
+    from topicrnn.tokenizers import make_tokenizer
+
+    cfg = job_preset(size, "ctx-film", 1).train
+    tr = load_equation_split(bundle / "ingest", None, "train")
+    tok = make_tokenizer(cfg.tokenizer).fit(tr.texts, min_count=cfg.min_count)
+    cv = ContextVocab.fit(tr.contexts, max_words=cfg.context_vocab_max, min_df=cfg.context_min_df,
+                          max_df=cfg.context_max_df)
+    return tok.vocab_size, cv.size, load_theta(bundle / "topics")[1]
+
+
+def count_parameters(size: str, variant: str, vocab: int, ctx_vocab: int, k: int, hidden: int | None = None) -> int:
+    from topicrnn.context_lm import build_model
+
+    mc = job_preset(size, variant, 1, hidden).model
+    mc.vocab_size, mc.context_vocab_size = vocab, ctx_vocab
+    if mc.topic_dim == -1:
+        mc.topic_dim = k
+    return scoring_parameters(build_model(mc))
+
+
+def matched_plain_hidden(size: str, target: int, vocab: int, ctx_vocab: int, k: int) -> int:
+    """The smallest hidden size whose plain model has at least `target` parameters."""
+    base = job_preset(size, "plain", 1).model.hidden
+    h = base
+    while count_parameters(size, "plain", vocab, ctx_vocab, k, h) < target:
+        h += 1
+    return h
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+def cross_paper_permutation(papers: list[str], seed: int = 12345) -> np.ndarray:
+    """perm[i] = the equation whose context equation i gets: always one of another paper when no paper has
+    more than half of the equations (groups laid out largest first, then shifted by the largest group's size),
+    else a plain random permutation."""
+    rng = np.random.default_rng(seed)
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(papers):
+        groups.setdefault(p, []).append(i)
+    n = len(papers)
+    biggest = max(len(g) for g in groups.values())
+    if biggest * 2 > n:
+        return rng.permutation(n)
+    order = sorted(groups, key=lambda p: (-len(groups[p]), rng.random()))
+    layout = np.concatenate([rng.permutation(groups[p]) for p in order])
+    perm = np.empty(n, dtype=np.int64)
+    perm[layout] = layout[(np.arange(n) + biggest) % n]
+    return perm
+
+
+def score_records(model, tokenizer, records: list[dict], device, *, thetas=None, contexts=None,
+                  batch_size: int = 64) -> dict:
+    """Per-record nats (with <eos>) and bits per token by position bucket. Conditioning: `thetas` [n, K] (an
+    LDA-θ model), `contexts` (id arrays, a context-encoder model) or neither (plain)."""
+    import torch
+    import torch.nn.functional as F
+
+    from topicrnn.data import pad_contexts
+
+    seqs = [tokenizer.encode(r["equation"], bos=True, eos=True) for r in records]
+    nats = np.zeros(len(seqs))
+    bucket_nats = np.zeros(len(BUCKETS))
+    bucket_tokens = np.zeros(len(BUCKETS), dtype=np.int64)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    model.eval()
+    with torch.no_grad():
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            longest = max(len(seqs[i]) for i in idx)
+            ids = torch.zeros((len(idx), longest), dtype=torch.long)
+            for row, i in enumerate(idx):
+                ids[row, : len(seqs[i])] = torch.as_tensor(seqs[i])
+            lens = torch.tensor([len(seqs[i]) - 1 for i in idx])
+            ids = ids.to(device)
+            x, y = ids[:, :-1], ids[:, 1:]
+            if contexts is not None:
+                cond = model.context_theta(pad_contexts([contexts[i] for i in idx]).to(device))
+                logits = model(x, None, None, cond=cond)[0]
+            else:
+                th = None if thetas is None else torch.as_tensor(thetas[idx], dtype=torch.float32, device=device)
+                logits = model(x, th, None)[0]
+            logp = -F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")  # [B, T]
+            pos = torch.arange(y.shape[1]).unsqueeze(0) + 1  # 1-based position of the predicted token
+            mask = (pos <= lens.unsqueeze(1)).to(device)
+            lp = (logp * mask).cpu().double()
+            nats[idx] = -lp.sum(1).numpy()
+            pos = pos.expand_as(lp)
+            for b, (lo, hi, _) in enumerate(BUCKETS):
+                sel = (pos >= lo) & (pos <= hi) & mask.cpu()
+                bucket_nats[b] += float(-lp[sel].sum())
+                bucket_tokens[b] += int(sel.sum())
+    return {"nats": nats, "bucket_nats": bucket_nats, "bucket_tokens": bucket_tokens}
+
+
+def summarise(scored: dict, records: list[dict]) -> dict:
+    from pipeline.topics import coarse_area
+
+    chars = np.array([len(r["equation"]) + 1 for r in records], dtype=np.float64)
+    areas: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        areas.setdefault(coarse_area(r.get("area") or "") or "other", []).append(i)
+    return {"bpc": float(scored["nats"].sum() / chars.sum() / LN2),
+            "areas": {a: {"n": len(ix), "bpc": float(scored["nats"][ix].sum() / chars[ix].sum() / LN2)}
+                      for a, ix in areas.items()},
+            "positions": {name: float(scored["bucket_nats"][b] / max(1, scored["bucket_tokens"][b]) / LN2)
+                          for b, (_, _, name) in enumerate(BUCKETS)}}
+
+
+# ---------------------------------------------------------------------------------------------- worker
+class Worker:
+    """Runs a queue of (variant, seed) jobs in one process: data prepared once per data kind."""
+
+    def __init__(self, args):
+        import torch
+
+        from topicrnn.train import resolve_device
+
+        self.args = args
+        self.bundle = Path(args.bundle)
+        self.out = Path(args.out)
+        self.device = resolve_device(args.device)
+        self.prepared: dict = {}
+        torch.set_num_threads(max(1, args.threads))
+
+    def data(self, variant: str, cfg):
+        from topicrnn.train import prepare_data
+
+        kind = kind_of(variant)
+        if kind not in self.prepared:
+            self.prepared[kind] = prepare_data(cfg, self.bundle / "ingest", self.bundle / "topics",
+                                               use_topics=kind == "lda", use_context=kind == "ctx")
+        return self.prepared[kind]
+
+    def probe(self, variant: str) -> dict:
+        """Seconds per training step (30 steps after 5 warm-up) and per validation pass, on real batches."""
+        import itertools
+
+        import torch
+
+        from topicrnn.context_lm import build_model
+        from topicrnn.train import evaluate, make_optimizer, train_step
+
+        p = job_preset(self.args.size, variant, 100, self.args.plain_hidden)
+        data = self.data(variant, p.train)
+        mc = p.model
+        mc.vocab_size = data.tokenizer.vocab_size
+        if data.context_vocab is not None:
+            mc.context_vocab_size = data.context_vocab.size
+        if mc.topic_dim == -1:
+            mc.topic_dim = data.topic["k"]
+        model = build_model(mc).to(self.device).train()
+        opt = make_optimizer(model, p.train, self.device)
+        batches = list(itertools.islice(data.train.epoch_batches(0, 0), 35))
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        for i, b in enumerate(batches):
+            if i == 5:
+                sync()
+                t0 = time.perf_counter()
+            train_step(model, opt, b.to(self.device), None, p.train, self.device, 1e-3)
+        sync()
+        step_s = (time.perf_counter() - t0) / (len(batches) - 5)
+        t0 = time.perf_counter()
+        evaluate(model, data.val.eval_batches(), self.device, p.train)
+        return {"variant": variant, "step_s": step_s, "val_s": time.perf_counter() - t0}
+
+    def run_job(self, variant: str, seed: int, steps: int) -> dict:
+        import shutil
+
+        from topicrnn.checkpoint import load_checkpoint
+        from topicrnn.data import load_theta, read_equations
+        from topicrnn.train import train
+
+        p = job_preset(self.args.size, variant, steps, self.args.plain_hidden, seed)
+        if self.args.job_cap_s:
+            p.train.max_seconds = self.args.job_cap_s
+        data = self.data(variant, p.train)
+        ckpt = self.out / "jobs" / f"{variant}-s{seed}"
+        t0 = time.perf_counter()
+        res = train(p.model, p.train, ckpt, data_path=self.bundle / "ingest", topics_dir=self.bundle / "topics",
+                    device=str(self.device), progress=False, preset=f"{variant}:s{seed}", prepared=data)
+        train_s = time.perf_counter() - t0
+        model, tok, _ = load_checkpoint(ckpt / "best.pt", device=str(self.device))
+        out = {"variant": variant, "seed": seed, "steps": res["step"], "stopped_for_time": res["stopped_for_time"],
+               "parameters": res["parameters"], "scoring_parameters": scoring_parameters(model),
+               "hidden": p.model.hidden, "best_val_bpc": res["best_val_bits_per_char"],
+               "tokens_per_s": res["tokens_per_s"], "train_wall_s": train_s}
+        test = read_equations(self.bundle / "ingest", "test")
+        rng = np.random.default_rng(0)
+        train_all = read_equations(self.bundle / "ingest", "train")
+        seen = [train_all[i] for i in sorted(rng.choice(len(train_all), min(TRAIN_SAMPLE, len(train_all)),
+                                                        replace=False))]
+        for name, recs in (("test", test), ("seen", seen)):
+            perm = cross_paper_permutation([r.get("paper", "") for r in recs])
+            kind = kind_of(variant)
+            kw = {}
+            if kind == "lda":
+                by_id, _ = load_theta(self.bundle / "topics")
+                kw = {"thetas": np.stack([by_id[str(r["id"])] for r in recs])}
+            elif kind == "ctx":
+                kw = {"contexts": [model.context_vocab.encode(r.get("context", "")) for r in recs]}
+            out[name] = summarise(score_records(model, tok, recs, self.device, **kw), recs)
+            if kw:
+                key, vals = next(iter(kw.items()))
+                shuffled = vals[perm] if key == "thetas" else [vals[j] for j in perm]
+                out[name + "_shuffled"] = summarise(score_records(model, tok, recs, self.device, **{key: shuffled}),
+                                                    recs)
+            out[name + "_same_paper_after_shuffle"] = float(np.mean(
+                [recs[i].get("paper") == recs[j].get("paper") for i, j in enumerate(perm)]))
+        out["wall_s"] = time.perf_counter() - t0
+        shutil.rmtree(ckpt, ignore_errors=True)  # weights are not needed back; the figures are
+        return out
+
+
+def cmd_worker(args) -> int:
+    w = Worker(args)
+    jobs = [(v, int(s)) for v, s in (j.split(":") for j in args.jobs.split(","))]
+    out = Path(args.out)
+    steps = args.steps
+    if steps == "auto":
+        probe = w.probe(jobs[0][0])
+        (out / f"probe-{args.worker_id}.json").write_text(json.dumps(probe))
+        go = out / "steps.json"
+        deadline = time.time() + 600
+        while not go.is_file():
+            if time.time() > deadline:
+                raise SystemExit("no steps.json from the parent within 600 s")
+            time.sleep(0.3)
+        steps = json.loads(go.read_text())["steps"]
+    steps = int(steps)
+    for variant, seed in jobs:
+        t0 = time.perf_counter()
+        try:
+            res = w.run_job(variant, seed, steps)
+        except Exception as e:  # noqa: BLE001 - one failed job must not cost the others; kept in results
+            res = {"variant": variant, "seed": seed, "error": repr(e)}
+        (out / "results" / f"{variant}-s{seed}.json").write_text(json.dumps(res))
+        print(f"[worker {args.worker_id}] {variant} seed {seed}: {time.perf_counter() - t0:.0f} s "
+              f"{res.get('error') or ''}", flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- parent
+def choose_steps(probes: list[dict], jobs_per_worker: int, budget_s: float, elapsed_s: float,
+                 max_steps: int, min_steps: int) -> int:
+    """The largest equal step count whose queue (slowest probed variant, the busiest worker) fits the budget:
+    per job, steps x step time + 4 validations + 3 scoring passes (~ validations' size each) + 10 s of
+    checkpoints and start-up."""
+    step_s = max(p["step_s"] for p in probes)
+    val_s = max(p["val_s"] for p in probes)
+    per_job_fixed = 7 * val_s + 10.0
+    left = budget_s - elapsed_s
+    steps = int((left / jobs_per_worker - per_job_fixed) / (step_s * 1.1))
+    return max(min_steps, min(max_steps, steps))
+
+
+def mean_sd(xs) -> tuple[float, float]:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return float("nan"), float("nan")
+    return float(np.mean(xs)), float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
+
+
+def pm(xs, fmt="{:.4f}", pct=False) -> str:
+    m, s = mean_sd(xs)
+    if math.isnan(m):
+        return "—"
+    if pct:
+        return f"{m * 100:+.1f}% ± {s * 100:.1f}"
+    return (fmt + " ± " + fmt).format(m, s)
+
+
+def macro(res: dict, key: str = "test") -> float:
+    areas = res[key]["areas"]
+    return float(np.mean([a["bpc"] for a in areas.values()]))
+
+
+def make_table(results: list[dict], variants: list[str]) -> str:
+    ok = [r for r in results if "error" not in r]
+    by = {v: {r["seed"]: r for r in ok if r["variant"] == v} for v in variants}
+    base = by.get("plain", {})
+
+    def ratio(v, fn):  # paired by seed: variant / plain - 1
+        return [fn(by[v][s]) / fn(base[s]) - 1 for s in by[v] if s in base]
+
+    lines = ["| variant | scoring params | steps | seeds | test bits/char | vs plain | area macro bits/char | "
+             "vs plain | shuffled context | shuffle penalty | seen papers: vs plain | best val |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for v in variants:
+        rs = list(by[v].values())
+        if not rs:
+            lines.append(f"| {v} | — | — | 0 | — | — | — | — | — | — | — | — |")
+            continue
+        shuf = [r["test_shuffled"]["bpc"] for r in rs if "test_shuffled" in r]
+        pen = [r["test_shuffled"]["bpc"] / r["test"]["bpc"] - 1 for r in rs if "test_shuffled" in r]
+        steps = sorted({r["steps"] for r in rs})
+        lines.append(
+            f"| {v} | {rs[0]['scoring_parameters']:,} (h {rs[0]['hidden']}) | {'/'.join(map(str, steps))}"
+            f"{' (time cap)' if any(r['stopped_for_time'] for r in rs) else ''} | {len(rs)} | "
+            f"{pm([r['test']['bpc'] for r in rs])} | {'baseline' if v == 'plain' else pm(ratio(v, lambda r: r['test']['bpc']), pct=True)} | "
+            f"{pm([macro(r) for r in rs])} | {'baseline' if v == 'plain' else pm(ratio(v, macro), pct=True)} | "
+            f"{pm(shuf) if shuf else '—'} | {pm(pen, pct=True) if pen else '—'} | "
+            f"{'baseline' if v == 'plain' else pm(ratio(v, lambda r: r['seen']['bpc']), pct=True)} | "
+            f"{pm([r['best_val_bpc'] for r in rs])} |")
+    areas = sorted({a for r in ok for a in r["test"]["areas"]},
+                   key=lambda a: -max(r["test"]["areas"].get(a, {"n": 0})["n"] for r in ok))
+    lines += ["", "Per area (test bits/char, mean over seeds; ratio to plain paired by seed):", "",
+              "| variant | " + " | ".join(f"{a} ({ok[0]['test']['areas'].get(a, {'n': 0})['n']})" for a in areas) + " |",
+              "|---|" + "---|" * len(areas)]
+    for v in variants:
+        rs = list(by[v].values())
+        if not rs:
+            continue
+        cells = []
+        for a in areas:
+            vals = [r["test"]["areas"][a]["bpc"] for r in rs if a in r["test"]["areas"]]
+            rel = "" if v == "plain" else " (" + pm(ratio(v, lambda r, a=a: r["test"]["areas"][a]["bpc"]), pct=True) + ")"
+            cells.append(f"{np.mean(vals):.4f}{rel}")
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    names = [b[2] for b in BUCKETS]
+    lines += ["", "Bits per token by position in the equation (test; ratio to plain paired by seed):", "",
+              "| variant | " + " | ".join(f"position {n}" for n in names) + " |", "|---|" + "---|" * len(names)]
+    for v in variants:
+        rs = list(by[v].values())
+        if not rs:
+            continue
+        cells = []
+        for n in names:
+            m = np.mean([r["test"]["positions"][n] for r in rs])
+            rel = "" if v == "plain" else " (" + pm(ratio(v, lambda r, n=n: r["test"]["positions"][n]), pct=True) + ")"
+            cells.append(f"{m:.3f}{rel}")
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    errors = [r for r in results if "error" in r]
+    if errors:
+        lines += ["", "Failed jobs: " + "; ".join(f"{r['variant']} seed {r['seed']}: {r['error']}" for r in errors)]
+    return "\n".join(lines)
+
+
+def time_cells(size: str, device_name: str) -> str:
+    """Forward + backward of one LSTM layer at the size's shape: nn.LSTM (cuDNN on a GPU) vs the in-cell
+    FiLM layer's scripted loop. -> a line for the report."""
+    import torch
+
+    from topicrnn.context_lm import FilmLSTMLayer
+    from topicrnn.train import resolve_device
+
+    dev = resolve_device(device_name)
+    p = job_preset(size, "ctx-cell", 1)
+    b, t, h, e = p.train.batch_size, 64, p.model.hidden, p.model.embedding
+    x = torch.randn(b, t, e, device=dev)
+    cond = torch.softmax(torch.randn(b, p.model.context_topics, device=dev), -1)
+    lstm = torch.nn.LSTM(e, h, batch_first=True).to(dev)
+    film = FilmLSTMLayer(e, h, p.model.context_topics).to(dev)
+    state = (torch.zeros(b, h, device=dev), torch.zeros(b, h, device=dev))
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    bf16 = dev.type == "cuda"
+
+    def run(fn, n=10):
+        for i in range(n + 3):
+            if i == 3:
+                sync()
+                t0 = time.perf_counter()
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16):
+                out = fn()
+            out.float().sum().backward()
+        sync()
+        return (time.perf_counter() - t0) / n
+
+    from topicrnn import context_lm
+
+    def cell(loop):
+        def fn():
+            with torch.autocast(device_type=dev.type, enabled=False):
+                xg = film.ih(x)
+                scale = 1.0 + film.gate_film(cond)
+                return loop(xg, film.w_hh, scale, *state)[0]
+        return fn
+
+    t_lstm = run(lambda: lstm(x)[0])
+    t_script = run(cell(context_lm.film_lstm_loop_scripted))
+    t_eager = run(cell(context_lm.film_lstm_loop))
+    return (f"one layer fwd+bwd, batch {b} x {t} steps, {e} -> {h}, {dev.type}: nn.LSTM {t_lstm * 1e3:.1f} ms; "
+            f"in-cell FiLM loop: scripted {t_script * 1e3:.1f} ms ({t_script / t_lstm:.1f}x), "
+            f"eager {t_eager * 1e3:.1f} ms ({t_eager / t_lstm:.1f}x)")
+
+
+def cmd_run(args) -> int:
+    t_start = time.time()
+    out = Path(args.out)
+    bundle = Path(args.bundle)
+    for d in ("results", "logs", "jobs"):
+        (out / d).mkdir(parents=True, exist_ok=True)
+    for stale in list((out / "results").glob("*.json")) + list(out.glob("probe-*.json")) + [out / "steps.json"]:
+        stale.unlink(missing_ok=True)
+    variants = list(args.variants)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or "plain" not in variants:
+        raise SystemExit(f"--variants must include plain and name only {sorted(VARIANTS)} (unknown: {unknown})")
+    variants.remove("plain")
+    variants.insert(0, "plain")
+    report = []
+
+    def say(line: str):
+        print(line, flush=True)
+        report.append(line)
+
+    # 1. parameter counts: the plain model's hidden size raised to the largest conditioned variant's count
+    vocab, ctx_vocab, k = vocab_sizes(bundle, args.size)
+    counts = {v: count_parameters(args.size, v, vocab, ctx_vocab, k) for v in variants if v != "plain"}
+    target = max(counts.values()) if counts else 0
+    plain_hidden = matched_plain_hidden(args.size, target, vocab, ctx_vocab, k)
+    counts["plain"] = count_parameters(args.size, "plain", vocab, ctx_vocab, k, plain_hidden)
+    say(f"size {args.size}, vocabulary {vocab}, context words {ctx_vocab - 1}, LDA K {k}; scoring parameters: "
+        + ", ".join(f"{v} {counts[v]:,}" for v in variants) + f" (plain: hidden {plain_hidden})")
+    if args.time_cells:
+        try:
+            say(time_cells(args.size, args.device))
+        except Exception as e:  # noqa: BLE001 - the timing is a side figure
+            say(f"cell timing failed: {e!r}")
+
+    # 2. jobs, seed-major (a run cut short still has whole seeds), dealt round-robin to the workers
+    jobs = [(v, s) for s in range(args.seeds) for v in variants]
+    n_workers = max(1, min(args.parallel, len(jobs)))
+    queues = [jobs[i::n_workers] for i in range(n_workers)]
+    procs = []
+    for i, q in enumerate(queues):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "worker", "--bundle", str(bundle), "--out", str(out),
+               "--size", args.size, "--device", args.device, "--steps", str(args.steps), "--worker-id", str(i),
+               "--plain-hidden", str(plain_hidden), "--threads", str(args.threads),
+               "--job-cap-s", str(args.job_cap_s), "--jobs", ",".join(f"{v}:{s}" for v, s in q)]
+        log = open(out / "logs" / f"worker-{i}.txt", "w")
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ,
+                                        "PYTHONPATH": str(REPO)}), log))
+    steps = args.steps
+    if args.steps == "auto":
+        while len(list(out.glob("probe-*.json"))) < n_workers:
+            if any(p.poll() is not None for p, _ in procs):
+                raise SystemExit(f"a worker ended before its probe: see {out / 'logs'}")
+            time.sleep(0.5)
+        probes = [json.loads(p.read_text()) for p in out.glob("probe-*.json")]
+        steps = choose_steps(probes, max(len(q) for q in queues), args.budget_s, time.time() - t_start,
+                             args.max_steps, args.min_steps)
+        (out / "steps.json").write_text(json.dumps({"steps": steps, "probes": probes}))
+        say("probe (all workers at once): " + ", ".join(f"{p['variant']} {p['step_s'] * 1e3:.1f} ms/step"
+                                                        for p in probes)
+            + f"; validation {max(p['val_s'] for p in probes):.1f} s -> {steps} steps each")
+    deadline = t_start + args.budget_s * 1.25 + 60  # a guard only: jobs carry their own time cap
+    for p, log in procs:
+        try:
+            p.wait(timeout=max(1.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            say(f"a worker was stopped at the deadline ({args.budget_s * 1.25 + 60:.0f} s)")
+        log.close()
+    results = [json.loads(p.read_text()) for p in sorted((out / "results").glob("*.json"))]
+    table = make_table(results, variants)
+    say(f"\n{len(results)} of {len(jobs)} jobs, {steps} steps each, {args.seeds} seeds, {n_workers} workers, "
+        f"device {args.device}, wall {time.time() - t_start:.0f} s\n")
+    say(table)
+    (out / "table.md").write_text("\n".join(report) + "\n")
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "counts": counts, "plain_hidden": plain_hidden,
+                                                  "steps": steps, "results": results}, indent=1))
+    return 0 if results and all("error" not in r for r in results) else 1
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("pack", help="ingest dir + LDA θ -> a bundle that needs only torch and numpy")
+    b.add_argument("--data", required=True, help="ingest dir (equations.jsonl)")
+    b.add_argument("--topics", required=True, help="topic dir (theta.npz, topics.json)")
+    b.add_argument("--out", default=str(REPO / "data" / "cond-bundle"))
+    r = sub.add_parser("run", help="train and score every (variant, seed), print the table")
+    r.add_argument("--bundle", default=str(REPO / "data" / "cond-bundle"))
+    r.add_argument("--out", default=os.environ.get("OUT", str(REPO / "data" / "cond-run")))
+    r.add_argument("--size", choices=sorted(SIZES), default="cpu")
+    r.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, help=f"of {', '.join(VARIANTS)}")
+    r.add_argument("--seeds", type=int, default=3)
+    r.add_argument("--steps", default="auto", help="training steps of every job, or auto (fit --budget-s)")
+    r.add_argument("--max-steps", type=int, default=3000, help="auto: at most this many steps")
+    r.add_argument("--min-steps", type=int, default=300, help="auto: at least this many steps")
+    r.add_argument("--budget-s", type=float, default=330.0, help="auto: seconds for the whole run")
+    r.add_argument("--job-cap-s", type=float, default=0.0, help="a time cap per job (0 = none): a guard")
+    r.add_argument("--parallel", type=int, default=1, help="worker processes sharing the device")
+    r.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--time-cells", action="store_true", help="also time nn.LSTM vs the in-cell FiLM layer")
+    w = sub.add_parser("worker", help=argparse.SUPPRESS)
+    for name in ("--bundle", "--out", "--size", "--device", "--steps", "--jobs", "--worker-id"):
+        w.add_argument(name, required=True)
+    w.add_argument("--plain-hidden", type=int, default=0)
+    w.add_argument("--threads", type=int, default=1)
+    w.add_argument("--job-cap-s", type=float, default=0.0)
+    args = p.parse_args(argv)
+    return {"pack": cmd_pack, "run": cmd_run, "worker": cmd_worker}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""An LSTM language model whose θ acts inside the network, with θ from its own context encoder (issue 20).
+
+`ContextLM` (ModelConfig.conditioned_lm) has the interface of `RecurrentLM` — forward(tokens, theta, state),
+step, initial_state, `config.topic_dim` — so the sampler, the scorer and the flows use it unchanged; what is new:
+
+* θ inside the network is `cond` [B, C]: the topic mixture of the model's own neural topic model over the
+  equation's context words (`context_encoder`, topicrnn.context_encoder; C = context_topics), or a given LDA θ
+  (C = topic_dim) for FiLM without an encoder. Training and scoring pass `cond` (from `Batch.context` /
+  `context_theta`); everything that only has an LDA θ passes `theta` [B, topic_dim] as before, and a
+  context-encoder model turns it into the expected bag of those topics' top words (`topic_words`, a buffer
+  filled at training from the LDA) -> encoder. No θ at all = the no-context θ.
+* θ joined to the input (`topic_mode` input) and as a logit bias (bias), as in RecurrentLM. Since θ is
+  constant over an equation, an additive shift of the gate pre-activations W_θ θ equals joining θ to the
+  input; what is new is multiplicative:
+  - film "io": FiLM scale/shift of the embedding (the input projection of layer 1: W_ih diag(1 + γ(θ)), a
+    topic-dependent factored input weight as in TCNLM) and of every layer's output h (the next layer's input
+    and the head's). Runs on nn.LSTM, one per layer, so cuDNN stays.
+  - film "cell": the gate pre-activations (W_ih x + W_hh h + b) ⊙ (1 + γ(θ)) inside the cell, the recurrent
+    part included: a TorchScript loop over time (`film_lstm_loop`), no cuDNN — see docs/results.md for its
+    speed against nn.LSTM.
+  Every FiLM map starts at zero, so a new model starts as the unconditioned LSTM.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from .context_encoder import ContextEncoder
+from .data import ContextVocab, pad_contexts
+from .models import ModelConfig, RecurrentLM
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """The model a config asks for: ContextLM for context-encoder/FiLM configs, else RecurrentLM."""
+    return ContextLM(config) if config.conditioned_lm else RecurrentLM(config)
+
+
+def film_lstm_loop(xg: torch.Tensor, w_hh: torch.Tensor, scale: torch.Tensor, h: torch.Tensor,
+                   c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """xg [B, T, 4H] = W_ih x + b (all steps at once), scale [B, 4H] = 1 + γ(θ); gate order i, f, g, o as in
+    nn.LSTM. -> (outputs [B, T, H], h, c). Runs eagerly on the CPU (measured faster there than the scripted
+    loop: bench/conditioning_bench.py --time-cells) and as `film_lstm_loop_scripted` on CUDA, where the
+    TorchScript fuser can fuse the gate arithmetic."""
+    xg = xg * scale.unsqueeze(1)
+    w_t = w_hh.t()
+    outs = []
+    for t in range(xg.shape[1]):
+        gates = xg[:, t] + torch.mm(h, w_t) * scale
+        i, f, g, o = gates.chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        outs.append(h)
+    return torch.stack(outs, 1), h, c
+
+
+film_lstm_loop_scripted = torch.jit.script(film_lstm_loop)
+
+
+class FilmLSTMLayer(nn.Module):
+    """One LSTM layer whose gate pre-activations are scaled by 1 + γ(θ) (the in-cell variant)."""
+
+    def __init__(self, input_size: int, hidden: int, cond_dim: int):
+        super().__init__()
+        self.hidden = hidden
+        self.ih = nn.Linear(input_size, 4 * hidden)
+        self.w_hh = nn.Parameter(torch.empty(4 * hidden, hidden))
+        self.gate_film = nn.Linear(cond_dim, 4 * hidden)
+        bound = hidden ** -0.5  # nn.LSTM's initialisation
+        for p in (self.ih.weight, self.ih.bias, self.w_hh):
+            nn.init.uniform_(p, -bound, bound)
+        nn.init.zeros_(self.gate_film.weight)
+        nn.init.zeros_(self.gate_film.bias)
+
+    def forward(self, x, state, cond):
+        h, c = state
+        # float32 inside the loop: autocast does not reach into a scripted function
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            xg = self.ih(x.float())
+            scale = 1.0 + self.gate_film(cond.float())
+            loop = film_lstm_loop_scripted if x.is_cuda else film_lstm_loop
+            out, h, c = loop(xg, self.w_hh.float(), scale, h.float(), c.float())
+        return out, (h, c)
+
+
+class ContextLM(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        if not config.conditioned_lm:
+            raise ValueError("ContextLM is for context_encoder/film configs: build RecurrentLM otherwise "
+                             "(topicrnn.context_lm.build_model picks)")
+        self.config = c = config
+        modes = set(c.topic_mode.split("+"))
+        self.cond_dim = c.context_topics if c.context_encoder else c.topic_dim
+        self.joins_input, self.adds_bias = "input" in modes, "bias" in modes
+        film = set(c.film.split("+")) - {"none"}
+        self.film_io, self.film_cell = "io" in film, "cell" in film
+        self.context_vocab: ContextVocab | None = None  # attached by training / checkpoint loading
+        self._cond_cache: tuple | None = None
+
+        self.embed = nn.Embedding(c.vocab_size, c.embedding)
+        self.drop = nn.Dropout(c.dropout)
+        self.encoder = ContextEncoder(c.context_vocab_size, c.context_topics, c.context_hidden) \
+            if c.context_encoder else None
+        if c.context_encoder and c.topic_dim:  # LDA θ -> expected bag of its topics' top words
+            self.register_buffer("topic_words", torch.zeros(c.topic_dim, c.context_vocab_size))
+        else:
+            self.topic_words = None
+        k = self.cond_dim
+        sizes = [c.embedding + (k if self.joins_input else 0)] + [c.hidden] * (c.layers - 1)
+        if self.film_cell:
+            self.layers = nn.ModuleList(FilmLSTMLayer(n, c.hidden, k) for n in sizes)
+        else:
+            self.layers = nn.ModuleList(nn.LSTM(n, c.hidden, batch_first=True) for n in sizes)
+        self.film_in = self.film_out = None
+        if self.film_io:
+            self.film_in = nn.Linear(k, 2 * c.embedding)
+            self.film_out = nn.ModuleList(nn.Linear(k, 2 * c.hidden) for _ in range(c.layers))
+            for lin in [self.film_in, *self.film_out]:
+                nn.init.zeros_(lin.weight)
+                nn.init.zeros_(lin.bias)
+        self.head = nn.Linear(c.hidden, c.vocab_size)
+        self.topic_bias = nn.Linear(k, c.vocab_size, bias=False) if self.adds_bias else None
+        if self.topic_bias is not None:
+            nn.init.zeros_(self.topic_bias.weight)
+
+    @property
+    def is_lstm(self) -> bool:
+        return True
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def scoring_parameters(self) -> int:
+        """Parameters that reach p(equation | context): all but the topic model's decoder."""
+        dec = sum(p.numel() for p in self.encoder.decoder.parameters()) if self.encoder is not None else 0
+        return self.num_parameters() - dec
+
+    # ------------------------------------------------------------------------------------------ θ
+    def set_topic_words(self, matrix) -> None:
+        """The [topic_dim, context_vocab_size] bridge from LDA topics to context words (rows sum to 1 or 0)."""
+        if self.topic_words is None:
+            raise ValueError("this model takes no LDA θ (topic_dim 0 or no context encoder)")
+        self.topic_words.copy_(torch.as_tensor(matrix, dtype=torch.float32))
+
+    def context_theta(self, context: torch.Tensor) -> torch.Tensor:
+        """Context word ids [B, L] -> θ inside the network [B, C] (the posterior mean: scoring, generation)."""
+        if self.encoder is None:
+            raise ValueError("this model has no context encoder: give it an LDA θ")
+        return self.encoder.theta(context.to(self.head.weight.device))
+
+    def theta_from_texts(self, texts) -> torch.Tensor:
+        """Context texts (or words) -> θ inside the network [n, C], through the stored context vocabulary."""
+        if self.context_vocab is None:
+            raise ValueError("this model's context vocabulary is missing (load it with its checkpoint)")
+        return self.context_theta(pad_contexts([self.context_vocab.encode(t) for t in texts]))
+
+    def conditioning(self, theta: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """θ inside the network from what a caller without contexts has: an LDA θ [B, topic_dim] (or [K]),
+        or None (the no-context θ). Cached while evaluating, so a sampler passing the same θ every step
+        encodes it once."""
+        device = self.head.weight.device
+        if theta is not None and theta.dim() == 1:
+            theta = theta.unsqueeze(0).expand(batch, -1)
+        if self.encoder is None:
+            if theta is None or theta.shape != (batch, self.cond_dim):
+                raise ValueError(f"this model is topic-conditioned (topic_dim={self.cond_dim}): pass theta "
+                                 f"[B, {self.cond_dim}]")
+            return theta.to(device, torch.float32)
+        if theta is not None:
+            k = self.config.topic_dim
+            if self.topic_words is None or theta.shape != (batch, k):
+                raise ValueError(f"this model takes an LDA θ of shape [B, {k}] (or contexts), "
+                                 f"not {list(theta.shape)}")
+            theta = theta.to(device, torch.float32)
+        # the cache holds while the weights are unchanged (in-place updates bump a tensor's _version)
+        versions = tuple(p._version for p in self.encoder.parameters())
+        cached = self._cond_cache
+        if not self.training and cached is not None and cached[0] == (batch, versions) and (
+                (theta is None and cached[1] is None)
+                or (theta is not None and cached[1] is not None and torch.equal(theta, cached[1]))):
+            return cached[2]
+        if theta is None:
+            cond = self.encoder.empty_theta(batch, device).expand(batch, -1)
+        else:
+            weights = theta @ self.topic_words
+            weights = weights / weights.sum(-1, keepdim=True).clamp(min=1e-12)
+            cond = torch.softmax(self.encoder.encode_weights(weights)[0], dim=-1)
+        self._cond_cache = None if self.training else ((batch, versions), theta, cond)
+        return cond
+
+    # ------------------------------------------------------------------------------------------ running
+    def initial_state(self, batch: int, theta: torch.Tensor | None = None, device=None):
+        c = self.config
+        device = device if device is not None else self.head.weight.device
+        h = torch.zeros(c.layers, batch, c.hidden, device=device)
+        return h, torch.zeros_like(h)
+
+    def forward(self, tokens: torch.Tensor, theta: torch.Tensor | None = None, state=None, *,
+                cond: torch.Tensor | None = None):
+        """tokens [B, T] -> (logits [B, T, V], (h, c)). `cond` [B, C]: θ inside the network (from the
+        contexts); without it, from `theta` (LDA θ) or the no-context θ (see `conditioning`)."""
+        batch, steps = tokens.shape
+        if cond is None:
+            cond = self.conditioning(theta, batch)
+        if state is None:
+            state = self.initial_state(batch, device=tokens.device)
+        x = self.drop(self.embed(tokens))
+        if self.film_io:
+            gamma, beta = self.film_in(cond).unsqueeze(1).chunk(2, dim=-1)
+            x = x * (1.0 + gamma.to(x.dtype)) + beta.to(x.dtype)
+        if self.joins_input:
+            x = torch.cat([x, cond.to(x.dtype).unsqueeze(1).expand(batch, steps, -1)], dim=-1)
+        h0, c0 = state
+        hs, cs = [], []
+        for i, layer in enumerate(self.layers):
+            if self.film_cell:
+                out, (h, c) = layer(x, (h0[i], c0[i]), cond)
+            else:
+                out, (h, c) = layer(x, (h0[i : i + 1].contiguous(), c0[i : i + 1].contiguous()))
+                h, c = h[0], c[0]
+            if self.film_io:
+                gamma, beta = self.film_out[i](cond).unsqueeze(1).chunk(2, dim=-1)
+                out = out * (1.0 + gamma.to(out.dtype)) + beta.to(out.dtype)
+            hs.append(h)
+            cs.append(c)
+            x = self.drop(out)  # between layers and before the head, as nn.LSTM's dropout + RecurrentLM
+        logits = self.head(x)
+        if self.topic_bias is not None:
+            logits = logits + self.topic_bias(cond).to(logits.dtype).unsqueeze(1)
+        return logits, (torch.stack(hs), torch.stack(cs))
+
+    def step(self, token_ids: torch.Tensor, theta: torch.Tensor | None = None, state=None, *, cond=None):
+        logits, state = self.forward(token_ids.view(-1, 1), theta, state, cond=cond)
+        return logits[:, 0], state
+
+
+class FixedConditioning(nn.Module):
+    """A ContextLM with θ inside the network fixed (e.g. from `--words`), seen by the sampler as a model that
+    takes no θ: `cond` [1, C] or [n, C] for every sequence of a call."""
+
+    def __init__(self, model: ContextLM, cond: torch.Tensor):
+        super().__init__()
+        self.lm = model
+        self.config = dataclasses.replace(model.config, topic_dim=0)
+        self.head = model.head
+        self.cond = cond.detach()
+
+    def _cond(self, batch: int) -> torch.Tensor:
+        cond = self.cond.to(self.head.weight.device)
+        return cond.expand(batch, -1) if cond.shape[0] == 1 else cond
+
+    def forward(self, tokens, theta=None, state=None):
+        return self.lm(tokens, None, state, cond=self._cond(tokens.shape[0]))
+
+    def step(self, token_ids, theta=None, state=None):
+        return self.lm.step(token_ids, None, state, cond=self._cond(token_ids.shape[0]))
+
+
+def context_conditioning(model: nn.Module, batch, train_config=None):
+    """θ inside the network for a batch with context word ids -> (cond or None, topic-model loss or None).
+    With a TrainConfig (training): the regularised θ (random part of the context, noise, conditioning dropout)
+    and the topic model's loss; without one (evaluation): the posterior mean, no loss."""
+    if batch.context is None or getattr(model, "encoder", None) is None:
+        return None, None
+    if train_config is None:
+        return model.context_theta(batch.context), None
+    cfg = train_config
+    return model.encoder.regularised_theta(batch.context, keep=cfg.context_keep, drop=cfg.cond_dropout,
+                                           noise=cfg.theta_noise, kl_warmup=cfg.kl_warmup_steps)
