@@ -248,7 +248,9 @@ class Worker:
         from topicrnn.train import evaluate, make_optimizer, train_step
 
         p = job_preset(self.args.size, variant, 100, self.args.plain_hidden)
+        t0 = time.perf_counter()
         data = self.data(variant, p.train)
+        prep_s = time.perf_counter() - t0
         mc = p.model
         mc.vocab_size = data.tokenizer.vocab_size
         if data.context_vocab is not None:
@@ -268,7 +270,7 @@ class Worker:
         step_s = (time.perf_counter() - t0) / (len(batches) - 5)
         t0 = time.perf_counter()
         evaluate(model, data.val.eval_batches(), self.device, p.train)
-        return {"variant": variant, "step_s": step_s, "val_s": time.perf_counter() - t0}
+        return {"variant": variant, "step_s": step_s, "val_s": time.perf_counter() - t0, "prep_s": prep_s}
 
     def run_job(self, variant: str, seed: int, steps: int) -> dict:
         import shutil
@@ -335,6 +337,7 @@ def cmd_worker(args) -> int:
         steps = json.loads(go.read_text())["steps"]
     steps = int(steps)
     for variant, seed in jobs:
+        print(f"[worker {args.worker_id}] {variant} seed {seed}: {steps} steps", flush=True)
         t0 = time.perf_counter()
         try:
             res = w.run_job(variant, seed, steps)
@@ -347,17 +350,20 @@ def cmd_worker(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- parent
-def choose_steps(probes: list[dict], jobs_per_worker: int, budget_s: float, elapsed_s: float,
+def choose_steps(probes: list[dict], queues: list[list[tuple[str, int]]], budget_s: float, elapsed_s: float,
                  max_steps: int, min_steps: int) -> int:
-    """The largest equal step count whose queue (slowest probed variant, the busiest worker) fits the budget:
-    per job, steps x step time + 4 validations + 3 scoring passes (~ validations' size each) + 10 s of
-    checkpoints and start-up."""
+    """The largest equal step count whose busiest queue fits the budget, with the slowest probed step time:
+    per job, steps x step time + 4 validations + scoring (test and seen papers, true and shuffled: ~3.5
+    validations) + 10 s of checkpoints; per worker, preparing the data of each further kind it trains."""
     step_s = max(p["step_s"] for p in probes)
     val_s = max(p["val_s"] for p in probes)
-    per_job_fixed = 7 * val_s + 10.0
+    prep_s = max(p.get("prep_s", 0.0) for p in probes)
     left = budget_s - elapsed_s
-    steps = int((left / jobs_per_worker - per_job_fixed) / (step_s * 1.1))
-    return max(min_steps, min(max_steps, steps))
+    per_step = []
+    for q in queues:
+        fixed = len(q) * (7.5 * val_s + 10.0) + (len({kind_of(v) for v, _ in q}) - 1) * prep_s
+        per_step.append((left - fixed) / (len(q) * step_s * 1.1))
+    return max(min_steps, min(max_steps, int(min(per_step))))
 
 
 def mean_sd(xs) -> tuple[float, float]:
@@ -383,6 +389,8 @@ def macro(res: dict, key: str = "test") -> float:
 
 def make_table(results: list[dict], variants: list[str]) -> str:
     ok = [r for r in results if "error" not in r]
+    if not ok:
+        return "no job finished: " + "; ".join(f"{r['variant']} seed {r['seed']}: {r['error']}" for r in results)
     by = {v: {r["seed"]: r for r in ok if r["variant"] == v} for v in variants}
     base = by.get("plain", {})
 
@@ -535,8 +543,9 @@ def cmd_run(args) -> int:
                "--plain-hidden", str(plain_hidden), "--threads", str(args.threads),
                "--job-cap-s", str(args.job_cap_s), "--jobs", ",".join(f"{v}:{s}" for v, s in q)]
         log = open(out / "logs" / f"worker-{i}.txt", "w")
-        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ,
-                                        "PYTHONPATH": str(REPO)}), log))
+        path = os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                       env={**os.environ, "PYTHONPATH": path}), log))
     steps = args.steps
     if args.steps == "auto":
         while len(list(out.glob("probe-*.json"))) < n_workers:
@@ -544,19 +553,19 @@ def cmd_run(args) -> int:
                 raise SystemExit(f"a worker ended before its probe: see {out / 'logs'}")
             time.sleep(0.5)
         probes = [json.loads(p.read_text()) for p in out.glob("probe-*.json")]
-        steps = choose_steps(probes, max(len(q) for q in queues), args.budget_s, time.time() - t_start,
-                             args.max_steps, args.min_steps)
+        steps = choose_steps(probes, queues, args.budget_s, time.time() - t_start, args.max_steps, args.min_steps)
         (out / "steps.json").write_text(json.dumps({"steps": steps, "probes": probes}))
         say("probe (all workers at once): " + ", ".join(f"{p['variant']} {p['step_s'] * 1e3:.1f} ms/step"
                                                         for p in probes)
             + f"; validation {max(p['val_s'] for p in probes):.1f} s -> {steps} steps each")
-    deadline = t_start + args.budget_s * 1.25 + 60  # a guard only: jobs carry their own time cap
+    # a guard: past it, workers are stopped and the table is made of the jobs that finished
+    wall = args.deadline_s or (args.budget_s * 1.25 + 60 if args.steps == "auto" else 0)
     for p, log in procs:
         try:
-            p.wait(timeout=max(1.0, deadline - time.time()))
+            p.wait(timeout=max(1.0, t_start + wall - time.time()) if wall else None)
         except subprocess.TimeoutExpired:
             p.kill()
-            say(f"a worker was stopped at the deadline ({args.budget_s * 1.25 + 60:.0f} s)")
+            say(f"a worker was stopped at the deadline ({wall:.0f} s)")
         log.close()
     results = [json.loads(p.read_text()) for p in sorted((out / "results").glob("*.json"))]
     table = make_table(results, variants)
@@ -587,6 +596,9 @@ def main(argv=None) -> int:
     r.add_argument("--min-steps", type=int, default=300, help="auto: at least this many steps")
     r.add_argument("--budget-s", type=float, default=330.0, help="auto: seconds for the whole run")
     r.add_argument("--job-cap-s", type=float, default=0.0, help="a time cap per job (0 = none): a guard")
+    r.add_argument("--deadline-s", type=float, default=0.0,
+                   help="stop workers after this many seconds and report the finished jobs (0: with --steps auto "
+                        "1.25 x budget + 60, else none)")
     r.add_argument("--parallel", type=int, default=1, help="worker processes sharing the device")
     r.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
     r.add_argument("--device", default="auto")

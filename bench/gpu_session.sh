@@ -22,7 +22,9 @@
 # Locally, `DEVICE=cpu QUICK=1 PY=... bash bench/gpu_session.sh run` smoke-tests the whole script.
 # Settings (environment): PARTS (default "train_bench sample_bench eq shakespeare"), EQ_BUDGET_S (180: training
 # seconds for the three equation models together), EQ_MAX_STEPS (3000), EQ_CAP_S (330), SHK_SET ("k=v ...":
-# overrides for the Shakespeare run), DEADLINE_S (565).
+# overrides for the Shakespeare run), DEADLINE_S (565); part "cond" (issue 20, not in the default PARTS):
+# COND_BUNDLE (data/cond-bundle), COND_BUDGET_S (330), COND_CAP_S (420), COND_SEEDS (3), COND_STEPS (auto),
+# COND_PARALLEL (5), COND_VARIANTS.
 set -u
 cd "$(dirname "$0")/.."
 BUNDLE=${BUNDLE:-data/gpu-bundle}
@@ -89,6 +91,21 @@ run() {
     cp "$work/eq/summary.json" "$out/eq_summary.json" 2>/dev/null
     cp "$work/eq/generated.jsonl" "$out/generated.jsonl" 2>/dev/null
     cp "$work"/eq/eq-lstm-*.pt "$out/" 2>/dev/null
+    # issue 20 (opt-in: PARTS="cond"): conditioning that carries over to unseen papers, every variant x 3 seeds
+    # on the bundle of `python bench/conditioning_bench.py pack` (carry data/cond-bundle), steps fitted to
+    # COND_BUDGET_S; the table and the per-job figures come back as cond_table.md and cond_results.json
+    if [[ $parts == *" cond "* ]]; then
+        local cond_cap=${COND_CAP_S:-420} l; l=$(left); [ "$cond_cap" -gt "$l" ] && cond_cap=$l
+        local cond_args=(--size gpu --seeds "${COND_SEEDS:-3}" --steps "${COND_STEPS:-auto}" --time-cells
+                         --budget-s "${COND_BUDGET_S:-330}" --parallel "${COND_PARALLEL:-5}" --threads 2
+                         --variants ${COND_VARIANTS:-plain lda-input ctx-input ctx-film ctx-film-noreg})
+        [ "$QUICK" = 1 ] && cond_args=(--size tiny --seeds 2 --steps 20 --parallel 2 --variants plain lda-input ctx-film)
+        step cond_bench "$cond_cap" "$PY" bench/conditioning_bench.py run --bundle "${COND_BUNDLE:-data/cond-bundle}" \
+            --out "$work/cond" --device "$DEVICE" --deadline-s $(( cond_cap - 25 )) "${cond_args[@]}"
+        cp "$work/cond/table.md" "$out/cond_table.md" 2>/dev/null
+        cp "$work/cond/results.json" "$out/cond_results.json" 2>/dev/null
+        cp -r "$work/cond/logs" "$work/logs/cond" 2>/dev/null
+    fi
     # 3. Shakespeare 2 x 512 (issue 5) with the time that is left (max_seconds: it validates and saves on time)
     if [[ $parts == *" shakespeare "* ]]; then
         local shk_s=$(( $(left) - 60 )); [ "$shk_s" -gt 200 ] && shk_s=200

@@ -59,6 +59,8 @@ RUN_PRESETS: dict[str, EquationsPreset] = {
                            compile_batch=1000),
 }
 
+PLAIN_OVERRIDES = ["topic_dim=0", "context_encoder=false", "film=none"]  # the baseline of any model preset
+
 # Generation sets: (name, model, syntax-aware decoding). The quiz draws its fakes from "topic".
 GENERATION_SETS = (("topic", "topic", True), ("topic-unconstrained", "topic", False),
                    ("plain", "plain", True))
@@ -268,12 +270,13 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
     topics = t(fit_topic_model)(ingest_dir, topics_dir, dict(cfg.topics, seed=seed))
     logger.info("topics: K = %s", topics["k"])
 
-    # Same data, tokenizer and budget; the baseline differs only by topic_dim = 0 (no θ at all).
+    # Same data, tokenizer and budget; the baseline differs only by taking no θ at all (topic_dim = 0, and no
+    # context encoder or FiLM when the model preset has them: issue 20's eq-ctx-* presets).
     models = {"topic": run_dir / "models" / "topic", "plain": run_dir / "models" / "plain"}
     trained = {
         "topic": t(train_equation_model)(ingest_dir, topics_dir, models["topic"], cfg.model_preset, [],
                                          cfg.max_steps, device),
-        "plain": t(train_equation_model)(ingest_dir, None, models["plain"], cfg.model_preset, ["topic_dim=0"],
+        "plain": t(train_equation_model)(ingest_dir, None, models["plain"], cfg.model_preset, PLAIN_OVERRIDES,
                                          cfg.max_steps, device),
     }
     bpc_future = t(evaluate_models).submit(ingest_dir, topics_dir, [models["plain"], models["topic"]],

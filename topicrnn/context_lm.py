@@ -134,7 +134,8 @@ class ContextLM(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def scoring_parameters(self) -> int:
-        """Parameters that reach p(equation | context): all but the topic model's decoder."""
+        """Parameters that reach p(equation | context): all but the topic model's decoder, which only trains
+        the encoder."""
         dec = sum(p.numel() for p in self.encoder.decoder.parameters()) if self.encoder is not None else 0
         return self.num_parameters() - dec
 
@@ -205,6 +206,10 @@ class ContextLM(nn.Module):
         batch, steps = tokens.shape
         if cond is None:
             cond = self.conditioning(theta, batch)
+        # the network reads θ relative to the uniform mixture (K θ - 1: 0 for "no topic", ~1 per unit of
+        # preference): raw θ of 50 topics differ by hundredths, which the zero-started maps took hundreds of
+        # steps more to pick up (measured on the planted test)
+        cond = cond * self.cond_dim - 1.0
         if state is None:
             state = self.initial_state(batch, device=tokens.device)
         x = self.drop(self.embed(tokens))
@@ -269,4 +274,5 @@ def context_conditioning(model: nn.Module, batch, train_config=None):
         return model.context_theta(batch.context), None
     cfg = train_config
     return model.encoder.regularised_theta(batch.context, keep=cfg.context_keep, drop=cfg.cond_dropout,
-                                           noise=cfg.theta_noise, kl_warmup=cfg.kl_warmup_steps)
+                                           noise=cfg.theta_noise, kl_weight=cfg.kl_weight,
+                                           kl_warmup=cfg.kl_warmup_steps, lm_grad=cfg.encoder_lm_grad)

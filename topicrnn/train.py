@@ -63,7 +63,10 @@ class TrainConfig:
     cond_dropout: float = 0.0  # share of rows that see no context (the encoder's no-context θ)
     context_keep: float = 1.0  # share of each context's words the encoder sees (a fresh random part each step)
     theta_noise: float = 0.0  # std of Gaussian noise on the logits of the LSTM's θ (the posterior mean's)
-    kl_warmup_steps: int = 200  # the topic model's KL weight rises from 0 to 1 over these steps (no collapse)
+    kl_weight: float = 0.01  # weight of the topic model's KL term against its reconstruction (β; at 0.1 and
+    #                          above every context got the same θ: docs/results.md, issue 20)
+    kl_warmup_steps: int = 200  # ... reached after rising linearly from 0 over these steps
+    encoder_lm_grad: float = 1.0  # scale of the LSTM's gradient into the encoder through θ (0: topic model only)
     context_vocab_max: int = 2000  # context words kept (the most frequent of the training contexts)
     context_min_df: int = 3  # ... that are in at least this many training contexts
     context_max_df: float = 0.3  # ... and in at most this share of them
@@ -328,8 +331,10 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
     model = build_model(model_config).to(dev)
     if wants_context:
         model.context_vocab = data.context_vocab
-        if model_config.topic_dim and not payload:  # (a resumed run has it in its weights)
-            model.set_topic_words(topic_word_matrix(lda_topic_words(topics_dir), data.context_vocab))
+        if not payload:  # (a resumed run has these in its weights)
+            model.encoder.set_background(data.train.ctx_flat)
+            if model_config.topic_dim:
+                model.set_topic_words(topic_word_matrix(lda_topic_words(topics_dir), data.context_vocab))
     opt = make_optimizer(model, cfg, dev)
     history = {"step": [], "train_loss": [], "val_step": [], "val_nats_per_char": []}
     step, best_val, epoch, pos, carry, evals_since_best = 0, None, 0, 0, None, 0
