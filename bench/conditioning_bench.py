@@ -56,10 +56,12 @@ VARIANTS = {
     "lda-input": ["topic_dim=-1", "topic_mode=input"],  # the LDA θ of the context joined to every input
     "lda-film": ["topic_dim=-1", "topic_mode=input", "film=io"],
     "ctx-input": _CTX + _REG + ["film=none"],  # learned θ joined to every input
+    "ctx-input-noreg": _CTX + ["film=none", "cond_dropout=0", "context_keep=1"],
     "ctx-film": _CTX + _REG + ["film=io"],  # + FiLM of each layer's input and output (cuDNN)
     "ctx-film-bias": _CTX + _REG + ["film=io", "topic_mode=input+bias"],
     "ctx-cell": _CTX + _REG + ["film=cell"],  # + gate pre-activations scaled in the cell (scripted loop)
     "ctx-film-noreg": _CTX + ["film=io", "cond_dropout=0", "context_keep=1"],
+    "ctx-film-mild": _CTX + ["film=io", "cond_dropout=0.1", "context_keep=0.8"],
     "ctx-film-strong": _CTX + ["film=io", "cond_dropout=0.5", "context_keep=0.3", "theta_noise=0.5"],
     "ctx-film-lm": _CTX + _REG + ["film=io", "ntm_weight=0.1"],  # the topic model's loss weighted less
 }
@@ -377,6 +379,8 @@ def pm(xs, fmt="{:.4f}", pct=False) -> str:
     m, s = mean_sd(xs)
     if math.isnan(m):
         return "—"
+    if len([x for x in xs if x is not None]) < 2:  # one seed: no spread to show
+        return f"{m * 100:+.1f}%" if pct else fmt.format(m)
     if pct:
         return f"{m * 100:+.1f}% ± {s * 100:.1f}"
     return (fmt + " ± " + fmt).format(m, s)

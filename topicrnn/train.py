@@ -63,8 +63,8 @@ class TrainConfig:
     cond_dropout: float = 0.0  # share of rows that see no context (the encoder's no-context θ)
     context_keep: float = 1.0  # share of each context's words the encoder sees (a fresh random part each step)
     theta_noise: float = 0.0  # std of Gaussian noise on the logits of the LSTM's θ (the posterior mean's)
-    kl_weight: float = 0.01  # weight of the topic model's KL term against its reconstruction (β; at 0.1 and
-    #                          above every context got the same θ: docs/results.md, issue 20)
+    kl_weight: float = 0.01  # weight of the topic model's KL term against its reconstruction (β; at 1 every
+    #                          context got the same θ: bench/context_encoder_bench.py, docs/results.md)
     kl_warmup_steps: int = 200  # ... reached after rising linearly from 0 over these steps
     encoder_lm_grad: float = 1.0  # scale of the LSTM's gradient into the encoder through θ (0: topic model only)
     context_vocab_max: int = 2000  # context words kept (the most frequent of the training contexts)
