@@ -213,8 +213,8 @@ def test_generation_by_words_and_by_lda_topic_follows_the_subject(planted):
 def test_the_benchs_shuffled_control_gives_every_equation_another_papers_context():
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "conditioning_bench.py"
-    spec = importlib.util.spec_from_file_location("conditioning_bench", path)
+    path = Path(__file__).resolve().parents[1] / "bench" / "conditioning_jobs.py"
+    spec = importlib.util.spec_from_file_location("conditioning_jobs", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     papers = ["a"] * 5 + ["b"] * 3 + ["c"] * 2  # the largest paper: half of the equations
