@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pipeline.latex_groups import group_end, has_top_level, split_top_level
+
 # ----------------------------------------------------------------------------------------------- cleaning
 
 # A `%` that is not escaped: preceded by an even number of backslashes (including none).
@@ -114,7 +116,7 @@ def strip_rnw(text: str) -> str:
         out.append(text[pos:i])
         j = i + len("\\Sexpr")
         if j < len(text) and text[j] == "{":
-            end = find_group_end(text, j)
+            end = group_end(text, j)
             pos = end if end != -1 else j
             out.append(" ")
         else:
@@ -142,45 +144,6 @@ def remove_verbatim(text: str) -> str:
     if "\\begin{" not in text:
         return text
     return _VERBATIM_RE.sub(lambda m: " " * len(m.group(0)), text)
-
-
-# ----------------------------------------------------------------------------------------------- groups
-
-def find_group_end(text: str, start: int, open_: str = "{", close: str = "}", limit: int | None = None) -> int:
-    """Index just past the group that opens at text[start] (== open_), or -1 when it never closes."""
-    depth = 0
-    i = start
-    n = len(text) if limit is None else min(len(text), start + limit)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == open_:
-            depth += 1
-        elif c == close:
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return -1
-
-
-_GROUP_SCAN_RE = re.compile(r"\\.|[{}]", re.S)
-
-
-def find_brace_end(text: str, start: int) -> int:
-    """Like find_group_end for braces, but regex-driven (fast on long bodies)."""
-    depth = 0
-    for m in _GROUP_SCAN_RE.finditer(text, start):
-        t = m.group(0)
-        if t == "{":
-            depth += 1
-        elif t == "}":
-            depth -= 1
-            if depth == 0:
-                return m.end()
-    return -1
 
 
 # ----------------------------------------------------------------------------------------------- display math
@@ -286,7 +249,7 @@ def _skip_env_args(text: str, i: int, nargs: int, has_optional: bool) -> int:
                 i = close + 1 if close != -1 else j
             continue
         if text.startswith("{", j):
-            end = find_brace_end(text, j)
+            end = group_end(text, j)
             i = end if end != -1 else j
         elif j < len(text):
             i = j + 1
@@ -387,7 +350,7 @@ def remove_command_with_arg(text: str, name: str, *, keep_arg: bool = False, rep
             j += 1
         out.append(text[pos:i])
         if j < len(text) and text[j] == "{":
-            end = find_brace_end(text, j)
+            end = group_end(text, j)
             if end == -1:
                 out.append(replacement)
                 pos = j + 1
@@ -398,44 +361,6 @@ def remove_command_with_arg(text: str, name: str, *, keep_arg: bool = False, rep
             out.append(replacement)
             pos = j
     return "".join(out)
-
-
-def split_top_level(body: str, sep: str) -> list[str]:
-    """Split at `sep` (`\\\\` or `&`) outside braces and nested environments."""
-    parts = []
-    depth = 0
-    env_depth = 0
-    start = 0
-    i = 0
-    n = len(body)
-    while i < n:
-        c = body[i]
-        if c == "\\":
-            if sep == "\\\\" and body.startswith("\\\\", i) and depth == 0 and env_depth == 0:
-                parts.append(body[start:i])
-                i += 2
-                start = i
-                continue
-            if body.startswith("\\begin{", i):
-                env_depth += 1
-            elif body.startswith("\\end{", i):
-                env_depth -= 1
-            i += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-        elif c == sep and depth == 0 and env_depth == 0:
-            parts.append(body[start:i])
-            start = i + 1
-        i += 1
-    parts.append(body[start:])
-    return parts
-
-
-def has_top_level(body: str, sep: str) -> bool:
-    return len(split_top_level(body, sep)) > 1
 
 
 def normalise_display(d: RawDisplay) -> str:
