@@ -14,6 +14,7 @@ pass, giving exactly the `equations.jsonl` and report counts of an unsharded run
 """
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import os
@@ -27,10 +28,12 @@ from typing import Iterator
 
 import logging
 
-from pipeline.latex_clean import (ContextExtractor, RawDisplay, find_displays, normalise_display,
-                                  remove_verbatim, _WORD_RE)
+from pipeline.latex_clean import RawDisplay, find_displays, normalise_display, remove_verbatim
+from pipeline.latex_prose import (WORD_RE, ContextExtractor, context_pairs, prose_macros, prose_mask,
+                                  segments_between, strip_non_words)
 from pipeline.latex_macros import ExpandConfig, MacroLimitError, MacroTable, collect_macros, expand_macros
-from pipeline.package_macros import conventional_macro, package_macros, structure_problem, undefined_commands
+from pipeline.package_macros import (conventional_macro, known_commands, package_macros, structure_problem,
+                                     undefined_commands)
 from pipeline.paper_files import flatten_paper
 from pipeline.ingest_report import InputLedger, ReportTally
 from pipeline.sources import IngestLimits, PaperJob, iter_jobs
@@ -86,60 +89,6 @@ def _context() -> ContextExtractor:
     return _CONTEXT
 
 
-class _Segments:
-    """Words of the prose between displays, converted lazily and only near its ends (bounded work)."""
-
-    def __init__(self, texts: list[str], window: int, words_of) -> None:
-        self.texts = texts
-        self.window = window
-        self.words_of = words_of
-        self._head: dict[int, list[str]] = {}
-        self._tail: dict[int, list[str]] = {}
-
-    def _full_if_short(self, k: int) -> list[str] | None:
-        t = self.texts[k]
-        if len(t) <= 2 * self.window:
-            if k not in self._head:
-                w = self.words_of(t) if t.strip() else []
-                self._head[k] = self._tail[k] = w
-            return self._head[k]
-        return None
-
-    def head(self, k: int) -> list[str]:
-        full = self._full_if_short(k)
-        if full is not None:
-            return full
-        if k not in self._head:
-            self._head[k] = self.words_of(self.texts[k][: self.window])[:-1]  # last word may be cut
-        return self._head[k]
-
-    def tail(self, k: int) -> list[str]:
-        full = self._full_if_short(k)
-        if full is not None:
-            return full
-        if k not in self._tail:
-            self._tail[k] = self.words_of(self.texts[k][-self.window:])[1:]
-        return self._tail[k]
-
-
-def _context_pairs(seg: _Segments, n: int, count: int) -> list[tuple[str, str]]:
-    """(before, after) words for display i, i in range(count); segment i is before display i."""
-    out = []
-    for i in range(count):
-        before: list[str] = []
-        k = i
-        while k >= 0 and len(before) < n and i - k < 20:
-            before = seg.tail(k) + before
-            k -= 1
-        after: list[str] = []
-        k = i + 1
-        while k < len(seg.texts) and len(after) < n and k - i < 21:
-            after = after + seg.head(k)
-            k += 1
-        out.append((" ".join(before[-n:]), " ".join(after[:n])))
-    return out
-
-
 def process_job(job: PaperJob, config: IngestConfig) -> PaperResult:
     """Everything for one paper: flatten, collect macros, find displays, expand, normalise, contexts."""
     res = PaperResult(job.paper, job.area, job.source, problems=list(job.problems))
@@ -152,17 +101,17 @@ def process_job(job: PaperJob, config: IngestConfig) -> PaperResult:
         res.problems.append("nesting too deep: paper not read")
         res.keys = paper_keys(job.arxiv_id, "", job.paper)
         return res
-    table, raw_displays, segments, offsets = pieces
+    table, raw_displays, segments, words_of = pieces
     res.displays_found = len(raw_displays)
     macros = dict(package_macros())
     macros.update(table.macros)
     exp_cfg = ExpandConfig(max_expansions=config.max_expansions, max_length=max(20000, config.max_equation_chars * 20))
     n = config.context_words
     window = max(400, 24 * n)
-    seg = _Segments(segments, window, _context().words if job.kind != "unarxive" else _plain_words)
-    contexts = _context_pairs(seg, n, len(raw_displays)) if n > 0 else [("", "")] * len(raw_displays)
+    contexts = context_pairs(segments, n, window, words_of) if n > 0 else [("", "")] * len(raw_displays)
     seen: set[str] = set()
-    for d, offset, (before, after) in zip(raw_displays, offsets, contexts):
+    for d, (before, after) in zip(raw_displays, contexts):
+        offset = d.start
         try:
             expanded_body = expand_macros(d.body, macros, exp_cfg)
         except MacroLimitError:
@@ -231,18 +180,20 @@ def _latex_pieces(job: PaperJob, config: IngestConfig, res: PaperResult):
         doc = re.sub(r"\\(" + "|".join(sorted(map(re.escape, shortcuts), key=len, reverse=True)) + r")(?![a-zA-Z@])",
                      lambda m: shortcuts[m.group(1)].body, doc)
     doc = remove_verbatim(doc)
-    displays, probs = find_displays(doc, table.envs)
+    inline_math: list[tuple[int, int]] = []
+    displays, probs = find_displays(doc, table.envs, inline_math)
     for k, v in probs.items():
         res.problems.append(f"{k} ({v}x): rest of that environment skipped")
     start = doc.find("\\begin{document}")
     start = start + len("\\begin{document}") if start != -1 else 0
-    segments = []
-    prev = start
-    for d in displays:
-        segments.append(doc[prev:d.start] if d.start >= prev else "")
-        prev = max(prev, d.end)
-    segments.append(doc[prev:])
-    return table, displays, segments, [d.start for d in displays]
+    segments: list = []
+    words_of = None
+    if config.context_words > 0:
+        prose, barriers = prose_mask(doc, table, inline_math)
+        segments = segments_between(prose, [(d.start, d.end) for d in displays], start, barriers)
+        macros = prose_macros(table, known_commands())
+        words_of = functools.partial(_context().words, macros=macros)
+    return table, displays, segments, words_of
 
 
 _FORMULA_RE = re.compile(r"\{\{formula:([^{}]+)\}\}")
@@ -250,18 +201,23 @@ _PLACEHOLDER_RE = re.compile(r"\{\{(?:cite|formula|figure|table|footnote):[^{}]*
 
 
 def _plain_words(text: str) -> list[str]:
-    return _WORD_RE.findall(_PLACEHOLDER_RE.sub(" ", text))
+    return WORD_RE.findall(strip_non_words(_PLACEHOLDER_RE.sub(" ", text)))
 
 
 def _unarxive_pieces(job: PaperJob, res: PaperResult):
     """unarXive: formulas alone on their line (`\\n{{formula:ID}} \\n`) are display math."""
     obj = json.loads(job.payload)
     refs = obj.get("ref_entries") or {}
-    text = "\n".join(str(p.get("text", "")) for p in obj.get("body_text") or [] if isinstance(p, dict))
+    paragraphs = [p for p in obj.get("body_text") or [] if isinstance(p, dict)]
+    text = "\n".join(str(p.get("text", "")) for p in paragraphs)
     res.keys = paper_keys(job.arxiv_id, text, job.paper)
+    barriers = []  # a new section starts a new context
+    offset = 0
+    for k, p in enumerate(paragraphs):
+        if k and p.get("section") != paragraphs[k - 1].get("section"):
+            barriers.append(offset)
+        offset += len(str(p.get("text", ""))) + 1
     displays: list[RawDisplay] = []
-    segments: list[str] = []
-    prev = 0
     for m in _FORMULA_RE.finditer(text):
         line_start = text.rfind("\n", 0, m.start()) + 1
         line_end = text.find("\n", m.end())
@@ -280,10 +236,8 @@ def _unarxive_pieces(job: PaperJob, res: PaperResult):
             displays.append(UnarxiveDisplay(d.env, body, m.start(), m.end(), d.arg, shown="unarxive:" + d.env))
         else:
             displays.append(UnarxiveDisplay("equation", latex, m.start(), m.end(), shown="unarxive"))
-        segments.append(text[prev:m.start()])
-        prev = m.end()
-    segments.append(text[prev:])
-    return MacroTable(), displays, segments, [d.start for d in displays]
+    segments = segments_between(text, [(d.start, d.end) for d in displays], 0, barriers)
+    return MacroTable(), displays, segments, _plain_words
 
 
 @dataclass

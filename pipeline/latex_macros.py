@@ -39,6 +39,7 @@ class MacroTable:
     macros: dict[str, Macro] = field(default_factory=dict)
     unsupported: dict[str, int] = field(default_factory=dict)  # e.g. delimited \def parameters
     envs: dict[str, tuple[int, str | None]] = field(default_factory=dict)  # (re)newenvironment: (nargs, default)
+    delimited: dict[str, tuple[str, str]] = field(default_factory=dict)  # \def\x(#1){..}: (parameters, body)
 
 
 _DEF_RE = re.compile(r"\\(?:(?:global|long|protected|outer)\s*)*\\?"
@@ -160,6 +161,7 @@ def _parse_definition(text: str, i: int, kind: str, table: MacroTable) -> tuple[
         if compact != expected:
             table.unsupported["\\def with delimited parameters"] = \
                 table.unsupported.get("\\def with delimited parameters", 0) + 1
+            table.delimited[name] = (params, body)  # not expanded; context words still need to find its calls
             return None, end
         return Macro(name, len(compact) // 2, None, _clean_body(body)), end
     if kind in ("newenvironment", "renewenvironment"):

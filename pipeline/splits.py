@@ -18,7 +18,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-_WS_RE = re.compile(r"\s+")
 _VERSION_RE = re.compile(r"v\d+$")
 MIN_FINGERPRINT_CHARS = 200   # shorter bodies (a root that only \inputs missing files) are no evidence
 
@@ -33,7 +32,7 @@ def content_fingerprint(document: str) -> str | None:
     """`sha1:<16 hex>` of the document's body (after `\\begin{document}` when it has one) with whitespace
     collapsed; None when the body is too short to tell papers apart."""
     start = document.find("\\begin{document}")
-    body = _WS_RE.sub(" ", document[start + len("\\begin{document}"):] if start != -1 else document).strip()
+    body = " ".join((document[start + len("\\begin{document}"):] if start != -1 else document).split())
     if len(body) < MIN_FINGERPRINT_CHARS:
         return None
     return "sha1:" + hashlib.sha1(body.encode("utf-8", "surrogatepass")).hexdigest()[:16]
