@@ -250,7 +250,7 @@ def iter_zip(fileobj, label: str, limits: IngestLimits, skip: Skip) -> Iterator[
             if stat.S_ISLNK(mode):
                 skip(shown, "zip member is a symlink: not read")
                 continue
-            if mode and not stat.S_ISREG(mode):
+            if stat.S_IFMT(mode) and not stat.S_ISREG(mode):  # no type bits: a plain file (DOS zips, zipfile)
                 skip(shown, "zip member is a special file: not read")
                 continue
             path = safe_member_path(info.filename)

@@ -32,6 +32,7 @@ class Macro:
 class ExpandConfig:
     max_expansions: int = 2000     # macro calls per equation before it is dropped as recursive
     max_length: int = 20000        # characters an equation may grow to while expanding
+    keep_blanks: bool = False      # keep the blanks after a control word (prose: `\gw signal` stays two words)
 
 
 @dataclass
@@ -370,7 +371,7 @@ def expand_macros(text: str, macros: dict[str, Macro], config: ExpandConfig | No
         repl = _substitute(macro.body, args) if macro.nargs else macro.body
         head = text[:m.start()]
         rest = text[i:]
-        if macro.nargs == 0:
+        if macro.nargs == 0 and not cfg.keep_blanks:
             rest = rest.lstrip(" \t\n")  # TeX skips blanks after a control word
         joined_head = _join(head, repl) if repl else head
         new_text = _join(joined_head, rest)

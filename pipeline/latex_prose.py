@@ -427,7 +427,7 @@ class ContextExtractor:
         self._walker_cls = latexwalker.LatexWalker
         self._l2t = LatexNodes2Text(latex_context=db, math_mode="remove", strict_latex_spaces=False,
                                     keep_braced_groups=False)
-        self._expand = ExpandConfig(max_expansions=500, max_length=50000)
+        self._expand = ExpandConfig(max_expansions=500, max_length=50000, keep_blanks=True)
         self.pylatexenc_calls = 0
 
     def words(self, latex: str, macros: dict[str, Macro] | None = None) -> list[str]:
