@@ -73,6 +73,11 @@ class ReportTally:
         instead of this copy."""
         self.papers_read += 1
         self.papers_per_area[paper["area"]] += 1
+        if same_as is not None:  # a copy: only its being a copy counts (its equations are the paper's)
+            self.duplicates_count += 1
+            if len(self.duplicates) < MAX_LISTED:
+                self.duplicates.append({"paper": paper["paper"], "source": paper["source"], "same_as": same_as})
+            return
         self.displays_found += paper["displays_found"]
         self.dropped.update(paper["dropped"])
         self.undefined.update(paper["undefined"])
@@ -82,11 +87,6 @@ class ReportTally:
             if len(self.partly) < MAX_LISTED:
                 self.partly.append({"paper": paper["paper"], "source": paper["source"],
                                     "problems": paper["problems"][:20]})
-        if same_as is not None:
-            self.duplicates_count += 1
-            if len(self.duplicates) < MAX_LISTED:
-                self.duplicates.append({"paper": paper["paper"], "source": paper["source"], "same_as": same_as})
-            return
         if records:
             self.papers_with_eq += 1
             self.papers_per_split[records[0]["split"]] += 1

@@ -134,6 +134,9 @@ def _delimited_call_end(text: str, i: int, params: str) -> int:
     return i
 
 
+_ENDS_IN_REF_RE = re.compile(_REFLIKE_BODY_RE.pattern + r"\s*$")
+
+
 def ref_like_macros(table: MacroTable) -> set[str]:
     """Names of the paper's macros whose expansion, however deeply, reaches a reference-like command."""
     bodies = {name: m.body for name, m in table.macros.items()}
@@ -213,7 +216,9 @@ def prose_mask(doc: str, table: MacroTable, inline_math: list[tuple[int, int]] =
     for name in ref_like:
         macro = table.macros.get(name)
         if macro is not None:
-            names[name] = macro.nargs - (1 if macro.default is not None else 0)
+            # a body that ends in the reference command (`\let\R\ref`, `{see \ref}`) takes its argument too
+            takes_one_more = bool(_ENDS_IN_REF_RE.search(macro.body))
+            names[name] = macro.nargs - (1 if macro.default is not None else 0) + takes_one_more
     delimited = {name: params for name, (params, _) in table.delimited.items() if name in ref_like}
     every = sorted(set(names) | set(delimited), key=len, reverse=True)
     if every:

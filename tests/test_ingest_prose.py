@@ -28,21 +28,24 @@ def test_labels_wrapped_in_user_macros_never_reach_the_context(tmp_path):
 \def\eqq(#1){(\eqref{#1})}
 \newcommand{\gw}{gravitational wave}
 \newcommand{\mycite}[1]{\citep{#1}}
+\let\R\ref
+\newcommand{\seeref}{see~\ref}
 """
     body = r"""Performing the integral \eqn{borelTransf} we find
 \begin{equation} a = b \label{borelTransf} \end{equation}
 and \EQN{deepKeyOne} with \seefig[compare]{lensMap} and \eqq(delimKey) and \cite{smithJones2020}
-and \citep[p.~3]{keyTwo} and \mycite{wrappedCite} a \gw signal, \autoref{sec:intro} and \cref{eq:deep}.
+and \citep[p.~3]{keyTwo} and \mycite{wrappedCite} a \gw signal, \autoref{sec:intro} and \cref{eq:deep}
+and \R{aliasKey} or \seeref{tailKey}.
 \begin{equation} c = d \end{equation}
 """
     first, second = _paper(tmp_path, body, preamble)
     assert first["context_before"] == "Performing the integral we find"
     # (a ref-like call is cut whole: "see" and "compare" went with their labels)
     assert second["context_before"] == ("Performing the integral we find and with and and and and a gravitational "
-                                        "wave signal and")
+                                        "wave signal and and or")
     text = json.dumps([first, second])
     for key in ("borelTransf", "deepKeyOne", "lensMap", "delimKey", "smithJones2020", "keyTwo", "wrappedCite",
-                "intro", "deep"):
+                "intro", "deep", "aliasKey", "tailKey"):
         assert key not in text
 
 
