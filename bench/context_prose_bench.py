@@ -107,9 +107,6 @@ def main() -> int:
           f"(of papers the baseline did not write: {sum(v for p, v in gained.items() if p in new_papers)})")
     for title, cnt in (("lost", lost), ("gained", gained)):
         print(f"  {title} by paper: " + ", ".join(f"{p} {c}" for p, c in cnt.most_common(8)))
-    splits_b = {}
-    for r in base:
-        splits_b.setdefault(r.get("identity") or r["source"], set()).add(r["split"])
     print(f"content copies in two splits: baseline {_copies_in_two_splits(base)}, new {_copies_in_two_splits(new)}")
     return 0
 
