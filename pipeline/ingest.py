@@ -25,6 +25,7 @@ from typing import Iterator
 
 import logging
 
+from pipeline.arxiv_meta import expand_download_folders
 from pipeline.latex_clean import (ContextExtractor, RawDisplay, find_displays, normalise_display,
                                   remove_verbatim, _WORD_RE)
 from pipeline.latex_macros import ExpandConfig, MacroLimitError, MacroTable, collect_macros, expand_macros
@@ -418,6 +419,8 @@ def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, config:
     workers = cfg.workers or (os.cpu_count() or 1)
     tally = _Tally()
     jobs_seen = 0
+    # a `topiceq download` folder is read as its papers, each with its arXiv categories and id
+    read_sources, downloaded = expand_download_folders(sources)
     tmp_path = out / (EQUATIONS_FILE + ".part")
     papers_fh = open(out / (SHARD_PAPERS_FILE + ".part"), "w", encoding="utf-8") if sharded else None
     bar = None
@@ -440,7 +443,8 @@ def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, config:
     def my_jobs() -> Iterator[tuple[int, PaperJob]]:
         # Every shard walks the whole (sorted, deterministic) job list and keeps every shard_count-th job.
         nonlocal jobs_seen
-        for position, job in enumerate(iter_jobs([str(s) for s in sources], limits, skip)):
+        for position, job in enumerate(iter_jobs(read_sources, limits, skip)):
+            downloaded.apply(job)
             jobs_seen += 1
             if not sharded or position % cfg.shard_count == cfg.shard_index:
                 yield position, job
