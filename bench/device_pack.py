@@ -35,7 +35,9 @@ import base64
 import csv
 import hashlib
 import io
+import json
 import os
+import pickle
 import re
 import shutil
 import subprocess
@@ -512,6 +514,11 @@ def collect(run_dir: Path, out: Path, note) -> None:
     if not run_dir.is_dir():
         note(f"no run folder {run_dir}")
         return
+    # The bpc table reaches report.md only at the end of the flow, which stops at the compile check there
+    # (no pdflatex): read it from the evaluate task's persisted result (a pickle this run wrote).
+    for result in sorted((run_dir / ".prefect-results").glob("evaluate-*")):
+        table = pickle.loads(base64.b64decode(json.loads(result.read_text())["result"]))
+        note("test bits per character (the evaluate task):\n" + table["markdown"])
     skip = {"equations.jsonl"}  # .prefect-results stays: the bpc table lives only there until the report
     with tarfile.open(out / "run.tar.gz", "w:gz") as tar:
         tar.add(run_dir, arcname="run", filter=lambda ti: None if Path(ti.name).name in skip
