@@ -28,6 +28,7 @@ from typing import Iterator
 
 import logging
 
+from pipeline.arxiv_meta import expand_download_folders
 from pipeline.latex_clean import RawDisplay, find_displays, normalise_display, remove_verbatim
 from pipeline.latex_prose import (WORD_RE, ContextExtractor, context_pairs, prose_macros, prose_mask,
                                   segments_between, strip_non_words)
@@ -345,6 +346,8 @@ def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, config:
     ledger = InputLedger(cfg.max_skipped_listed)
     workers = cfg.workers or (os.cpu_count() or 1)
     jobs_seen = 0
+    # a `topiceq download` folder is read as its papers, each with its arXiv categories and id
+    read_sources, downloaded = expand_download_folders(sources)
     # Raw records and paper entries in walk order; the finishing pass (here, or merge_shards for shards)
     # decides splits and duplicates over the whole run.
     raw_path = out / (EQUATIONS_FILE + ".part")
@@ -373,7 +376,8 @@ def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, config:
     def my_jobs() -> Iterator[tuple[int, PaperJob]]:
         # Every shard walks the whole (sorted, deterministic) job list and keeps every shard_count-th job.
         nonlocal jobs_seen
-        for position, job in enumerate(iter_jobs([str(s) for s in sources], limits, ledger.skip, ledger.account)):
+        for position, job in enumerate(iter_jobs(read_sources, limits, ledger.skip, ledger.account)):
+            downloaded.apply(job)
             jobs_seen += 1
             if not sharded or position % cfg.shard_count == cfg.shard_index:
                 yield position, job
