@@ -28,6 +28,7 @@ Speed: a run starts from the preamble's format stored uncompressed (FormatCache)
 """
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import os
@@ -36,10 +37,14 @@ import secrets
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from pipeline.compile_tex import SandboxConfig, error_text, is_error_line, read_log, run_tex, scratch_root
+from pipeline.compile_cache import warn
+from pipeline.compile_tex import (SandboxConfig, error_text, is_error_line, read_log, run_tex,
+                                  scratch_folder)
 
 BATCH_SETUP = r"""\makeatletter
 % Uncompressed PDF streams: the batch's PDF is thrown away, and no TeX error depends on compression.
@@ -275,12 +280,21 @@ def uncompressed_format(data: bytes) -> bytes:
 
 class FormatCache:
     """A pdflatex format with the preamble preloaded (`pdflatex -ini "&pdflatex" ... \\dump`), one per preamble
-    and engine, built once into the cache folder; None when the preamble cannot be dumped."""
+    and engine, built once into the cache folder; None when the preamble cannot be dumped.
 
-    def __init__(self, cache_dir: Path, engine: str, config: SandboxConfig) -> None:
+    Formats are built, checked and replaced under an exclusive flock on `formats/.lock`, so processes that
+    share the folder build each one once. Next to each format, `NAME.sum` holds the digest of its bytes,
+    written before the format is renamed into place; the first use in a process checks it, and a format whose
+    bytes differ (a damaged file would make every verdict wrong) is set aside and built again. A folder that
+    cannot be written (read-only, full) means no format: the checks start pdflatex the plain way (same
+    verdicts, slower) and WARNINGS says why."""
+
+    def __init__(self, cache_dir: Path, engine: str, config: SandboxConfig,
+                 warnings: list[str] | None = None) -> None:
         self.dir = cache_dir / "formats"
         self.engine = engine
         self.config = config
+        self.warnings: list[str] = warnings if warnings is not None else []
         self._lock = threading.Lock()
         self._known: dict[str, Path | None] = {}
 
@@ -288,40 +302,80 @@ class FormatCache:
         """An uncompressed copy of pdflatex's own format (None when it cannot be found)."""
         with self._lock:
             if "" not in self._known:
-                self._known[""] = None
                 src = subprocess.run(["kpsewhich", "-engine=pdftex", "pdflatex.fmt"], capture_output=True,
                                      text=True).stdout.strip()
-                if src:
-                    fmt = self.dir / f"pdflatex-{self.engine}-u.fmt"  # engine: version, format size and time
-                    if not fmt.exists():
-                        self.dir.mkdir(parents=True, exist_ok=True)
-                        part = fmt.with_suffix(f".{os.getpid()}.{secrets.token_hex(4)}.part")
-                        part.write_bytes(uncompressed_format(Path(src).read_bytes()))
-                        os.replace(part, fmt)
-                    self._known[""] = fmt
+                # engine: version, format size and time
+                self._known[""] = (self._ensure(f"pdflatex-{self.engine}-u.fmt",
+                                                lambda: uncompressed_format(Path(src).read_bytes()))
+                                   if src else None)
             return self._known[""]
 
     def get(self, preamble: str) -> Path | None:
         key = hashlib.sha256((self.engine + "\0" + preamble).encode()).hexdigest()[:20]
         with self._lock:
-            if key in self._known:
-                return self._known[key]
-            fmt = self.dir / f"teq-{key}-u.fmt"
-            if not fmt.exists():
-                self.dir.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryDirectory(prefix="teq-fmt-") as tmp:
-                    tmpdir = Path(tmp)
-                    (tmpdir / "pre.tex").write_text(preamble + "\n\\dump\n", encoding="utf-8")
-                    res = run_tex(["-ini", "-jobname=teqfmt", "-interaction=nonstopmode", "-halt-on-error",
-                                   "-no-shell-escape", "&pdflatex", "pre.tex"], tmpdir, 120.0, self.config)
-                    built = tmpdir / "teqfmt.fmt"
-                    if res.returncode == 0 and built.exists():
-                        # Copied under a temporary name, then renamed: other processes see all of it or none.
-                        part = fmt.with_suffix(f".{os.getpid()}.{secrets.token_hex(4)}.part")
-                        part.write_bytes(uncompressed_format(built.read_bytes()))
-                        os.replace(part, fmt)
-            self._known[key] = fmt if fmt.exists() else None
+            if key not in self._known:
+                self._known[key] = self._ensure(f"teq-{key}-u.fmt", lambda: self._dump(preamble))
             return self._known[key]
+
+    def _dump(self, preamble: str) -> bytes | None:
+        with tempfile.TemporaryDirectory(prefix="teq-fmt-") as tmp:
+            tmpdir = Path(tmp)
+            (tmpdir / "pre.tex").write_text(preamble + "\n\\dump\n", encoding="utf-8")
+            res = run_tex(["-ini", "-jobname=teqfmt", "-interaction=nonstopmode", "-halt-on-error",
+                           "-no-shell-escape", "&pdflatex", "pre.tex"], tmpdir, 120.0, self.config)
+            built = tmpdir / "teqfmt.fmt"
+            if res.returncode == 0 and built.exists():
+                return uncompressed_format(built.read_bytes())
+        return None
+
+    def _ensure(self, name: str, make: Callable[[], bytes | None]) -> Path | None:
+        """The checked format NAME, built with MAKE when missing or damaged; None when there can be none."""
+        fmt = self.dir / name
+        total = fmt.with_name(name + ".sum")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            warn(self.warnings, f"the compile cache folder {self.dir} cannot be written ({exc}); checking "
+                                "without a preloaded format (slower)")
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if fmt.exists():
+                try:
+                    recorded = total.read_text().strip()
+                except FileNotFoundError:
+                    recorded = None  # from before the digests: built again, not a damage
+                if recorded == _digest(fmt.read_bytes()):
+                    return fmt
+                if recorded is not None:
+                    aside = fmt.with_name(f"{name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+                    os.replace(fmt, aside)
+                    warn(self.warnings, f"the preloaded format {fmt} was damaged; set aside as {aside.name} "
+                                        "and built again")
+            data = make()
+            if data is None:
+                return None
+            # The digest first, then the format, each renamed into place: a reader sees a whole format with
+            # its digest, or a digest without a format (built again), never a half-written format.
+            for path, content in ((total, _digest(data).encode()), (fmt, data)):
+                part = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+                try:
+                    part.write_bytes(content)
+                    os.replace(part, path)
+                finally:
+                    part.unlink(missing_ok=True)
+            return fmt
+        except OSError as exc:
+            warn(self.warnings, f"could not build the preloaded format {fmt} ({exc}); checking without it "
+                                "(slower)")
+            return None
+        finally:
+            os.close(fd)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=20).hexdigest()
 
 
 def run_batch(equations: list[str], preamble: str, fmt: Path | None, timeout: float, config: SandboxConfig,
@@ -333,23 +387,21 @@ def run_batch(equations: list[str], preamble: str, fmt: Path | None, timeout: fl
     preamble's math versions, whose alphabets' first-use state is put back after every equation."""
     nonce = secrets.token_hex(6)
     lines_before = preamble_line_count(preamble)
-    with tempfile.TemporaryDirectory(prefix="teq-batch-", dir=scratch_root()) as tmp:
-        tmpdir = Path(tmp)
-        for k, eq in enumerate(equations):
-            (tmpdir / f"tq{k}.tex").write_bytes(equation_file_text(eq, lines_before).encode("utf-8"))
-        body = ["\\begin{document}", BATCH_SETUP.replace("NONCE", nonce)]
-        if versions:
-            body.append(first_use_tex(versions).replace("NONCE", nonce))
-        if state_tex is not None:
-            (tmpdir / "teqstate.tex").write_text(state_tex.replace("NONCE", nonce), encoding="latin-1")
-            body.append("\\begingroup\\catcode`\\@=11 \\catcode`\\_=11 \\catcode`\\:=11 "
-                        "\\pdfprimitive\\input ./teqstate.tex \\endgroup")
-            body.append("\\makeatletter\\def\\teq@unclean{\\teq@check\\ifx\\teq@tainted\\relax\\teq@stop\\fi}"
-                        + ("\\let\\teq@clean\\teq@check" if check_every else "") + "\\makeatother")
-        body += [f"\\csname teq@do\\endcsname{{{k}}}" for k in range(len(equations))]
-        body.append("\\clearpage\\deadcycles0 \\csname @@end\\endcsname")
-        args, text = tex_job(body, preamble, fmt)
-        (tmpdir / "batch.tex").write_text(text, encoding="utf-8")
+    files = {f"tq{k}.tex": equation_file_text(eq, lines_before).encode("utf-8") for k, eq in enumerate(equations)}
+    body = ["\\begin{document}", BATCH_SETUP.replace("NONCE", nonce)]
+    if versions:
+        body.append(first_use_tex(versions).replace("NONCE", nonce))
+    if state_tex is not None:
+        files["teqstate.tex"] = state_tex.replace("NONCE", nonce).encode("latin-1")
+        body.append("\\begingroup\\catcode`\\@=11 \\catcode`\\_=11 \\catcode`\\:=11 "
+                    "\\pdfprimitive\\input ./teqstate.tex \\endgroup")
+        body.append("\\makeatletter\\def\\teq@unclean{\\teq@check\\ifx\\teq@tainted\\relax\\teq@stop\\fi}"
+                    + ("\\let\\teq@clean\\teq@check" if check_every else "") + "\\makeatother")
+    body += [f"\\csname teq@do\\endcsname{{{k}}}" for k in range(len(equations))]
+    body.append("\\clearpage\\deadcycles0 \\csname @@end\\endcsname")
+    args, text = tex_job(body, preamble, fmt)
+    files["batch.tex"] = text.encode("utf-8")
+    with scratch_folder("teq-batch-", files) as tmpdir:
         # An equation takes ~0.5 ms here and the start ~70 ms, so this leaves a wide margin; an equation that
         # hangs only in a shared run (it reads past its file into the driver, e.g. `\\bm` cut off in `aligned`)
         # costs this much instead of twice the rule's limit: its run is killed, what the log holds is judged,

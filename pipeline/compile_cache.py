@@ -1,0 +1,195 @@
+"""The compile check's verdict cache: one sqlite file shared by every thread and process that checks equations.
+
+Why it is built this way (issue 15: the first `make run` failed with `OperationalError: database is locked`):
+every compile-check task opened its own connection and ran `PRAGMA journal_mode=WAL` on it. On a new file
+that pragma first reads the file (a shared lock) and then rewrites its header (an exclusive lock). Two
+connections doing that at once each hold the shared lock and each want the exclusive one: a deadlock, so
+sqlite answers SQLITE_BUSY at once instead of calling the busy handler, and the busy timeout never applies.
+The same holds for any deferred transaction that reads and then writes while another connection writes.
+
+So here:
+* the file is created, switched to WAL and given its tables once, under an exclusive `flock` on a side file
+  (`verdicts.sqlite.lock`); a connection opened later finds the file in WAL mode and changes nothing;
+* a cache object holds one connection, used under a lock by its threads (the cache costs microseconds next to
+  pdflatex, so threads gain nothing from connections of their own), with a busy timeout for other processes;
+* reads are single statements; every write is `BEGIN IMMEDIATE` (the write lock is taken first, where the
+  busy timeout applies), so no transaction ever turns from a read into a write;
+* a cache never fails a check: a file that is not a database (or is damaged) is set aside as
+  `verdicts.sqlite.corrupt-<time>` and a new one is built; anything else (still locked after the timeout, a
+  read-only folder, a full disk) turns the cache off for the rest of the call. Each case adds a warning to
+  `warnings` (the caller puts it into its report) and prints it on stderr once.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_S = 30.0  # another process's write takes milliseconds; this only matters on a starved machine
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, ok INTEGER, error TEXT, seconds REAL)",
+    "CREATE TABLE IF NOT EXISTS meanings (pkey TEXT, name TEXT, meaning TEXT, PRIMARY KEY (pkey, name))",
+)
+# sqlite's primary result codes for a file that is not (or no longer) a sound database.
+DAMAGED_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+
+
+def is_damaged(exc: BaseException) -> bool:
+    """True for sqlite's "file is not a database" and "database disk image is malformed"."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.DatabaseError) and code is not None and (code & 0xFF) in DAMAGED_CODES
+
+
+def warn(warnings: list[str], message: str) -> None:
+    """Record a cache warning for the caller's report and show it on stderr."""
+    warnings.append(message)
+    print(f"topiceq: warning: {message}", file=sys.stderr)
+
+
+class VerdictCache:
+    """sqlite file of verdicts and of control-sequence meanings (see the module's docstring)."""
+
+    def __init__(self, cache_dir: Path, warnings: list[str] | None = None) -> None:
+        self.dir = Path(cache_dir)
+        self.path = self.dir / "verdicts.sqlite"
+        self.warnings: list[str] = warnings if warnings is not None else []
+        self.off: str | None = None  # why the cache is off (None: on)
+        self._lock = threading.Lock()
+        self._con: sqlite3.Connection | None = None
+        self._inode: int | None = None
+        self._set_aside = False
+        with self._lock:
+            self._guard(self._open, None)
+
+    # ------------------------------------------------------------------------------------------ the file
+    def _side_lock(self):
+        """An exclusive flock held while the file is created, converted or set aside (released on close)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / "verdicts.sqlite.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
+
+    def _open(self) -> None:
+        fd = self._side_lock()
+        try:
+            con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                  check_same_thread=False)
+            try:
+                # Reading the mode reads the header: a file that is not a database fails here.
+                if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    con.execute("PRAGMA journal_mode=WAL")  # alone under the flock: no other upgrader
+                for statement in SCHEMA:
+                    con.execute(statement)
+                self._inode = os.stat(self.path).st_ino
+            except BaseException:
+                con.close()
+                raise
+            self._con = con
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    def _set_damaged_file_aside(self, exc: BaseException) -> None:
+        """Move a damaged file (and its -wal/-shm) aside and build a new one, once per cache object."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+        fd = self._side_lock()
+        try:
+            try:
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            # Another process may have replaced the file already: set aside only the one that failed here.
+            if current is not None and (self._inode is None or current == self._inode):
+                aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+                os.replace(self.path, aside)
+                for suffix in ("-wal", "-shm"):
+                    Path(str(self.path) + suffix).unlink(missing_ok=True)
+                warn(self.warnings, f"the compile cache {self.path} was damaged ({exc}); set aside as "
+                                    f"{aside.name} and rebuilt")
+        finally:
+            os.close(fd)
+        self._open()
+
+    def _guard(self, action: Callable[[], T], fallback: T) -> T:
+        """Run ACTION on the file; on trouble, repair a damaged file once or turn the cache off (never raise).
+        Call with self._lock held."""
+        if self.off is not None:
+            return fallback
+        try:
+            return action()
+        except (sqlite3.Error, OSError) as exc:
+            if is_damaged(exc) and not self._set_aside:
+                self._set_aside = True
+                try:
+                    self._set_damaged_file_aside(exc)
+                    return action()
+                except (sqlite3.Error, OSError) as again:
+                    exc = again
+            self.off = f"{type(exc).__name__}: {exc}"
+            warn(self.warnings, f"the compile cache {self.path} cannot be used ({self.off}); "
+                                "checking without it")
+            self.close_connection()
+            return fallback
+
+    def close_connection(self) -> None:
+        if self._con is not None:
+            try:
+                self._con.close()
+            except sqlite3.Error:
+                pass
+            self._con = None
+
+    def close(self) -> None:
+        with self._lock:
+            self.close_connection()
+
+    # ---------------------------------------------------------------------------------------- reads/writes
+    def _select(self, sql: str, prefix: list, items: list[str]) -> list[tuple]:
+        rows: list[tuple] = []
+        for i in range(0, len(items), 500):
+            chunk = items[i:i + 500]
+            rows += self._con.execute(sql.format(",".join("?" * len(chunk))), [*prefix, *chunk]).fetchall()
+        return rows
+
+    def _write(self, sql: str, rows: list[tuple]) -> None:
+        con = self._con
+        con.execute("BEGIN IMMEDIATE")  # the write lock first: the busy timeout applies, no upgrade later
+        try:
+            con.executemany(sql, rows)
+        except BaseException:
+            try:
+                con.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the transaction is gone already; the first error is the one to report
+            raise
+        con.execute("COMMIT")
+
+    def get_verdicts(self, keys: list[str]) -> dict[str, tuple[bool, str | None, float]]:
+        """(ok, error, seconds) of the KEYS that are in the file."""
+        sql = "SELECT key, ok, error, seconds FROM verdicts WHERE key IN ({})"
+        with self._lock:
+            rows = self._guard(lambda: self._select(sql, [], keys), [])
+        return {k: (bool(ok), err, sec) for k, ok, err, sec in rows}
+
+    def put_verdicts(self, items: list[tuple[str, bool, str | None, float]]) -> None:
+        rows = [(k, int(ok), err, sec) for k, ok, err, sec in items]
+        with self._lock:
+            self._guard(lambda: self._write("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?)", rows), None)
+
+    def get_meanings(self, pkey: str, names: list[str]) -> dict[str, str | None]:
+        sql = "SELECT name, meaning FROM meanings WHERE pkey = ? AND name IN ({})"
+        with self._lock:
+            return dict(self._guard(lambda: self._select(sql, [pkey], names), []))
+
+    def put_meanings(self, pkey: str, meanings: dict[str, str | None]) -> None:
+        rows = [(pkey, k, v) for k, v in meanings.items()]
+        with self._lock:
+            self._guard(lambda: self._write("INSERT OR REPLACE INTO meanings VALUES (?, ?, ?)", rows), None)
