@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -121,6 +122,37 @@ def record_server(run_dir: Path) -> None:
         os.close(fd)
 
 
+# Exceptions that mean bad input, not a bug: the run stops with their one-line message (topiceq.cli), so
+# Prefect's log of the failed task and flow shows that line without a traceback.
+INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+class _InputErrorsWithoutTraceback(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        cause = getattr(exc, "__cause__", None) if type(exc).__name__ == "StageFailed" else exc
+        if isinstance(cause, INPUT_ERRORS) and not os.environ.get("TOPICEQ_DEBUG"):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_QUIET = _InputErrorsWithoutTraceback()
+
+
+@contextmanager
+def input_errors_without_traceback() -> Iterator[None]:
+    """While a flow runs: Prefect logs a failed task or flow run with its traceback; for bad input that
+    traceback says nothing the message does not (TOPICEQ_DEBUG=1 keeps it)."""
+    loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
+    for logger in loggers:
+        logger.addFilter(_QUIET)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(_QUIET)
+
+
 def configured(flow_obj: Any, run_dir: str | Path, *, task_runner: str = "threads", dask_address: str | None = None,
                workers: int | None = None) -> Any:
     """`flow_obj` with its results (and so its cache) kept in `run_dir` and the given task runner."""
@@ -145,4 +177,5 @@ def run_flow(flow_obj: Any, run_dir: str | Path, *, task_runner: str = "threads"
         runnable = configured(flow_obj, held, task_runner=task_runner, dask_address=dask_address,
                               workers=workers)
         record_server(held)  # configured() has talked to the server: it runs now
-        return runnable(out=str(held), **parameters)
+        with input_errors_without_traceback():
+            return runnable(out=str(held), **parameters)

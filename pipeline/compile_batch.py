@@ -28,7 +28,6 @@ Speed: a run starts from the preamble's format stored uncompressed (FormatCache)
 """
 from __future__ import annotations
 
-import fcntl
 import gzip
 import hashlib
 import os
@@ -42,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline.compile_cache import warn
+from pipeline.compile_cache import flock_exclusive, warn
 from pipeline.compile_tex import (SandboxConfig, error_text, is_error_line, read_log, run_tex,
                                   scratch_folder)
 
@@ -278,6 +277,9 @@ def uncompressed_format(data: bytes) -> bytes:
     return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
 
 
+FORMAT_LOCK_TIMEOUT_S = 300.0  # another process building a format takes seconds; minutes on a starved machine
+
+
 class FormatCache:
     """A pdflatex format with the preamble preloaded (`pdflatex -ini "&pdflatex" ... \\dump`), one per preamble
     and engine, built once into the cache folder; None when the preamble cannot be dumped.
@@ -334,19 +336,19 @@ class FormatCache:
         total = fmt.with_name(name + ".sum")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = flock_exclusive(self.dir / ".lock", FORMAT_LOCK_TIMEOUT_S)
         except OSError as exc:
-            warn(self.warnings, f"the compile cache folder {self.dir} cannot be written ({exc}); checking "
+            warn(self.warnings, f"the compile cache folder {self.dir} cannot be used ({exc}); checking "
                                 "without a preloaded format (slower)")
             return None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _remove_stale_parts(self.dir)
             if fmt.exists():
                 try:
                     recorded = total.read_text().strip()
                 except FileNotFoundError:
                     recorded = None  # from before the digests: built again, not a damage
-                if recorded == _digest(fmt.read_bytes()):
+                if recorded is not None and _matches(fmt, recorded):
                     return fmt
                 if recorded is not None:
                     aside = fmt.with_name(f"{name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
@@ -372,6 +374,32 @@ class FormatCache:
             return None
         finally:
             os.close(fd)
+
+
+def _remove_stale_parts(folder: Path, age_s: float = 3600.0) -> None:
+    """Formats half-copied by a process that was killed (18 MB each); called with the folder's lock held."""
+    now = time.time()
+    for part in folder.glob("*.part"):
+        try:
+            if now - part.stat().st_mtime > age_s:
+                part.unlink()
+        except OSError:
+            continue
+
+
+_VERIFIED: set[tuple] = set()  # (path, size, mtime, inode, digest) of formats this process has checked
+
+
+def _matches(fmt: Path, recorded: str) -> bool:
+    """Whether FMT's bytes have the RECORDED digest (each file version is read once per process)."""
+    st = fmt.stat()
+    memo = (str(fmt), st.st_size, st.st_mtime_ns, st.st_ino, recorded)
+    if memo in _VERIFIED:
+        return True
+    if _digest(fmt.read_bytes()) != recorded:
+        return False
+    _VERIFIED.add(memo)
+    return True
 
 
 def _digest(data: bytes) -> str:

@@ -47,6 +47,25 @@ def is_damaged(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.DatabaseError) and code is not None and (code & 0xFF) in DAMAGED_CODES
 
 
+def flock_exclusive(path: Path, timeout: float) -> int:
+    """An open descriptor of PATH (created if needed) holding an exclusive flock; closing it releases the
+    lock. TimeoutError after TIMEOUT seconds (a holder that hangs must not hang every check behind it)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise TimeoutError(f"{path} stayed locked for {timeout:g} s") from None
+            time.sleep(0.01)
+        except BaseException:
+            os.close(fd)
+            raise
+
+
 def warn(warnings: list[str], message: str) -> None:
     """Record a cache warning for the caller's report and show it on stderr."""
     warnings.append(message)
@@ -69,12 +88,10 @@ class VerdictCache:
             self._guard(self._open, None)
 
     # ------------------------------------------------------------------------------------------ the file
-    def _side_lock(self):
+    def _side_lock(self) -> int:
         """An exclusive flock held while the file is created, converted or set aside (released on close)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.dir / "verdicts.sqlite.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return fd
+        return flock_exclusive(self.dir / "verdicts.sqlite.lock", BUSY_TIMEOUT_S)
 
     def _open(self) -> None:
         fd = self._side_lock()

@@ -54,8 +54,9 @@ PDFLATEX_RUNS = RunCounter()
 def pdflatex_path() -> str:
     path = shutil.which("pdflatex")
     if path is None:
-        raise RuntimeError("pdflatex not found: install TeX Live (texlive-latex-base, texlive-latex-recommended), "
-                           "e.g. `sudo make setup`")
+        raise RuntimeError("pdflatex not found: install TeX Live, e.g. `sudo apt-get install texlive-latex-base "
+                           "texlive-latex-recommended texlive-fonts-recommended` on Debian/Ubuntu, or `sudo make "
+                           "setup` in the repository")
     return path
 
 

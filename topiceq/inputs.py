@@ -46,16 +46,13 @@ def read_checkpoint_or_explain(path: str, kind: str, command: str) -> dict[str, 
     try:
         payload = read_checkpoint(file)
     except RuntimeError as exc:
-        cause = exc.__cause__
-        if cause is None:  # readable, but not ours (the reader's message says so)
+        if exc.__cause__ is None:  # readable, but not ours (the reader's message says so)
             raise UsageError(f"{exc}: pass a checkpoint written by `topiceq train`") from None
-        detail = str(cause).splitlines()[0] if str(cause).strip() else type(cause).__name__
-        if "central directory" in detail or isinstance(cause, (EOFError,)) or "truncated" in detail.lower():
-            what = "is truncated or damaged (an interrupted copy?)"
-        else:
-            what = "is not a checkpoint written by `topiceq train`, or is damaged"
-        raise UsageError(f"checkpoint {file} {what} ({type(cause).__name__}): train it again or pass "
-                         "another --checkpoint") from None
+        with open(file, "rb") as fh:
+            is_zip = fh.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
+        what = ("is truncated or damaged (an interrupted copy?)" if is_zip
+                else "is not a checkpoint written by `topiceq train`")
+        raise UsageError(f"checkpoint {file} {what}: train it again or pass another --checkpoint") from None
     if kind == "equation" and payload.get("train_config", {}).get("data_kind") != "records":
         raise UsageError(f"{file} is a character model (trained on a text file); `topiceq {command}` needs an "
                          "equation model: train one with --preset eq-tiny|eq-cpu|eq-lstm --data INGESTDIR "

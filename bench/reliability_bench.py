@@ -1,0 +1,226 @@
+"""Does `topiceq run` survive what a newcomer's machine does to it? Counts failures; all measured in this run.
+
+Three parts, each against a baseline measured here:
+  1. The root cause of issue 15, in isolation: RACES times, 8 threads open the verdict cache on a new file at
+     the same moment. Baseline: the way it was opened before (`sqlite3.connect(timeout=60)` then
+     `PRAGMA journal_mode=WAL` on every new connection); now: `pipeline.compile_cache.VerdictCache`.
+     Prints the errors of each (the baseline's are "database is locked" despite the 60 s busy timeout).
+  2. PAIRS pairs of `topiceq run --preset tiny`, the two runs of a pair at the same time on different --out
+     folders with one shared compile cache (empty at the start: the first pair creates it), every CPU kept
+     busy by busy loops. Counts runs that fail (exit status not 0) and runs whose report has warnings; the
+     baseline is one run alone on the same machine, timed.
+  3. KILLS times: a run is killed with SIGKILL at a random moment (seeded), then run again on the same folder;
+     counts re-runs that fail and the tasks they took from the cache.
+Usage: nice python bench/reliability_bench.py [--pairs 20] [--kills 5] [--races 100]
+       [--corpus ../shared/data/arxiv/sample] [--seed 0]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+CORPUS = REPO.parent / "shared" / "data" / "arxiv" / "sample"
+
+
+# ------------------------------------------------------------------------------------- 1. creation races
+def open_as_before(path: Path) -> None:
+    con = sqlite3.connect(path, timeout=60)
+    con.execute("PRAGMA journal_mode=WAL")
+    with con:
+        con.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, ok INTEGER, error TEXT, "
+                    "seconds REAL)")
+    con.close()
+
+
+def open_now(path: Path) -> None:
+    from pipeline.compile_cache import VerdictCache
+
+    cache = VerdictCache(path.parent)
+    cache.put_verdicts([("k", True, None, 0.0)])
+    errors = list(cache.warnings)
+    cache.close()
+    if errors:
+        raise RuntimeError("; ".join(errors))
+
+
+def creation_races(opener, races: int, threads: int, root: Path) -> list[str]:
+    errors: list[str] = []
+    for race in range(races):
+        folder = root / f"race-{race}"
+        folder.mkdir(parents=True)
+        barrier = threading.Barrier(threads)
+
+        def one() -> None:
+            barrier.wait()
+            try:
+                opener(folder / "verdicts.sqlite")
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+        workers = [threading.Thread(target=one) for _ in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    return errors
+
+
+# ------------------------------------------------------------------------------------------------ runs
+def run_env(cache_home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"}  # as `make run`: the run folder's own
+    env.update(PYTHONPATH=str(REPO), XDG_CACHE_HOME=str(cache_home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               DO_NOT_TRACK="1")
+    return env
+
+
+def start_run(out: Path, corpus: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "topiceq.cli", "run", "--preset", "tiny", "--corpus", str(corpus),
+           "--out", str(out), "--workers", "2"]
+    return subprocess.Popen(cmd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def outcome(proc: subprocess.Popen, out: Path, log: Path) -> dict:
+    text = log.read_text(errors="replace")
+    summary = {}
+    if (out / "summary.json").is_file():
+        summary = json.loads((out / "summary.json").read_text())
+    errors = [line for line in text.splitlines() if line.startswith("topiceq run: error")]
+    return {"rc": proc.returncode, "error": errors[-1] if errors else None, "warnings": summary.get("warnings") or [],
+            "cached": len(re.findall(r"Finished in state Cached", text)),
+            "computed": len(re.findall(r"Task run '[^']+' - Finished in state Completed", text))}
+
+
+def busy_loops(n: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def stop_all(processes: list[subprocess.Popen]) -> None:
+    for p in processes:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+def recorded_server(out: Path) -> int | None:
+    """The pid of the embedded Prefect server that the run on OUT recorded in its lock file."""
+    try:
+        pid = json.loads((out / ".topiceq-run.lock").read_text()).get("server_pid")
+    except (OSError, ValueError):
+        return None
+    return pid if isinstance(pid, int) else None
+
+
+def is_server_of(pid: int, out: Path) -> bool:
+    """Whether PID is still the embedded Prefect server of the run folder OUT (read only, never signalled)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return (b"prefect.server.api.server:create_app" in cmdline
+            and f"PREFECT_HOME={out.resolve() / '.prefect'}".encode() in environ)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pairs", type=int, default=20)
+    parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--races", type=int, default=100)
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="topiceq-reliability-"))
+    cores = os.cpu_count() or 2
+    print(f"work folder {work}; {cores} CPUs; corpus {args.corpus}", flush=True)
+
+    # 1 ------------------------------------------------------------------------------------------------
+    before = creation_races(open_as_before, args.races, 8, work / "races-before")
+    now = creation_races(open_now, args.races, 8, work / "races-now")
+    print(f"1. creation races ({args.races} x 8 threads on a new file): before {len(before)} errors "
+          f"({sorted(set(before))[:2]}), now {len(now)} errors {sorted(set(now))[:2]}", flush=True)
+
+    # 2 ------------------------------------------------------------------------------------------------
+    cache_home = work / "xdg"
+    env = run_env(cache_home)
+    t0 = time.perf_counter()
+    alone = start_run(work / "alone", args.corpus, env, work / "alone.log")
+    alone.wait()
+    alone_s = time.perf_counter() - t0
+    print(f"2. baseline: one run alone, no load: {alone_s:.0f} s, {outcome(alone, work / 'alone', work / 'alone.log')}",
+          flush=True)
+    shutil.rmtree(cache_home)  # the pairs start from no cache at all
+    failures, warned, pair_s = [], 0, []
+    load = busy_loops(cores)
+    try:
+        for pair in range(args.pairs):
+            t0 = time.perf_counter()
+            runs = [(work / f"pair{pair:02d}-{side}", work / f"pair{pair:02d}-{side}.log") for side in "ab"]
+            procs = [start_run(out, args.corpus, env, log) for out, log in runs]
+            for p in procs:
+                p.wait()
+            pair_s.append(time.perf_counter() - t0)
+            results = [outcome(p, out, log) for p, (out, log) in zip(procs, runs)]
+            failures += [(pair, r["error"]) for r in results if r["rc"] != 0]
+            warned += sum(bool(r["warnings"]) for r in results)
+            print(f"   pair {pair + 1:2d}/{args.pairs}: {pair_s[-1]:.0f} s, exit {[r['rc'] for r in results]}, "
+                  f"warnings {[len(r['warnings']) for r in results]}", flush=True)
+    finally:
+        stop_all(load)
+    runs_total = 2 * args.pairs
+    print(f"2. {args.pairs} pairs at once, {cores} busy loops: {len(failures)}/{runs_total} runs failed, "
+          f"{warned} with warnings; a pair took {sum(pair_s) / max(1, len(pair_s)):.0f} s on average "
+          f"= {sum(pair_s) / max(1, len(pair_s)) / alone_s:.2f} x one run alone", flush=True)
+    for pair, error in failures:
+        print(f"   pair {pair + 1}: {error}")
+
+    # 3 ------------------------------------------------------------------------------------------------
+    rng = random.Random(args.seed)
+    kill_failures, reused, orphans = [], [], 0
+    for k in range(args.kills):
+        out, log = work / f"kill{k}", work / f"kill{k}.log"
+        at = rng.uniform(3.0, alone_s)
+        proc = start_run(out, args.corpus, env, log)
+        try:
+            proc.wait(timeout=at)
+            finished_first = True
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)  # the run's process only: its children live on, as after kill -9
+            proc.wait()
+            finished_first = False
+        orphan = None if finished_first else recorded_server(out)
+        again = start_run(out, args.corpus, env, work / f"kill{k}-again.log")
+        again.wait()
+        result = outcome(again, out, work / f"kill{k}-again.log")
+        time.sleep(10)  # a server stops within seconds of SIGTERM
+        orphans += bool(orphan and is_server_of(orphan, out))
+        if result["rc"] != 0:
+            kill_failures.append((k, result["error"]))
+        reused.append(result["cached"])
+        print(f"   kill {k + 1}/{args.kills}: SIGKILL at {at:.0f} s{' (it had finished)' if finished_first else ''}; "
+              f"re-run exit {result['rc']}, {result['cached']} tasks from the cache, {result['computed']} computed",
+              flush=True)
+    print(f"3. {args.kills} runs killed at random moments, then run again: {len(kill_failures)}/{args.kills} "
+          f"re-runs failed; tasks taken from the cache per re-run: {reused}; servers of killed runs still "
+          f"alive after the re-run: {orphans}", flush=True)
+    for k, error in kill_failures:
+        print(f"   kill {k + 1}: {error}")
+    return 0 if not failures and not kill_failures and not now else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
