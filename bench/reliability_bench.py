@@ -1,17 +1,18 @@
 """Does `topiceq run` survive what a newcomer's machine does to it? Counts failures; all measured in this run.
 
 Three parts, each against a baseline measured here:
+A baseline run alone (no load) gives the time scale. Parts 1 and 2 run with a busy loop on every CPU.
   1. The root cause of issue 15, in isolation: RACES times, 8 threads open the verdict cache on a new file at
      the same moment. Baseline: the way it was opened before (`sqlite3.connect(timeout=60)` then
      `PRAGMA journal_mode=WAL` on every new connection); now: `pipeline.compile_cache.VerdictCache`.
      Prints the errors of each (the baseline's are "database is locked" despite the 60 s busy timeout).
   2. PAIRS pairs of `topiceq run --preset tiny`, the two runs of a pair at the same time on different --out
      folders with one shared compile cache (empty at the start: the first pair creates it), every CPU kept
-     busy by busy loops. Counts runs that fail (exit status not 0) and runs whose report has warnings; the
-     baseline is one run alone on the same machine, timed.
+     busy by busy loops. Counts runs that fail (exit status not 0) and runs whose report has warnings, and
+     times a pair against the run alone.
   3. KILLS times: a run is killed with SIGKILL at a random moment (seeded), then run again on the same folder;
      counts re-runs that fail and the tasks they took from the cache.
-Usage: nice python bench/reliability_bench.py [--pairs 20] [--kills 5] [--races 100]
+Usage: nice python bench/reliability_bench.py [--pairs 20] [--kills 5] [--races 200]
        [--corpus ../shared/data/arxiv/sample] [--seed 0]
 """
 from __future__ import annotations
@@ -140,7 +141,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--kills", type=int, default=5)
-    parser.add_argument("--races", type=int, default=100)
+    parser.add_argument("--races", type=int, default=200)
     parser.add_argument("--corpus", type=Path, default=CORPUS)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -148,25 +149,26 @@ def main() -> int:
     cores = os.cpu_count() or 2
     print(f"work folder {work}; {cores} CPUs; corpus {args.corpus}", flush=True)
 
-    # 1 ------------------------------------------------------------------------------------------------
-    before = creation_races(open_as_before, args.races, 8, work / "races-before")
-    now = creation_races(open_now, args.races, 8, work / "races-now")
-    print(f"1. creation races ({args.races} x 8 threads on a new file): before {len(before)} errors "
-          f"({sorted(set(before))[:2]}), now {len(now)} errors {sorted(set(now))[:2]}", flush=True)
-
-    # 2 ------------------------------------------------------------------------------------------------
     cache_home = work / "xdg"
     env = run_env(cache_home)
     t0 = time.perf_counter()
     alone = start_run(work / "alone", args.corpus, env, work / "alone.log")
     alone.wait()
     alone_s = time.perf_counter() - t0
-    print(f"2. baseline: one run alone, no load: {alone_s:.0f} s, {outcome(alone, work / 'alone', work / 'alone.log')}",
-          flush=True)
+    print(f"baseline: one run alone, no busy loops: {alone_s:.0f} s, "
+          f"{outcome(alone, work / 'alone', work / 'alone.log')}", flush=True)
     shutil.rmtree(cache_home)  # the pairs start from no cache at all
-    failures, warned, pair_s = [], 0, []
-    load = busy_loops(cores)
+
+    load = busy_loops(cores)  # parts 1 and 2 compete with a busy loop per CPU
     try:
+        # 1 --------------------------------------------------------------------------------------------
+        before = creation_races(open_as_before, args.races, 8, work / "races-before")
+        now = creation_races(open_now, args.races, 8, work / "races-now")
+        print(f"1. creation races ({args.races} x 8 threads on a new file): before {len(before)} errors "
+              f"({sorted(set(before))[:2]}), now {len(now)} errors {sorted(set(now))[:2]}", flush=True)
+
+        # 2 --------------------------------------------------------------------------------------------
+        failures, warned, pair_s = [], 0, []
         for pair in range(args.pairs):
             t0 = time.perf_counter()
             runs = [(work / f"pair{pair:02d}-{side}", work / f"pair{pair:02d}-{side}.log") for side in "ab"]

@@ -258,11 +258,12 @@ class StageCache(CachePolicy):
             return None
         key = f"{self.stage}-{key}"
         storage = getattr(getattr(task_ctx, "result_store", None), "result_storage", None)
-        if isinstance(storage, RunResultStorage):
+        if isinstance(storage, LocalFileSystem):  # ours, or Prefect's default (deployments)
+            record = storage._resolve_path(key)  # where Prefect's LocalFileSystem keeps the record of KEY
             if self.outputs and not outputs_complete(inputs, self.outputs, key):
-                storage.forget(key)
+                forget_record(record)
             else:
-                storage.set_aside_if_damaged(key)
+                set_aside_if_damaged(record)
         return key
 
 
@@ -286,16 +287,10 @@ class RunResultStorage(LocalFileSystem):
 
     def write_path(self, path: str, content: bytes, _sync: bool | None = None) -> str:
         target = self._resolve_path(path)
-        part = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            part.write_bytes(content)
-            os.replace(part, target)
+            write_atomic(target, content)
         except OSError as exc:
-            try:
-                part.unlink(missing_ok=True)
-            except OSError:
-                pass
             note_warning(f"could not keep a task result in {target.parent} ({exc}); the next run computes "
                          "it again")
         return str(target)
@@ -303,33 +298,34 @@ class RunResultStorage(LocalFileSystem):
     async def awrite_path(self, path: str, content: bytes) -> str:
         return self.write_path(path, content)
 
-    def forget(self, key: str) -> None:
-        """Remove the record of KEY (its outputs are gone or stale), so that Prefect computes it again."""
-        try:
-            self._resolve_path(key).unlink(missing_ok=True)
-        except OSError as exc:
-            note_warning(f"could not remove the stale task result {key} ({exc})")
 
-    def set_aside_if_damaged(self, key: str) -> None:
-        """A record that cannot be read back is renamed `KEY.damaged-<time>` (Prefect then computes it again)."""
-        path = self._resolve_path(key)
+def forget_record(path: Path) -> None:
+    """Remove a task record whose outputs are gone or stale, so that Prefect computes the task again."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        note_warning(f"could not remove the stale task result {path} ({exc})")
+
+
+def set_aside_if_damaged(path: Path) -> None:
+    """A record that cannot be read back is renamed `KEY.damaged-<time>` (Prefect then computes it again)."""
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        note_warning(f"could not read the task result {path} ({exc}); computing it again")
+        return
+    try:
+        ResultRecord.deserialize(content)
+    except Exception as exc:  # any failure to parse or unpickle: the record is of no use
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
         try:
-            content = path.read_bytes()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            note_warning(f"could not read the task result {path} ({exc}); computing it again")
-            return
-        try:
-            ResultRecord.deserialize(content)
-        except Exception as exc:  # any failure to parse or unpickle: the record is of no use
-            aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-            try:
-                os.replace(path, aside)
-            except OSError:
-                pass
-            note_warning(f"the task result {path} was damaged ({type(exc).__name__}); set aside as "
-                         f"{aside.name}, computing it again")
+            os.replace(path, aside)
+        except OSError:
+            pass
+        note_warning(f"the task result {path} was damaged ({type(exc).__name__}); set aside as {aside.name}, "
+                     "computing it again")
 
 
 # ------------------------------------------------------------------------------------- markers, atomic files
