@@ -2,7 +2,9 @@
 
 Three parts, each against a baseline measured here:
 A baseline run alone (no load) gives the time scale. Parts 1 and 2 run with a busy loop on every CPU.
-  1. The root cause of issue 15, in isolation: RACES times, 8 threads open the verdict cache on a new file at
+  1. The root cause of issue 15, in isolation. The mechanism, made to happen once: a connection's read
+     transaction turns into a write while another connection switches the file to WAL; sqlite fails it at
+     once although the busy timeout is 60 s. Then RACES times, 8 threads open the verdict cache on a new file at
      the same moment. Baseline: the way it was opened before (`sqlite3.connect(timeout=60)` then
      `PRAGMA journal_mode=WAL` on every new connection); now: `pipeline.compile_cache.VerdictCache`.
      Prints the errors of each (the baseline's are "database is locked" despite the 60 s busy timeout).
@@ -56,6 +58,39 @@ def open_now(path: Path) -> None:
     cache.close()
     if errors:
         raise RuntimeError("; ".join(errors))
+
+
+def upgrade_deadlock(root: Path) -> tuple[str, float]:
+    """The mechanism, made to happen: connection A holds a read transaction on a new file; connection B
+    (busy timeout 60 s) switches the file to WAL, takes the write lock and waits for A's read to end; A now
+    writes. Each waits for the other, so sqlite fails A at once instead of waiting: (A's error, seconds)."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "deadlock.sqlite"
+    a = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+    a.execute("BEGIN")
+    a.execute("SELECT count(*) FROM sqlite_master").fetchall()  # a read lock, kept
+    switched = threading.Event()
+
+    def switch() -> None:
+        b = sqlite3.connect(path, timeout=60)
+        b.execute("PRAGMA journal_mode=WAL")  # waits until A lets go
+        b.close()
+        switched.set()
+
+    other = threading.Thread(target=switch)
+    other.start()
+    time.sleep(0.5)  # B holds the write lock and waits
+    t0 = time.perf_counter()
+    try:
+        a.execute("CREATE TABLE t (x)")
+        error = "no error"
+    except sqlite3.OperationalError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    waited = time.perf_counter() - t0
+    a.execute("ROLLBACK")
+    other.join()
+    a.close()
+    return error, waited
 
 
 def creation_races(opener, races: int, threads: int, root: Path) -> list[str]:
@@ -151,17 +186,22 @@ def main() -> int:
 
     cache_home = work / "xdg"
     env = run_env(cache_home)
-    t0 = time.perf_counter()
-    alone = start_run(work / "alone", args.corpus, env, work / "alone.log")
-    alone.wait()
-    alone_s = time.perf_counter() - t0
-    print(f"baseline: one run alone, no busy loops: {alone_s:.0f} s, "
-          f"{outcome(alone, work / 'alone', work / 'alone.log')}", flush=True)
-    shutil.rmtree(cache_home)  # the pairs start from no cache at all
+    alone_s = 1.0
+    if args.pairs or args.kills:
+        t0 = time.perf_counter()
+        alone = start_run(work / "alone", args.corpus, env, work / "alone.log")
+        alone.wait()
+        alone_s = time.perf_counter() - t0
+        print(f"baseline: one run alone, no busy loops: {alone_s:.0f} s, "
+              f"{outcome(alone, work / 'alone', work / 'alone.log')}", flush=True)
+        shutil.rmtree(cache_home, ignore_errors=True)  # the pairs start from no cache at all
 
     load = busy_loops(cores)  # parts 1 and 2 compete with a busy loop per CPU
     try:
         # 1 --------------------------------------------------------------------------------------------
+        error, waited = upgrade_deadlock(work / "deadlock")
+        print(f"1. a read turned write while another connection switches to WAL (busy timeout 60 s): "
+              f"{error} after {waited * 1000:.1f} ms", flush=True)
         before = creation_races(open_as_before, args.races, 8, work / "races-before")
         now = creation_races(open_now, args.races, 8, work / "races-now")
         print(f"1. creation races ({args.races} x 8 threads on a new file): before {len(before)} errors "

@@ -69,6 +69,8 @@ def check_checkpoint_topics(path: str, payload: dict[str, Any], topics_dir: str)
     if Path(str(trained.get("dir", ""))).resolve() == Path(topics_dir).resolve():
         return
     given = _topic_model(str(Path(topics_dir).resolve()))
+    if given is None:
+        return
     if int(given.k) != int(trained.get("k", -1)) or list(given.labels) != list(trained.get("labels") or []):
         raise UsageError(f"{payload['path']} was trained with the topic model {trained.get('dir')} "
                          f"({trained.get('k')} topics), not {topics_dir} ({given.k} topics, other labels): "
@@ -84,7 +86,10 @@ def check_topics_fit_ingest(topics_dir: Path, data_dir: Path) -> None:
     ids = [str(r["id"]) for r in read_records(data_dir)]
     if not ids:
         return  # an ingest without equations: the command says so
-    theta = _topic_model(str(topics_dir.resolve())).theta_by_id()
+    model = _topic_model(str(topics_dir.resolve()))
+    if model is None:
+        return
+    theta = model.theta_by_id()
     covered = sum(i in theta for i in ids) / len(ids)
     if covered < MIN_THETA_COVERAGE:
         raise UsageError(f"the topic model {topics_dir} was fitted on another ingest than {data_dir} (it has a "
@@ -94,6 +99,11 @@ def check_topics_fit_ingest(topics_dir: Path, data_dir: Path) -> None:
 
 @functools.lru_cache(maxsize=4)
 def _topic_model(topics_dir: str) -> Any:
+    """The topic model in TOPICS_DIR, or None when there is none to compare with (e.g. a folder holding only
+    theta.npz, which training accepts): the command then reports in its own words what it lacks."""
     from pipeline.topics import TopicModel
 
-    return TopicModel.load(topics_dir)
+    try:
+        return TopicModel.load(topics_dir)
+    except (OSError, ValueError, KeyError):
+        return None
