@@ -110,8 +110,8 @@ def _file_digest(path: Path, st: os.stat_result) -> str:
 def content_hash(path: str | os.PathLike) -> str:
     """A digest of a file's bytes, or of a folder's relative file paths and their bytes (recursive, sorted).
 
-    Symbolic links are followed; markers and `__pycache__` are left out. A missing path is a
-    FileNotFoundError that names it.
+    Symbolic links are followed; markers, `__pycache__` and half-written `*.part` files are left out. A missing
+    path is a FileNotFoundError that names it.
     """
     path = Path(path)
     if not path.exists():
@@ -122,7 +122,7 @@ def content_hash(path: str | os.PathLike) -> str:
     for root, dirs, files in os.walk(path, followlinks=True):
         dirs[:] = sorted(d for d in dirs if d not in IGNORED_NAMES)
         for name in sorted(files):
-            if name in IGNORED_NAMES or name.endswith(".pyc"):
+            if name in IGNORED_NAMES or name.endswith((".pyc", ".part")):  # .part: a write a kill cut short
                 continue
             full = Path(root, name)
             try:

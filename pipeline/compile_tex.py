@@ -69,13 +69,14 @@ def scratch_root() -> str | None:
     the system default (None). A batch writes one small file per equation; on this machine's disk creating a
     file costs ~0.9 ms, in /dev/shm ~0.02 ms. Only for runs of batch-safe equations, which cannot open files for
     writing (\\openout, \\write are not on the reviewed list): memory is not filled by a hostile equation.
-    The first call also removes this user's scratch folders there that a killed process left (memory)."""
+    The first call also removes this user's scratch folders that a killed process left, there and in the
+    system's temporary folder."""
     if not _SCRATCH:
         root = "/dev/shm"
         usable = os.path.isdir(root) and os.access(root, os.W_OK | os.X_OK)
         _SCRATCH.append(root if usable else None)
-        if usable:
-            _remove_stale_scratch(Path(root))
+        for folder in ([root] if usable else []) + [tempfile.gettempdir()]:
+            _remove_stale_scratch(Path(folder))
     return _SCRATCH[0]
 
 

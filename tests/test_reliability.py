@@ -223,6 +223,30 @@ def test_a_cache_locked_past_the_busy_timeout_degrades_to_checking(uncached, tmp
     assert any("cannot be used" in w and "locked" in w for w in result["warnings"]), result["warnings"]
 
 
+# ------------------------------------------------------------------------------- Prefect's task records
+def test_task_records_damaged_or_unwritable_never_fail_a_run(tmp_path):
+    from flows.caching import RunResultStorage, set_aside_if_damaged, take_warnings, write_atomic
+
+    take_warnings()
+    storage = RunResultStorage(basepath=str(tmp_path / "results"))
+    storage.write_path("stage-key", b"a record", _sync=True)
+    assert (tmp_path / "results" / "stage-key").read_bytes() == b"a record"
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["stage-key"]  # no temporary left behind
+
+    set_aside_if_damaged(tmp_path / "results" / "stage-key")  # not a record Prefect can read back
+    assert not (tmp_path / "results" / "stage-key").exists()
+    assert len(list((tmp_path / "results").glob("stage-key.damaged-*"))) == 1
+
+    (tmp_path / "file").write_text("x")  # results folder impossible: a file is in the way
+    blocked = RunResultStorage(basepath=str(tmp_path / "file" / "results"))
+    blocked.write_path("stage-key", b"a record", _sync=True)  # no exception: the next run computes again
+    warnings = take_warnings()
+    assert any("was damaged" in w for w in warnings) and any("could not keep a task result" in w for w in warnings)
+
+    write_atomic(tmp_path / "out.txt", "whole")
+    assert (tmp_path / "out.txt").read_text() == "whole" and len(list(tmp_path.glob("*.part"))) == 0
+
+
 # --------------------------------------------------------------------------------------------- run folders
 def test_a_second_run_on_a_folder_in_use_stops_and_says_so(tmp_path, shared_arxiv):
     """A real second process: `topiceq run` on a folder whose lock another process holds."""
