@@ -23,25 +23,17 @@ that was undefined and is now defined, a group that would not close, an open con
 stops the run, and the rest start in a fresh one. After every equation, clean or not, the first-use state of
 the math alphabets is put back (FIRST_USE_SETUP), so that the next equation meets them as it would alone.
 
-Speed: a run starts from the preamble's format stored uncompressed (FormatCache), in a folder in /dev/shm
+Speed: a run starts from the preamble's format stored uncompressed (compile_cache.FormatCache), in a folder in /dev/shm
 (compile_tex.scratch_root); an equation inside a run costs ~0.5 ms, a start ~70 ms.
 """
 from __future__ import annotations
 
-import gzip
-import hashlib
-import os
 import re
 import secrets
 import subprocess
-import tempfile
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from pipeline.compile_cache import flock_exclusive, warn
 from pipeline.compile_tex import (SandboxConfig, error_text, is_error_line, read_log, run_tex,
                                   scratch_folder)
 
@@ -268,142 +260,6 @@ def equation_file_text(equation: str, preamble_lines: int) -> str:
 
 def preamble_line_count(preamble: str) -> int:
     return preamble.count("\n") + (0 if preamble.endswith("\n") else 1) + 1  # + \begin{document}
-
-
-def uncompressed_format(data: bytes) -> bytes:
-    """The format as pdftex reads it. pdftex writes formats gzip-compressed and reads them through zlib's
-    gzread, which returns the bytes of a file that is not gzip-compressed as they are: the decompressed file
-    gives pdftex exactly the same bytes to undump, and a start from it skips ~100 ms of inflating 18 MB."""
-    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-
-
-FORMAT_LOCK_TIMEOUT_S = 300.0  # another process building a format takes seconds; minutes on a starved machine
-
-
-class FormatCache:
-    """A pdflatex format with the preamble preloaded (`pdflatex -ini "&pdflatex" ... \\dump`), one per preamble
-    and engine, built once into the cache folder; None when the preamble cannot be dumped.
-
-    Formats are built, checked and replaced under an exclusive flock on `formats/.lock`, so processes that
-    share the folder build each one once. Next to each format, `NAME.sum` holds the digest of its bytes,
-    written before the format is renamed into place; the first use in a process checks it, and a format whose
-    bytes differ (a damaged file would make every verdict wrong) is set aside and built again. A folder that
-    cannot be written (read-only, full) means no format: the checks start pdflatex the plain way (same
-    verdicts, slower) and WARNINGS says why."""
-
-    def __init__(self, cache_dir: Path, engine: str, config: SandboxConfig,
-                 warnings: list[str] | None = None) -> None:
-        self.dir = cache_dir / "formats"
-        self.engine = engine
-        self.config = config
-        self.warnings: list[str] = warnings if warnings is not None else []
-        self._lock = threading.Lock()
-        self._known: dict[str, Path | None] = {}
-
-    def standard(self) -> Path | None:
-        """An uncompressed copy of pdflatex's own format (None when it cannot be found)."""
-        with self._lock:
-            if "" not in self._known:
-                src = subprocess.run(["kpsewhich", "-engine=pdftex", "pdflatex.fmt"], capture_output=True,
-                                     text=True).stdout.strip()
-                # engine: version, format size and time
-                self._known[""] = (self._ensure(f"pdflatex-{self.engine}-u.fmt",
-                                                lambda: uncompressed_format(Path(src).read_bytes()))
-                                   if src else None)
-            return self._known[""]
-
-    def get(self, preamble: str) -> Path | None:
-        key = hashlib.sha256((self.engine + "\0" + preamble).encode()).hexdigest()[:20]
-        with self._lock:
-            if key not in self._known:
-                self._known[key] = self._ensure(f"teq-{key}-u.fmt", lambda: self._dump(preamble))
-            return self._known[key]
-
-    def _dump(self, preamble: str) -> bytes | None:
-        with tempfile.TemporaryDirectory(prefix="teq-fmt-") as tmp:
-            tmpdir = Path(tmp)
-            (tmpdir / "pre.tex").write_text(preamble + "\n\\dump\n", encoding="utf-8")
-            res = run_tex(["-ini", "-jobname=teqfmt", "-interaction=nonstopmode", "-halt-on-error",
-                           "-no-shell-escape", "&pdflatex", "pre.tex"], tmpdir, 120.0, self.config)
-            built = tmpdir / "teqfmt.fmt"
-            if res.returncode == 0 and built.exists():
-                return uncompressed_format(built.read_bytes())
-        return None
-
-    def _ensure(self, name: str, make: Callable[[], bytes | None]) -> Path | None:
-        """The checked format NAME, built with MAKE when missing or damaged; None when there can be none."""
-        fmt = self.dir / name
-        total = fmt.with_name(name + ".sum")
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fd = flock_exclusive(self.dir / ".lock", FORMAT_LOCK_TIMEOUT_S)
-        except OSError as exc:
-            warn(self.warnings, f"the compile cache folder {self.dir} cannot be used ({exc}); checking "
-                                "without a preloaded format (slower)")
-            return None
-        try:
-            _remove_stale_parts(self.dir)
-            if fmt.exists():
-                try:
-                    recorded = total.read_text().strip()
-                except FileNotFoundError:
-                    recorded = None  # from before the digests: built again, not a damage
-                if recorded is not None and _matches(fmt, recorded):
-                    return fmt
-                if recorded is not None:
-                    aside = fmt.with_name(f"{name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-                    os.replace(fmt, aside)
-                    warn(self.warnings, f"the preloaded format {fmt} was damaged; set aside as {aside.name} "
-                                        "and built again")
-            data = make()
-            if data is None:
-                return None
-            # The digest first, then the format, each renamed into place: a reader sees a whole format with
-            # its digest, or a digest without a format (built again), never a half-written format.
-            for path, content in ((total, _digest(data).encode()), (fmt, data)):
-                part = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
-                try:
-                    part.write_bytes(content)
-                    os.replace(part, path)
-                finally:
-                    part.unlink(missing_ok=True)
-            return fmt
-        except OSError as exc:
-            warn(self.warnings, f"could not build the preloaded format {fmt} ({exc}); checking without it "
-                                "(slower)")
-            return None
-        finally:
-            os.close(fd)
-
-
-def _remove_stale_parts(folder: Path, age_s: float = 3600.0) -> None:
-    """Formats half-copied by a process that was killed (18 MB each); called with the folder's lock held."""
-    now = time.time()
-    for part in folder.glob("*.part"):
-        try:
-            if now - part.stat().st_mtime > age_s:
-                part.unlink()
-        except OSError:
-            continue
-
-
-_VERIFIED: set[tuple] = set()  # (path, size, mtime, inode, digest) of formats this process has checked
-
-
-def _matches(fmt: Path, recorded: str) -> bool:
-    """Whether FMT's bytes have the RECORDED digest (each file version is read once per process)."""
-    st = fmt.stat()
-    memo = (str(fmt), st.st_size, st.st_mtime_ns, st.st_ino, recorded)
-    if memo in _VERIFIED:
-        return True
-    if _digest(fmt.read_bytes()) != recorded:
-        return False
-    _VERIFIED.add(memo)
-    return True
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=20).hexdigest()
 
 
 def run_batch(equations: list[str], preamble: str, fmt: Path | None, timeout: float, config: SandboxConfig,

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import compile_safety
-from pipeline.compile_cache import VerdictCache, warn
-from pipeline.compile_batch import (CALIBRATION_EQUATIONS, BatchOutcome, FormatCache, math_versions, run_batch,
-                                    state_check_tex, state_names, tex_job)
+from pipeline.compile_cache import FormatCache, VerdictCache, warn
+from pipeline.compile_batch import (CALIBRATION_EQUATIONS, BatchOutcome, math_versions, run_batch, state_check_tex,
+                                    state_names, tex_job)
 from pipeline.compile_tex import (PDFLATEX_RUNS, SandboxConfig, engine_id, first_error, read_log, run_tex,
                                   sandbox_env, scratch_folder)
 
@@ -66,7 +66,7 @@ def check_one_document(equation: str, preamble: str | None = None, timeout: floa
 def _one_document(equation: str, preamble: str | None, timeout: float, config: CompileConfig,
                   standard_format: Path | None) -> Verdict:
     """The rule's run; STANDARD_FORMAT: an uncompressed copy of pdflatex's own format to start from (the same
-    bytes undumped, see compile_batch.uncompressed_format; -progname keeps kpathsea's settings pdflatex's)."""
+    bytes undumped, see compile_cache.uncompressed_format; -progname keeps kpathsea's settings pdflatex's)."""
     fmt_args = [f"-fmt={standard_format.with_suffix('')}", "-progname=pdflatex"] if standard_format else []
     # On disk, not in /dev/shm: an equation checked alone may write files (\openout, up to the file-size cap each).
     with tempfile.TemporaryDirectory(prefix="teq-one-") as tmp:
