@@ -12,8 +12,9 @@ A baseline run alone (no load) gives the time scale. Parts 1 and 2 run with a bu
      folders with one shared compile cache (empty at the start: the first pair creates it), every CPU kept
      busy by busy loops. Counts runs that fail (exit status not 0) and runs whose report has warnings, and
      times a pair against the run alone.
-  3. KILLS times: a run is killed with SIGKILL at a random moment (seeded), then run again on the same folder;
-     counts re-runs that fail and the tasks they took from the cache.
+  3. KILLS times: a run is killed with SIGKILL at a random moment (seeded; one in each of KILLS equal slices of
+     the run alone's duration), then run again on the same folder; counts re-runs that fail, the tasks they took
+     from the cache, and killed runs' Prefect servers still alive after the re-run.
 Usage: nice python bench/reliability_bench.py [--pairs 20] [--kills 5] [--races 200]
        [--corpus ../shared/data/arxiv/sample] [--seed 0]
 """
@@ -235,7 +236,8 @@ def main() -> int:
     kill_failures, reused, orphans = [], [], 0
     for k in range(args.kills):
         out, log = work / f"kill{k}", work / f"kill{k}.log"
-        at = rng.uniform(3.0, alone_s)
+        # Spread over the length of the run alone: one random moment in each of KILLS equal slices of it.
+        at = 2.0 + (k + rng.random()) / args.kills * (0.95 * alone_s - 2.0)
         proc = start_run(out, args.corpus, env, log)
         try:
             proc.wait(timeout=at)
@@ -245,8 +247,10 @@ def main() -> int:
             proc.wait()
             finished_first = False
         orphan = None if finished_first else recorded_server(out)
+        t0 = time.perf_counter()
         again = start_run(out, args.corpus, env, work / f"kill{k}-again.log")
         again.wait()
+        again_s = time.perf_counter() - t0
         result = outcome(again, out, work / f"kill{k}-again.log")
         time.sleep(10)  # a server stops within seconds of SIGTERM
         orphans += bool(orphan and is_server_of(orphan, out))
@@ -254,7 +258,8 @@ def main() -> int:
             kill_failures.append((k, result["error"]))
         reused.append(result["cached"])
         print(f"   kill {k + 1}/{args.kills}: SIGKILL at {at:.0f} s{' (it had finished)' if finished_first else ''}; "
-              f"re-run exit {result['rc']}, {result['cached']} tasks from the cache, {result['computed']} computed",
+              f"re-run exit {result['rc']} in {again_s:.0f} s, {result['cached']} tasks from the cache, "
+              f"{result['computed']} computed",
               flush=True)
     print(f"3. {args.kills} runs killed at random moments, then run again: {len(kill_failures)}/{args.kills} "
           f"re-runs failed; tasks taken from the cache per re-run: {reused}; servers of killed runs still "

@@ -23,8 +23,8 @@ from pipeline import compile_safety
 from pipeline.compile_cache import FormatCache, VerdictCache, warn
 from pipeline.compile_batch import (CALIBRATION_EQUATIONS, BatchOutcome, math_versions, run_batch, state_check_tex,
                                     state_names, tex_job)
-from pipeline.compile_tex import (PDFLATEX_RUNS, SandboxConfig, engine_id, first_error, read_log, run_tex,
-                                  sandbox_env, scratch_folder)
+from pipeline.compile_tex import (PDFLATEX_RUNS, SandboxConfig, engine_id, first_error, pdflatex_path, read_log,
+                                  run_tex, sandbox_env, scratch_folder)
 
 DEFAULT_PREAMBLE = "\\documentclass{article}\n\\usepackage{amsmath,amssymb,amsfonts,mathtools,bm}\n"
 
@@ -157,6 +157,7 @@ class _Checker:
         self.preamble = preamble
         self.timeout = timeout
         self.config = config
+        pdflatex_path()  # TeX missing: its message, before anything else (engine_id is remembered per process)
         self.engine = engine_id()
         self.use_cache = use_cache
         self.stats = stats if stats is not None else CheckStats()
