@@ -153,24 +153,10 @@ def stop_all(processes: list[subprocess.Popen]) -> None:
         p.wait()
 
 
-def recorded_server(out: Path) -> int | None:
-    """The pid of the embedded Prefect server that the run on OUT recorded in its lock file."""
-    try:
-        pid = json.loads((out / ".topiceq-run.lock").read_text()).get("server_pid")
-    except (OSError, ValueError):
-        return None
-    return pid if isinstance(pid, int) else None
+def servers_of(out: Path) -> list[int]:
+    from flows.launch import servers_of as prefect_servers_of
 
-
-def is_server_of(pid: int, out: Path) -> bool:
-    """Whether PID is still the embedded Prefect server of the run folder OUT (read only, never signalled)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return (b"prefect.server.api.server:create_app" in cmdline
-            and f"PREFECT_HOME={out.resolve() / '.prefect'}".encode() in environ)
+    return prefect_servers_of(out)
 
 
 def main() -> int:
@@ -246,14 +232,13 @@ def main() -> int:
             os.kill(proc.pid, signal.SIGKILL)  # the run's process only: its children live on, as after kill -9
             proc.wait()
             finished_first = False
-        orphan = None if finished_first else recorded_server(out)
         t0 = time.perf_counter()
         again = start_run(out, args.corpus, env, work / f"kill{k}-again.log")
         again.wait()
         again_s = time.perf_counter() - t0
         result = outcome(again, out, work / f"kill{k}-again.log")
         time.sleep(10)  # a server stops within seconds of SIGTERM
-        orphans += bool(orphan and is_server_of(orphan, out))
+        orphans += len(servers_of(out))  # read only: the re-run is the one that stops them
         if result["rc"] != 0:
             kill_failures.append((k, result["error"]))
         reused.append(result["cached"])

@@ -9,9 +9,11 @@ kernel drops the lock when the holder exits in any way, kill -9 included, so a c
 folder locked. Runs on different folders share only the caches built for sharing (the compile check's).
 
 A run killed with SIGKILL cannot stop the embedded Prefect server it started (a child process that then
-lives on, orphaned, holding ~150 MB and the run folder's Prefect database). So the lock file also records
-the server's pid, and the next run on the folder stops that server when its run is gone: only a process
-with that pid whose command line is Prefect's server and whose PREFECT_HOME is this folder's.
+lives on, orphaned, holding ~150 MB and the run folder's Prefect database). The next run on the folder, once
+it holds the lock, stops such servers: processes whose command line is Prefect's server and whose
+PREFECT_HOME is this folder's own (`RUNDIR/.prefect`, see flows.settings), which no live run can own while
+the lock is held. (Recording the server's pid would not do: a run killed while its server starts up has not
+learnt it yet.)
 """
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ def hold_run_folder(run_dir: str | Path) -> Iterator[Path]:
         except BlockingIOError:
             raise RunFolderBusy(f"{run_dir} is in use by another topiceq run ({_describe_holder(fd)}); wait "
                                 "for it to finish, or pass another --out") from None
-        _stop_orphaned_server(_read_holder(fd))
+        stop_orphaned_servers(run_dir)
         _write_holder(fd, {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                            "command": " ".join(sys.argv)})
         yield run_dir
@@ -80,46 +82,32 @@ def _describe_holder(fd: int) -> str:
     return f"pid {holder['pid']}, started {holder.get('started', '?')}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+SERVER_COMMAND = b"prefect.server.api.server:create_app"
 
 
-def _stop_orphaned_server(previous: dict[str, Any]) -> None:
-    """Stop the embedded Prefect server of a previous run on this folder that was killed (see above)."""
-    owner, server = previous.get("pid"), previous.get("server_pid")
-    if not (isinstance(owner, int) and isinstance(server, int)) or owner == os.getpid() or _alive(owner):
-        return
-    try:
-        cmdline = Path(f"/proc/{server}/cmdline").read_bytes().split(b"\0")
-        environ = Path(f"/proc/{server}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return  # gone already, or not ours to look at
-    home = os.environ.get("PREFECT_HOME", "")
-    if b"prefect.server.api.server:create_app" in cmdline and f"PREFECT_HOME={home}".encode() in environ:
+def servers_of(run_dir: Path) -> list[int]:
+    """Pids of Prefect servers (this user's) whose PREFECT_HOME is RUN_DIR's own (Linux /proc; none elsewhere)."""
+    from flows.settings import RUN_PREFECT_HOME
+
+    home = f"PREFECT_HOME={Path(run_dir).resolve() / RUN_PREFECT_HOME}".encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
         try:
-            os.kill(server, signal.SIGTERM)
+            if (SERVER_COMMAND in (entry / "cmdline").read_bytes()
+                    and home in (entry / "environ").read_bytes().split(b"\0")):
+                found.append(int(entry.name))
+        except (OSError, ValueError):
+            continue  # gone, or another user's
+    return found
+
+
+def stop_orphaned_servers(run_dir: Path) -> None:
+    """SIGTERM to the servers left by killed runs on RUN_DIR (call with the folder's lock held)."""
+    for pid in servers_of(run_dir):
+        try:
+            os.kill(pid, signal.SIGTERM)
         except OSError:
             pass
-
-
-def record_server(run_dir: Path) -> None:
-    """Note the pid of this process's embedded Prefect server (if it runs one) in the folder's lock file."""
-    from prefect.server.api.server import SubprocessASGIServer
-
-    process = getattr(SubprocessASGIServer(), "server_process", None)  # the instance Prefect's client uses
-    if process is None:
-        return  # a real server (PREFECT_API_URL), or none started yet
-    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR)
-    try:
-        _write_holder(fd, {**_read_holder(fd), "server_pid": process.pid})
-    finally:
-        os.close(fd)
 
 
 # Exceptions that mean bad input, not a bug: the run stops with their one-line message (topiceq.cli), so
@@ -176,6 +164,5 @@ def run_flow(flow_obj: Any, run_dir: str | Path, *, task_runner: str = "threads"
     with hold_run_folder(run_dir) as held:
         runnable = configured(flow_obj, held, task_runner=task_runner, dask_address=dask_address,
                               workers=workers)
-        record_server(held)  # configured() has talked to the server: it runs now
         with input_errors_without_traceback():
             return runnable(out=str(held), **parameters)

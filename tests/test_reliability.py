@@ -277,6 +277,27 @@ def test_a_second_run_on_a_folder_in_use_stops_and_says_so(tmp_path, shared_arxi
     assert not (run_dir / ".prefect-results").exists()  # nothing of the run was started
 
 
+def test_the_next_run_stops_a_killed_runs_server_and_nothing_else(tmp_path):
+    """Stand-ins carrying the server's command-line mark: the one with the folder's PREFECT_HOME is stopped,
+    one with another home is left alone."""
+    from flows.launch import SERVER_COMMAND, hold_run_folder, servers_of
+
+    run_dir = tmp_path / "run"
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)", SERVER_COMMAND.decode()]
+    orphan = subprocess.Popen(sleeper, env={**os.environ, "PREFECT_HOME": str(run_dir / ".prefect")})
+    other = subprocess.Popen(sleeper, env={**os.environ, "PREFECT_HOME": str(tmp_path / "elsewhere")})
+    try:
+        time.sleep(0.5)
+        assert servers_of(run_dir) == [orphan.pid]
+        with hold_run_folder(run_dir):
+            assert orphan.wait(timeout=10) == -signal.SIGTERM
+        assert other.poll() is None
+    finally:
+        for p in (orphan, other):
+            p.kill()
+            p.wait()
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, shared_text, one_torch_thread_module):
