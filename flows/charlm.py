@@ -11,7 +11,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.caching import stage_task, started_with_same_key
+from flows.caching import stage_task, started_with_same_key, take_warnings, write_atomic
 from flows.reporting import RunReport, format_summary
 
 # `topiceq run --preset` -> the topicrnn preset of the character model.
@@ -46,7 +46,7 @@ def sample_charlm(checkpoint_dir: Path, out_file: Path, n: int, length: int, tem
     lm = TorchLM.from_checkpoint(checkpoint_dir, device="cpu")
     texts = lm.sample(n=n, max_len=length, temperature=temperature, prime=prime, seed=seed)
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text("".join(f"--- sample {i + 1}\n{t}\n" for i, t in enumerate(texts)), encoding="utf-8")
+    write_atomic(out_file, "".join(f"--- sample {i + 1}\n{t}\n" for i, t in enumerate(texts)))
     return texts
 
 
@@ -74,6 +74,7 @@ def charlm_flow(text: str, out: str, preset: str = "tiny", max_steps: int | None
     `preset` is a run preset (tiny|cpu|gpu) or any topicrnn preset name; `refresh` recomputes every task.
     """
     logger = get_run_logger()
+    take_warnings()  # from earlier flows in this process: not this run's
     run_dir = Path(out).resolve()
     text_path = Path(text).resolve()
     if not text_path.is_file():
@@ -99,10 +100,12 @@ def charlm_flow(text: str, out: str, preset: str = "tiny", max_steps: int | None
          "held-out bits/char (scored)": scored["bits_per_char"], "held-out chars": scored["chars"],
          "train tokens/s": trained["tokens_per_s"], "device": trained["device"]}])
     report.markdown("samples", "Samples", "\n\n".join(f"```\n{t}\n```" for t in samples))
+    warnings = take_warnings()
+    report.warnings(warnings)
     summary = {"flow": "charlm", "text": str(text_path), "preset": model_preset, "steps": trained["step"],
                "best_val_bits_per_char": trained["best_val_bits_per_char"],
                "held_out_bits_per_char": scored["bits_per_char"], "resumed_training": trained["resumed"],
-               "samples": samples}
+               "samples": samples, "warnings": warnings}
     outputs = {"checkpoint": str(ckpt_dir / "best.pt"), "loss curve": str(ckpt_dir / "loss_curve.png"),
                "samples": str(samples_file)}
     outputs.update(report.write({**summary, "outputs": outputs}))

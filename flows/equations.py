@@ -26,7 +26,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.caching import stage_task, started_with_same_key
+from flows.caching import stage_task, started_with_same_key, take_warnings, write_atomic
 from flows.reporting import RunReport, format_summary
 
 
@@ -197,14 +197,17 @@ def generate_by_topic(checkpoint: Path, data_dir: Path, topics_dir: Path, out_fi
 
 @stage_task("compile-check", input_arg="equations_file", outputs=(), code=("pipeline.compile_check",))
 def compile_check_batch(equations_file: Path, start: int, stop: int, workers: int,
-                        use_cache: bool = True) -> list[list[Any]]:
-    """`pipeline.compile_check.check` on lines [start, stop) of a JSONL file: [[ok, error], ...] in order."""
-    from pipeline.compile_check import check
+                        use_cache: bool = True) -> dict[str, list]:
+    """`pipeline.compile_check.check` on lines [start, stop) of a JSONL file: {"verdicts": [[ok, error], ...]
+    in order, "warnings": [...] (a verdict cache in trouble: the check went on without it)}."""
+    from pipeline.compile_check import CheckStats, check
 
     with open(equations_file, encoding="utf-8") as fh:
         lines = [line for i, line in enumerate(fh) if start <= i < stop]
     equations = [json.loads(line)["equation"] for line in lines]
-    return [[bool(v.ok), v.error] for v in check(equations, workers=workers, use_cache=use_cache)]
+    stats = CheckStats()
+    verdicts = check(equations, workers=workers, use_cache=use_cache, stats=stats)
+    return {"verdicts": [[bool(v.ok), v.error] for v in verdicts], "warnings": list(stats.warnings)}
 
 
 @stage_task("quiz", input_arg="fakes_file", outputs=("out_dir",),
@@ -246,6 +249,7 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
     import os
 
     logger = get_run_logger()
+    take_warnings()  # from earlier flows in this process: not this run's
     if preset not in RUN_PRESETS:
         raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(RUN_PRESETS)}")
     cfg = RUN_PRESETS[preset]
@@ -264,6 +268,10 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
 
     ingest_dir, topics_dir = run_dir / "ingest", run_dir / "topics"
     corpus_stats = ingest_stage(corpus_paths, ingest_dir, workers, opts)
+    if not corpus_stats["equations"]:
+        raise ValueError(f"the corpus {', '.join(map(str, corpus_paths))} has no display equations "
+                         f"({corpus_stats['papers_read']} papers read; see {ingest_dir / 'report.json'}): "
+                         "give papers with \\[...\\], equation or align environments")
     logger.info("ingest: %s equations from %s papers", corpus_stats["equations"], corpus_stats["papers_read"])
     topics = t(fit_topic_model)(ingest_dir, topics_dir, dict(cfg.topics, seed=seed))
     logger.info("topics: K = %s", topics["k"])
@@ -292,14 +300,17 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
         verdict_futures[set_name] = [
             t(compile_check_batch).submit(path, start, min(start + cfg.compile_batch, n), 1)
             for start in range(0, n, cfg.compile_batch)]
-    verdicts: dict[str, list] = {s: [v for f in fs for v in f.result()] for s, fs in verdict_futures.items()}
+    checked = {s: [f.result() for f in fs] for s, fs in verdict_futures.items()}
+    verdicts: dict[str, list] = {s: [v for r in rs for v in r["verdicts"]] for s, rs in checked.items()}
+    # Warnings of the checks made in this run (a result from the task cache repeats a past run's).
+    cache_warnings = sorted({w for fs in verdict_futures.values() for f in fs if f.state.name != "Cached"
+                             for w in f.result()["warnings"]})
     compile_dir = run_dir / "compile"
     compile_dir.mkdir(parents=True, exist_ok=True)
     verdict_files = {}
     for set_name, vs in verdicts.items():
-        verdict_files[set_name] = compile_dir / f"{set_name}.verdicts.jsonl"
-        verdict_files[set_name].write_text("".join(json.dumps({"ok": ok, "error": err}) + "\n" for ok, err in vs),
-                                           encoding="utf-8")
+        verdict_files[set_name] = write_atomic(compile_dir / f"{set_name}.verdicts.jsonl",
+                                               "".join(json.dumps({"ok": ok, "error": err}) + "\n" for ok, err in vs))
 
     quiz = t(export_quiz_files)(ingest_dir, topics_dir, Path(generated["topic"]["file"]), verdict_files["topic"],
                                 run_dir / "quiz", cfg.quiz_questions, seed)
@@ -320,6 +331,8 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
     report.markdown("samples", "Sample equations by topic (syntax-aware decoding, compiling)",
                     sample_markdown(Path(generated["topic"]["file"]), verdicts["topic"], per_topic=2))
     report.link("quiz", "Quiz", Path(quiz["files"]["quiz.html"]))
+    warnings = cache_warnings + take_warnings()
+    report.warnings(warnings)
 
     overall = {r["set"]: r for r in rates if r["topic"] == "all"}
     summary = {
@@ -329,6 +342,7 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
         "compile_rate": {s: overall[s]["rate"] for s in overall},
         "quiz_questions": quiz["questions"],
         "train_steps": {m: r["step"] for m, r in trained.items()},
+        "warnings": warnings,
     }
     outputs = {"ingest": str(ingest_dir / "equations.jsonl"), "topics": str(topics_dir),
                "topic model": str(models["topic"] / "best.pt"), "baseline": str(models["plain"] / "best.pt"),

@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from flows.caching import write_atomic
+
 
 def artifact_key(text: str) -> str:
     """Prefect artifact keys: lower-case letters, digits and dashes."""
@@ -50,13 +52,19 @@ class RunReport:
             create_link_artifact(link=Path(path).resolve().as_uri(), link_text=str(path),
                                  key=artifact_key(f"{self.flow_name}-{key}"), description=title)
 
+    def warnings(self, warnings: Sequence[str]) -> None:
+        """A section for the caches that were in trouble (the run went on without them), when there were any."""
+        if warnings:
+            self.markdown("warnings", "Warnings (caches in trouble: the run went on without them)",
+                          "\n".join(f"- {w}" for w in warnings))
+
     def write(self, summary: dict[str, Any]) -> dict[str, str]:
         """Write report.md and summary.json into the run folder; returns their paths."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         report = self.run_dir / "report.md"
-        report.write_text("\n".join(self.sections), encoding="utf-8")
+        write_atomic(report, "\n".join(self.sections))  # a run killed here leaves the old report whole
         summary_path = self.run_dir / "summary.json"
-        summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+        write_atomic(summary_path, json.dumps(summary, indent=2, default=str) + "\n")
         return {"report": str(report), "summary": str(summary_path)}
 
 

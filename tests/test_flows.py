@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.caching import (StageFailed, TransientError, content_hash, fingerprint, is_transient, stage_task,
-                           task_key)
+from flows.caching import StageFailed, TransientError, content_hash, is_transient, stage_policy, stage_task
 
 WORDS = ("to be or not to be that is the question whether tis nobler in the mind to suffer the slings "
          "and arrows of outrageous fortune or to take arms against a sea of troubles\n")
@@ -44,20 +43,28 @@ class _Cfg:
     name: str = "x"
 
 
-def test_task_key_uses_config_and_inputs_but_only_the_path_of_outputs(tmp_path):
+def test_stage_key_uses_config_and_input_content_but_only_the_path_of_outputs(tmp_path):
+    """Prefect's INPUTS and TASK_SOURCE composed with PathContent and RepoCode (no task context here, so
+    TASK_SOURCE adds nothing)."""
     src = tmp_path / "in.txt"
     src.write_text("data")
     out = tmp_path / "out"
-    key = task_key("s", "src", {"src": src, "out": out, "cfg": _Cfg()}, ("out",), ())
-    assert key == task_key("s", "src", {"src": src, "out": out, "cfg": _Cfg()}, ("out",), ())
-    assert key != task_key("s", "src", {"src": src, "out": out, "cfg": _Cfg(k=4)}, ("out",), ())
-    assert key != task_key("s2", "src", {"src": src, "out": out, "cfg": _Cfg()}, ("out",), ())
+
+    def key(stage="s", code=(), **changes):
+        inputs = {"src": src, "out": out, "cfg": _Cfg(), **changes}
+        return stage_policy(stage, ("out",), code).compute_key(task_ctx=None, inputs=inputs, flow_parameters={})
+
+    first = key()
+    assert first == key() and first.startswith("s-")
+    assert first != key(cfg=_Cfg(k=4))
+    assert first != key(stage="s2")
+    assert first != key(code=("pipeline.compile_safety",))
     out.mkdir()
     (out / "result").write_text("whatever the task wrote")
-    assert key == task_key("s", "src", {"src": src, "out": out, "cfg": _Cfg()}, ("out",), ())
-    assert fingerprint({"b": 1, "a": [1, 2]}) == fingerprint({"a": [1, 2], "b": 1})
-    with pytest.raises(TypeError, match="cache key"):
-        fingerprint(object())
+    assert key() == first  # an output's content is not part of the key
+    src.write_text("other data")
+    assert key() != first  # an input's content is
+    assert key(src=tmp_path / "missing") != first  # a missing input: a key all the same (the task reports it)
 
 
 def test_stage_failed_message_pickles_and_transient_classification():
@@ -295,7 +302,7 @@ def test_ingest_shards_and_compile_checks_on_dask_equal_threads(harness, tmp_pat
         stats = ingest_stage([Path(corpus)], Path(out) / "ingest", 2, {})
         futures = [compile_check_batch.submit(Path(equations_file), start, start + batch, 1, False)
                    for start in range(0, 60, batch)]
-        return {"stats": stats, "verdicts": [v for f in futures for v in f.result()]}
+        return {"stats": stats, "verdicts": [v for f in futures for v in f.result()["verdicts"]]}
 
     runs = {}
     for runner in ("threads", "dask"):

@@ -10,6 +10,8 @@ import importlib
 import os
 import sys
 
+from topiceq.inputs import UsageError, validate
+
 # (command name, module); order is the order shown in --help.
 COMMANDS: list[tuple[str, str]] = [
     ("ingest", "topiceq.commands.ingest"),
@@ -26,10 +28,6 @@ COMMANDS: list[tuple[str, str]] = [
     ("neurons", "topiceq.commands.neurons"),
     ("run", "topiceq.commands.run"),
 ]
-
-
-class UsageError(Exception):
-    """An error whose message tells the user what to do; printed as one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        validate(args.command, args)
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("topiceq: interrupted", file=sys.stderr)
@@ -69,11 +68,23 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except (UsageError, FileNotFoundError, NotADirectoryError, ValueError, RuntimeError) as exc:
+    except (UsageError, OSError, ValueError, RuntimeError) as exc:
         if os.environ.get("TOPICEQ_DEBUG"):
             raise
-        print(f"topiceq {args.command}: error: {exc}", file=sys.stderr)
+        print(f"topiceq {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
+    except Exception as exc:  # a bug, not bad input: still one line, with the way to the traceback
+        if os.environ.get("TOPICEQ_DEBUG"):
+            raise
+        print(f"topiceq {args.command}: error: unexpected {type(exc).__name__}: {one_line(exc)} (a bug: run "
+              "again with TOPICEQ_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+def one_line(exc: BaseException) -> str:
+    """The message on one line (some libraries' messages run over many)."""
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return text or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
+
+from topiceq.inputs import UsageError
 
 HELP = "run the whole pipeline as a Prefect flow (ingest, topics, train, generate, compile check, quiz)"
 DESCRIPTION = (
@@ -34,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model sizes and budgets: tiny (smoke test), cpu (minutes on 2 cores), gpu "
                         "(the full 2 x 512 models); default gpu when CUDA is available, else cpu")
     parser.add_argument("--out", metavar="RUNDIR", default=str(DEFAULT_OUT),
-                        help="run folder: outputs, report.md, summary.json and the task cache")
+                        help="run folder: outputs, report.md, summary.json and the task cache; one run at a "
+                        "time per folder (a second run on a folder in use stops at once and says so)")
     parser.add_argument("--refresh", action="store_true", help="recompute every task instead of using the cache")
     parser.add_argument("--task-runner", choices=("threads", "dask"), default="threads",
                         help="threads on this machine, or Dask (a LocalCluster unless --dask-address)")
@@ -67,44 +71,74 @@ def _exit_on_sigterm() -> None:
         pass
 
 
-def run(args: argparse.Namespace) -> int:
-    from flows.settings import apply_prefect_defaults
+def writable_folder(path: Path, flag: str = "--out") -> Path:
+    """PATH resolved and created, or a one-line error that says what to do."""
+    path = path.resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".topiceq-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"cannot write to {flag} {path} ({exc.strerror or exc}): pass a folder you can "
+                         "write to") from None
+    return path
 
-    apply_prefect_defaults()
-    _exit_on_sigterm()
+
+def check_corpus(corpus: list[Path], default: bool) -> None:
+    missing = [str(c) for c in corpus if not c.exists()]
+    if missing:
+        hint = " (the shared demo corpus is missing: pass --corpus DIR)" if default else ""
+        raise FileNotFoundError(f"corpus {', '.join(missing)} does not exist{hint}")
+    for c in corpus:
+        if c.is_dir() and not any(p.is_file() for p in c.rglob("*")):
+            raise UsageError(f"corpus folder {c} is empty: put LaTeX sources in it (.tex files, arXiv "
+                             ".tar.gz/.gz archives, or an ingest's .jsonl), or pass --corpus DIR")
+
+
+def run(args: argparse.Namespace) -> int:
     if args.dask_address and args.task_runner != "dask":
-        raise ValueError("--dask-address needs --task-runner dask")
+        raise UsageError("--dask-address needs --task-runner dask")
+    run_dir = writable_folder(Path(args.out))
+    if args.flow == "equations":
+        from pipeline.compile_tex import pdflatex_path
+
+        pdflatex_path()  # before minutes of training: the compile check needs it (the message says how)
+        corpus = [Path(c) for c in args.corpus] if args.corpus else [DEFAULT_CORPUS]
+        check_corpus(corpus, default=not args.corpus)
+    else:
+        text = Path(args.text) if args.text else DEFAULT_TEXT
+        if not text.is_file():
+            raise FileNotFoundError(f"text file {text} does not exist: pass --text FILE")
     preset = args.preset or default_preset()
-    run_dir = Path(args.out).resolve()
+
+    from flows.settings import RUN_PREFECT_HOME, apply_prefect_defaults
+
+    apply_prefect_defaults(prefect_home=run_dir / RUN_PREFECT_HOME)
+    _exit_on_sigterm()
     started = time.perf_counter()
 
     from flows.caching import StageFailed
-    from flows.launch import run_flow
+    from flows.launch import RunFolderBusy, run_flow
 
     runner = dict(task_runner=args.task_runner, dask_address=args.dask_address, workers=args.workers)
     try:
         if args.flow == "charlm":
             from flows.charlm import charlm_flow
 
-            text = Path(args.text) if args.text else DEFAULT_TEXT
-            if not text.is_file():
-                raise FileNotFoundError(f"text file {text} does not exist: pass --text FILE")
             summary = run_flow(charlm_flow, run_dir, **runner, text=str(text.resolve()), preset=preset,
                                device=args.device, seed=args.seed, refresh=args.refresh, max_steps=args.max_steps)
         else:
             from flows.equations import equations_flow
 
-            corpus = [Path(c) for c in args.corpus] if args.corpus else [DEFAULT_CORPUS]
-            missing = [str(c) for c in corpus if not c.exists()]
-            if missing:
-                hint = "" if args.corpus else " (the shared demo corpus is missing: pass --corpus DIR)"
-                raise FileNotFoundError(f"corpus {', '.join(missing)} does not exist{hint}")
             summary = run_flow(equations_flow, run_dir, **runner, corpus=[str(c.resolve()) for c in corpus],
                                preset=preset, device=args.device, seed=args.seed, refresh=args.refresh,
                                max_steps=args.max_steps)
+    except RunFolderBusy as exc:
+        raise UsageError(str(exc)) from None
     except StageFailed:
         raise
-    except (FileNotFoundError, NotADirectoryError, ValueError, RuntimeError):
+    except (OSError, ValueError, RuntimeError):
         raise
     except Exception as exc:  # Prefect/Dask trouble: one line that names the flow, not a bare traceback
         raise RuntimeError(f"the {args.flow} flow failed: {type(exc).__name__}: {exc}") from exc
@@ -115,4 +149,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"topiceq run: {args.flow} flow finished in {elapsed:.1f} s; report: "
               f"{summary.get('outputs', {}).get('report', run_dir / 'report.md')}", file=sys.stderr)
+    for warning in summary.get("warnings") or []:
+        print(f"topiceq run: warning: {warning}", file=sys.stderr)
     return 0
