@@ -36,6 +36,8 @@ class CharHMMConfig:
     tol: float = 1e-2  # nats of training log-likelihood: EM stops when an iteration gains less
     seed: int = 0
     val_fraction: float = 0.1  # nanoGPT's split: the first 90% trains, the last 10% validates
+    tokenizer: str = "char"  # the symbols: topicrnn.tokenizers kinds (char | latex)
+    emission_pseudocount: float = 0.0  # added to every emission count (> 0 gives unseen symbols some mass)
     device: str = "cpu"
     dtype: str = "float64"
     chunk_length: int | None = None

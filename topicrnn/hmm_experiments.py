@@ -17,7 +17,8 @@ a grid × grid lattice of starting values (α₀, β₀) (cell centres in (0, 1)
 and the training log-likelihood after iterations 1, 2, 3, 4, 10 and 15 is drawn as heatmaps.
 
 Character HMMs: `fit_char_hmm` trains an HMM on the first 90% of a text (nanoGPT's split, symbols = the
-character tokenizer's ids) and reports validation bits per character, the figure the RNNs report.
+character tokenizer's ids, or LaTeX tokens) and reports validation bits per character (total nats / characters
+of the validation text), the figure the RNNs report.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from tqdm import tqdm  # noqa: E402
 from .data import read_text, split_text  # noqa: E402
 from .hmm import LN2, HMM, BatchedHMM  # noqa: E402
 from .hmm_config import CharHMMConfig, InstabilityConfig, LettersConfig  # noqa: E402
-from .tokenizers import CharTokenizer  # noqa: E402
+from .tokenizers import make_tokenizer  # noqa: E402
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 VOWELS = set("aeiou")
@@ -187,13 +188,14 @@ def plot_letters(posterior: np.ndarray, bits: np.ndarray, transition: dict, path
 
 # ------------------------------------------------------------------------------------------ instability
 def bit_hmm(n_models: int, cfg: InstabilityConfig, **kwargs) -> BatchedHMM:
-    """The two-parameter bit HMM: transitions and start fixed, emissions re-estimated (params="e")."""
+    """The two-parameter bit HMM: transitions and start fixed, emissions re-estimated (params="e"); kwargs
+    override the HMM's settings (e.g. device)."""
     A = np.asarray(cfg.transmat, dtype=np.float64)
     evals, evecs = np.linalg.eig(A.T)
     stationary = np.real(evecs[:, np.argmin(np.abs(evals - 1))])
-    model = BatchedHMM(n_models, 2, 2, params="e", init_params="", tol=-math.inf, n_iter=cfg.iterations,
-                       seed=cfg.seed, device=cfg.device, dtype=DTYPES[cfg.dtype], chunk_length=cfg.chunk_length,
-                       **kwargs)
+    settings = dict(params="e", init_params="", tol=-math.inf, n_iter=cfg.iterations, seed=cfg.seed,
+                    device=cfg.device, dtype=DTYPES[cfg.dtype], chunk_length=cfg.chunk_length)
+    model = BatchedHMM(n_models, 2, 2, **{**settings, **kwargs})
     model.startprob_ = stationary / stationary.sum()
     model.transmat_ = A
     return model
@@ -288,14 +290,20 @@ def plot_instability(grids: dict, centres: np.ndarray, cfg: InstabilityConfig, p
 
 # ---------------------------------------------------------------------------------------- character HMM
 def fit_char_hmm(text_path, cfg: CharHMMConfig = CharHMMConfig(), progress: bool = True) -> dict:
-    """Train a character HMM on the first 90% of a text; -> {"model", "tokenizer", validation bits/char, ...}."""
+    """Train an HMM language model on the first 90% of a text (symbols: the tokenizer's ids; its <bos> is the
+    HMM's start symbol) -> {"model", "tokenizer", validation bits per character of the last 10%, ...}."""
     train_text, val_text = split_text(read_text(text_path), cfg.val_fraction)
     if not train_text or not val_text:
         raise ValueError(f"{text_path}: the text is too short to split into training and validation parts")
-    tok = CharTokenizer().fit(train_text)
+    tok = make_tokenizer(cfg.tokenizer).fit(train_text)
     train_ids, val_ids = np.asarray(tok.encode(train_text)), np.asarray(tok.encode(val_text))
+    unseen = int((val_ids == tok.unk_id).sum())
+    if unseen and cfg.emission_pseudocount <= 0:
+        raise ValueError(f"the validation text holds {unseen} symbols never seen in training (probability 0 "
+                         "under maximum likelihood): set emission_pseudocount > 0")
     model = HMM(cfg.n_states, tok.vocab_size, start_symbol=tok.bos_id, n_iter=cfg.iterations, tol=cfg.tol,
-                seed=cfg.seed, device=cfg.device, dtype=DTYPES[cfg.dtype], chunk_length=cfg.chunk_length)
+                emissionprob_prior=1.0 + cfg.emission_pseudocount, seed=cfg.seed, device=cfg.device,
+                dtype=DTYPES[cfg.dtype], chunk_length=cfg.chunk_length)
     bar = tqdm(total=cfg.iterations, desc=f"char HMM, {cfg.n_states} states", unit="it", disable=not progress,
                dynamic_ncols=True)
 
