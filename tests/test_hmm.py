@@ -147,6 +147,14 @@ def test_em_log_likelihood_never_goes_down(S, chunk_length):
     assert np.all(np.diff(h) >= -1e-9 * np.abs(h[1:]))
 
 
+def test_callback_sees_every_iteration_and_can_stop_em():
+    X = np.random.default_rng(0).integers(0, 3, 300)
+    seen = []
+    m = HMM(2, 3, n_iter=20, tol=-np.inf, seed=0)
+    m.fit(X, callback=lambda model, stats: seen.append(float(stats["emit"].sum())) or len(seen) == 4)
+    assert m.monitor_.iter == 4 and seen == pytest.approx([300.0] * 4)  # expected counts of all symbols
+
+
 def test_monitor_warns_when_the_log_likelihood_goes_down_and_stops_on_tol():
     mon = ConvergenceMonitor(tol=0.5, n_iter=10)
     mon.report(-100.0)

@@ -87,6 +87,7 @@ def test_instability_grid_heatmaps_and_basins(tmp_path):
     ll = grids["loglik"]  # [iteration, β₀ row, α₀ column]
     assert ll.shape == (4, 6, 6)
     assert np.all(np.diff(ll, axis=0) >= -1e-9 * np.abs(ll[1:]))  # EM never goes down, at any start
+    assert np.mean(ll[-1] > ll[0] + 1e-3) > 0.8  # and it does go up (off the diagonal)
     a0, b0 = np.meshgrid(grids["centres"], grids["centres"])
     below, above = a0 < b0 - 0.1, a0 > b0 + 0.1
     # The diagonal α = β splits the starts: EM keeps the order of the two emission probabilities.

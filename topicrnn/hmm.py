@@ -181,7 +181,8 @@ class _BaseHMM:
     def fit(self, X, lengths=None, callback=None):
         """Baum–Welch: E-step (posteriors, log-likelihood of the current parameters), M-step, report, until
         the gain is below tol or n_iter iterations. A model of a batch that has converged stops changing.
-        `callback(model, stats)` runs after every iteration (stats: the E-step's expected counts)."""
+        `callback(model, stats)` runs after every iteration (stats: the E-step's expected counts); when it
+        returns True, EM stops there (a time budget, say)."""
         data = self._data(X, lengths)
         self._init(data)
         self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose, MONOTONE_NOISE[self.dtype])
@@ -190,10 +191,9 @@ class _BaseHMM:
             stats, logprob = self._do_estep(data)
             self._do_mstep(stats, active)
             self.monitor_.report(self._report_value(logprob))
-            if callback is not None:
-                callback(self, stats)
+            stop = bool(callback(self, stats)) if callback is not None else False
             active &= torch.as_tensor(~self.monitor_.converged_models, device=self.device)
-            if self.monitor_.iter >= self.n_iter or not bool(active.any()):
+            if stop or self.monitor_.iter >= self.n_iter or not bool(active.any()):
                 break
         return self
 

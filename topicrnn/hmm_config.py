@@ -38,6 +38,7 @@ class CharHMMConfig:
     val_fraction: float = 0.1  # nanoGPT's split: the first 90% trains, the last 10% validates
     tokenizer: str = "char"  # the symbols: topicrnn.tokenizers kinds (char | latex)
     emission_pseudocount: float = 0.0  # added to every emission count (> 0 gives unseen symbols some mass)
+    max_seconds: float | None = None  # a time budget for EM (stops after the iteration that crosses it)
     device: str = "cpu"
     dtype: str = "float64"
     chunk_length: int | None = None

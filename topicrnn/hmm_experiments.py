@@ -232,7 +232,7 @@ def run_instability(out_dir, cfg: InstabilityConfig = InstabilityConfig(), progr
     bar = tqdm(total=cfg.iterations, desc=f"instability EM ({G}x{G} starts)", unit="it", disable=not progress,
                dynamic_ncols=True)
     started = time.perf_counter()
-    model.fit(X, callback=lambda m, s: bar.update(1))
+    model.fit(X, callback=lambda m, s: bar.update(1) and None)  # None: go on (tqdm's update returns True)
     after_last = np.asarray(model.score(X))
     if model.device.type == "cuda":
         torch.cuda.synchronize()
@@ -306,14 +306,15 @@ def fit_char_hmm(text_path, cfg: CharHMMConfig = CharHMMConfig(), progress: bool
                 dtype=DTYPES[cfg.dtype], chunk_length=cfg.chunk_length)
     bar = tqdm(total=cfg.iterations, desc=f"char HMM, {cfg.n_states} states", unit="it", disable=not progress,
                dynamic_ncols=True)
+    started = time.perf_counter()
 
-    def tick(m, stats):
+    def tick(m, stats) -> bool:
         bar.update(1)
         bar.set_postfix(bits=f"{-m.monitor_.history[-1] / len(train_ids) / LN2:.4f}")
+        return cfg.max_seconds is not None and time.perf_counter() - started > cfg.max_seconds
 
-    started = time.perf_counter()
     model.fit(train_ids, callback=tick)
-    train_ll = model.score(train_ids)
+    train_ll = model.score(train_ids)  # after the last update (the history holds the ones before)
     seconds = time.perf_counter() - started
     bar.close()
     val_ll = model.score(val_ids)

@@ -53,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--states", type=int, nargs="+", default=[2, 4, 8, 16], help="numbers of hidden states")
     p.add_argument("--iterations", type=int, default=d.iterations, help="most EM iterations per model")
     p.add_argument("--tol", type=float, default=d.tol, help="stop when an iteration gains fewer nats")
+    p.add_argument("--max-seconds", type=float, default=d.max_seconds, help="time budget of EM per model")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the random initial parameters")
     p.add_argument("--tokenizer", choices=["char", "latex"], default=d.tokenizer, help="the HMM's symbols")
     p.add_argument("--emission-pseudocount", type=float, default=d.emission_pseudocount,
@@ -93,8 +94,9 @@ def run(args: argparse.Namespace) -> int:
                 f"best final log-likelihood {s['best_final_log_likelihood']:.3f} (truth {s['truth_log_likelihood']:.3f}),"
                 f" {s['fraction_within_0.1_nats_of_best']:.0%} of the starts end within 0.1 nats of it")
     else:
-        cfg = CharHMMConfig(iterations=args.iterations, tol=args.tol, seed=args.seed, tokenizer=args.tokenizer,
-                            emission_pseudocount=args.emission_pseudocount, device=device, dtype=args.dtype)
+        cfg = CharHMMConfig(iterations=args.iterations, tol=args.tol, max_seconds=args.max_seconds,
+                            seed=args.seed, tokenizer=args.tokenizer, device=device, dtype=args.dtype,
+                            emission_pseudocount=args.emission_pseudocount)
         rows = ex.char_hmm_table(args.text, args.out, args.states, cfg)
         s = {"rows": rows, "outputs": {"table": str(Path(args.out) / "charhmm.md"),
                                        "summary": str(Path(args.out) / "charhmm.json")}}
