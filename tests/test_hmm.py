@@ -113,6 +113,38 @@ def test_score_posteriors_and_em_agree_with_hmmlearn(S, V, n, chunk_length):
     np.testing.assert_allclose(m.monitor_.history, list(ref.monitor_.history), rtol=1e-9)
 
 
+def test_map_em_with_dirichlet_priors_agrees_with_hmmlearn_and_never_goes_down():
+    hmm = pytest.importorskip("hmmlearn.hmm")
+    X = np.random.default_rng(5).integers(0, 6, 2000)
+    priors = dict(startprob_prior=1.3, transmat_prior=1.5, emissionprob_prior=1.2)
+    m = random_model(4, 6, seed=6, n_iter=6, tol=-np.inf, **priors)
+    ref = hmm.CategoricalHMM(4, n_features=6, init_params="", n_iter=6, tol=-np.inf, **priors)
+    ref.startprob_, ref.transmat_, ref.emissionprob_ = m.startprob_, m.transmat_, m.emissionprob_
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        m.fit(X, lengths=[1000, 1000])
+    ref.fit(X[:, None], lengths=[1000, 1000])
+    for name in ("startprob_", "transmat_", "emissionprob_"):
+        np.testing.assert_allclose(getattr(m, name), getattr(ref, name), atol=1e-9)
+    h = np.array(m.monitor_.history)
+    assert np.all(np.diff(h) >= -1e-9 * np.abs(h[1:]))
+
+
+def test_zero_probability_is_minus_infinity_not_nan():
+    m = random_model(3, 3, seed=1, chunk_length=4)
+    A = m.transmat_.copy()
+    A[:, 2] = 0.0  # state 2 is never entered again,
+    m.transmat_ = A / A.sum(1, keepdims=True)
+    B = np.full((3, 3), 0.5)
+    B[:, 2] = 0.0
+    B[2] = [0.0, 0.0, 1.0]  # and only state 2 emits symbol 2
+    m.emissionprob_ = B
+    m.startprob_ = [0.5, 0.5, 0.0]
+    X = np.array([0, 1, 0, 0, 1, 1, 0, 2, 0, 1, 0, 1])
+    assert m.score(X) == -math.inf
+    assert m.score(X, lengths=[7, 5]) == -math.inf and math.isfinite(m.score(X[:7]))
+
+
 def test_viterbi_agrees_with_hmmlearn_on_a_long_sequence():
     hmm = pytest.importorskip("hmmlearn.hmm")
     m = random_model(4, 5, seed=3)

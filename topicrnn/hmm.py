@@ -85,8 +85,8 @@ def _normalised(a, name: str, shape: tuple) -> np.ndarray:
 
 class _BaseHMM:
     """Start and transition probabilities, the chunked forward–backward pass and EM as a template method.
-    Subclasses own the emission model through four hooks: `_init_emissions`, `_emission_probs`,
-    `_accumulate_emissions`, `_update_emissions`. Parameters live as torch tensors with a leading model axis."""
+    Subclasses own the emission model through five hooks: `_init_emissions`, `_emission_probs`,
+    `_accumulate_emissions`, `_update_emissions`, `_emission_log_prior`. Parameters live as torch tensors with a leading model axis."""
 
     def __init__(self, n_states: int, n_models: int = 1, *, n_iter: int = 10, tol: float = 1e-2,
                  params: str = "ste", init_params: str = "ste", startprob_prior: float = 1.0,
@@ -169,6 +169,23 @@ class _BaseHMM:
         new = torch.where(total > 0, counts / total.clamp(min=1e-300), old)
         return torch.where(active.view(-1, *([1] * (old.dim() - 1))), new, old)
 
+    @staticmethod
+    def _dirichlet_log(prior: float, p: torch.Tensor) -> torch.Tensor:
+        """(prior - 1) Σ log p per model: a Dirichlet log-density up to its constant (0 for prior 1)."""
+        if prior == 1.0:
+            return p.new_zeros(p.shape[0])
+        return (prior - 1.0) * p.clamp(min=1e-300).log().flatten(1).sum(1)
+
+    def _log_prior(self) -> torch.Tensor:
+        """Log-density of the re-estimated parameters under their Dirichlet priors, per model: MAP-EM never
+        lowers log-likelihood + this (with every prior 1, plain EM and the log-likelihood)."""
+        total = self._pi.new_zeros(self.n_models)
+        if "s" in self.params:
+            total += self._dirichlet_log(self.startprob_prior, self._pi)
+        if "t" in self.params:
+            total += self._dirichlet_log(self.transmat_prior, self._A)
+        return total + self._emission_log_prior()
+
     def _do_mstep(self, stats: dict, active: torch.Tensor) -> None:
         if "s" in self.params:
             self._pi = self._reestimate(stats["start"], self.startprob_prior, self._pi, active)
@@ -180,7 +197,8 @@ class _BaseHMM:
     # ------------------------------------------------------------------ the template
     def fit(self, X, lengths=None, callback=None):
         """Baum–Welch: E-step (posteriors, log-likelihood of the current parameters), M-step, report, until
-        the gain is below tol or n_iter iterations. A model of a batch that has converged stops changing.
+        the gain is below tol or n_iter iterations. The history holds the log-likelihood (plus the log prior
+        density when a Dirichlet prior is set, the quantity MAP-EM never lowers). A model of a batch that has converged stops changing.
         `callback(model, stats)` runs after every iteration (stats: the E-step's expected counts); when it
         returns True, EM stops there (a time budget, say)."""
         data = self._data(X, lengths)
@@ -189,8 +207,9 @@ class _BaseHMM:
         active = torch.ones(self.n_models, dtype=torch.bool, device=self.device)
         for _ in range(self.n_iter):
             stats, logprob = self._do_estep(data)
+            objective = logprob + self._log_prior()  # of the parameters the E-step used
             self._do_mstep(stats, active)
-            self.monitor_.report(self._report_value(logprob))
+            self.monitor_.report(self._report_value(objective))
             stop = bool(callback(self, stats)) if callback is not None else False
             active &= torch.as_tensor(~self.monitor_.converged_models, device=self.device)
             if stop or self.monitor_.iter >= self.n_iter or not bool(active.any()):
@@ -262,6 +281,11 @@ class BatchedHMM(_BaseHMM):
         rows = data.workspace(self.dtype, self.device)("gamma_rows", data.L, data.C, S, M)
         counts.index_add_(0, data.sym.view(-1), rows.copy_(gamma.transpose(1, 2)).view(-1, S * M))
         stats["emit"] = counts[:V].view(V, S, M).permute(2, 1, 0)  # [M, S, V]: Σ_t γ_t(s) [x_t = v]
+
+    def _emission_log_prior(self) -> torch.Tensor:
+        if "e" not in self.params:
+            return self._B.new_zeros(self.n_models)
+        return self._dirichlet_log(self.emissionprob_prior, self._B)
 
     def _update_emissions(self, stats: dict, active: torch.Tensor) -> None:
         self._B = self._reestimate(stats["emit"], self.emissionprob_prior, self._B, active)

@@ -216,8 +216,8 @@ def log_total(norms: torch.Tensor, data: ChunkedSymbols, work) -> torch.Tensor:
     pad_from = data.n - (C - 1) * L  # the pads are the tail of the last chunk: their normaliser is 1 exactly
     if pad_from < L:
         norms[pad_from:, C - 1] = 1.0
-    if float(norms.amin()) <= 0.0:
-        impossible = (norms <= 0).any(1).any(0)
+    if not float(norms.amin()) > 0.0:  # a 0 (or the NaN that 0/0 left behind it): probability 0
+        impossible = ((norms <= 0) | norms.isnan()).any(1).any(0)
         total = norms.clamp(min=1e-300).log().sum(0, dtype=torch.float64).sum(0)
         return torch.where(impossible, -math.inf, total)
     g = 8 if norms.dtype == torch.float64 else 4

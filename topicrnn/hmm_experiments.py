@@ -302,7 +302,8 @@ def fit_char_hmm(text_path, cfg: CharHMMConfig = CharHMMConfig(), progress: bool
         raise ValueError(f"the validation text holds {unseen} symbols never seen in training (probability 0 "
                          "under maximum likelihood): set emission_pseudocount > 0")
     model = HMM(cfg.n_states, tok.vocab_size, start_symbol=tok.bos_id, n_iter=cfg.iterations, tol=cfg.tol,
-                emissionprob_prior=1.0 + cfg.emission_pseudocount, seed=cfg.seed, device=cfg.device,
+                emissionprob_prior=1.0 + cfg.emission_pseudocount, transmat_prior=1.0 + cfg.transition_pseudocount,
+                startprob_prior=1.0 + cfg.transition_pseudocount, seed=cfg.seed, device=cfg.device,
                 dtype=DTYPES[cfg.dtype], chunk_length=cfg.chunk_length)
     bar = tqdm(total=cfg.iterations, desc=f"char HMM, {cfg.n_states} states", unit="it", disable=not progress,
                dynamic_ncols=True)
@@ -319,12 +320,13 @@ def fit_char_hmm(text_path, cfg: CharHMMConfig = CharHMMConfig(), progress: bool
     bar.close()
     val_ll = model.score(val_ids)
     S, V = cfg.n_states, tok.vocab_size
+    sample = tok.decode(model.sample(300, seed=cfg.seed)[0])
     return {"model": model, "tokenizer": tok, "n_states": S, "iterations": model.monitor_.iter,
             "parameters": (S - 1) + S * (S - 1) + S * (V - 1), "train_chars": len(train_text),
             "val_chars": len(val_text), "train_bits_per_char": -train_ll / len(train_text) / LN2,
             "val_bits_per_char": -val_ll / len(val_text) / LN2, "val_nats_per_char": -val_ll / len(val_text),
             "seconds": seconds, "seconds_per_iteration": seconds / max(1, model.monitor_.iter),
-            "device": str(model.device), "dtype": cfg.dtype}
+            "device": str(model.device), "dtype": cfg.dtype, "sample": sample}
 
 
 def char_hmm_table(text_path, out_dir, states: list[int], cfg: CharHMMConfig = CharHMMConfig(),

@@ -57,7 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the random initial parameters")
     p.add_argument("--tokenizer", choices=["char", "latex"], default=d.tokenizer, help="the HMM's symbols")
     p.add_argument("--emission-pseudocount", type=float, default=d.emission_pseudocount,
-                   help="added to every emission count (needed when the validation text has unseen symbols)")
+                   help="added to every expected emission count (0: maximum likelihood)")
+    p.add_argument("--transition-pseudocount", type=float, default=d.transition_pseudocount,
+                   help="added to every expected transition (and start) count (0: maximum likelihood)")
     p.add_argument("--dtype", choices=["float64", "float32"], default=d.dtype)
     _device(p, d.device)
 
@@ -96,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = CharHMMConfig(iterations=args.iterations, tol=args.tol, max_seconds=args.max_seconds,
                             seed=args.seed, tokenizer=args.tokenizer, device=device, dtype=args.dtype,
-                            emission_pseudocount=args.emission_pseudocount)
+                            emission_pseudocount=args.emission_pseudocount,
+                            transition_pseudocount=args.transition_pseudocount)
         rows = ex.char_hmm_table(args.text, args.out, args.states, cfg)
         s = {"rows": rows, "outputs": {"table": str(Path(args.out) / "charhmm.md"),
                                        "summary": str(Path(args.out) / "charhmm.json")}}
