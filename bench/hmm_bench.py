@@ -13,8 +13,9 @@
     python bench/hmm_bench.py [--part iteration|grid|all] [--threads 1] [--rounds 3]
     python bench/hmm_bench.py --device cuda --states 256 --part iteration --iterations 2 --cpu-path
     python bench/hmm_bench.py --device cuda --grid 200 --part grid --baseline-fits 2500 --cpu-path
-`--cpu-path` also times our CPU path (on a GPU machine: the GPU against the CPU path). Without hmmlearn installed (the GPU machine's
-image), or with `--no-hmmlearn`, the baseline is left out and only our paths are timed. `--json FILE` writes
+`--cpu-path` also times our CPU path (on a GPU machine: the GPU against the CPU path). Without hmmlearn
+installed (the GPU machine's image), or with `--no-hmmlearn`, the baseline is left out and only our paths
+are timed. `--json FILE` writes
 every figure.
 """
 from __future__ import annotations

@@ -67,7 +67,8 @@ def hmm_flow(text: str, out: str, chars: int = 20_000, iterations: int = 1000, g
     report.figure("letters-figure", "P(state = 1 | letter) across EM iterations", Path(letters["outputs"]["figure"]))
     report.table("instability", "Instability of EM (two-parameter bit HMM)", [
         {"after iterations": k, **v} for k, v in unstable["panels"].items()])
-    report.figure("instability-figure", "Training log-likelihood by starting point", Path(unstable["outputs"]["figure"]))
+    report.figure("instability-figure", "Training log-likelihood by starting point",
+                  Path(unstable["outputs"]["figure"]))
     summary = {"flow": "hmm", "text": str(text_path), "phase_transition_iteration": pt["iteration"],
                "letters_split": f"{split['state_0']} | {split['state_1']}",
                "letters_final_bits_per_letter": letters["final_bits_per_letter"],

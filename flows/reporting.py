@@ -6,6 +6,7 @@ from the cache still shows every table in the Prefect UI. Each artifact is also 
 """
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -52,8 +53,6 @@ class RunReport:
             shown = path
         self.sections.append(f"## {title}\n\n![{title}]({shown})\n")
         if self.prefect_artifacts:
-            import base64
-
             from prefect.artifacts import create_markdown_artifact
 
             data = base64.b64encode(path.read_bytes()).decode("ascii")

@@ -86,7 +86,8 @@ def _normalised(a, name: str, shape: tuple) -> np.ndarray:
 class _BaseHMM:
     """Start and transition probabilities, the chunked forward–backward pass and EM as a template method.
     Subclasses own the emission model through five hooks: `_init_emissions`, `_emission_probs`,
-    `_accumulate_emissions`, `_update_emissions`, `_emission_log_prior`. Parameters live as torch tensors with a leading model axis."""
+    `_accumulate_emissions`, `_update_emissions`, `_emission_log_prior`. Parameters live as torch tensors with a
+    leading model axis."""
 
     def __init__(self, n_states: int, n_models: int = 1, *, n_iter: int = 10, tol: float = 1e-2,
                  params: str = "ste", init_params: str = "ste", startprob_prior: float = 1.0,
@@ -198,7 +199,8 @@ class _BaseHMM:
     def fit(self, X, lengths=None, callback=None):
         """Baum–Welch: E-step (posteriors, log-likelihood of the current parameters), M-step, report, until
         the gain is below tol or n_iter iterations. The history holds the log-likelihood (plus the log prior
-        density when a Dirichlet prior is set, the quantity MAP-EM never lowers). A model of a batch that has converged stops changing.
+        density when a Dirichlet prior is set, the quantity MAP-EM never lowers). A model of a batch that has
+        converged stops changing.
         `callback(model, stats)` runs after every iteration (stats: the E-step's expected counts); when it
         returns True, EM stops there (a time budget, say)."""
         data = self._data(X, lengths)

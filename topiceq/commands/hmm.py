@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
                                 device=device, dtype=args.dtype)
         s = ex.run_instability(args.out, cfg)
         line = (f"instability: {s['n_models']} starts x {cfg.iterations} EM iterations in {s['seconds']:.2f} s; "
-                f"best final log-likelihood {s['best_final_log_likelihood']:.3f} (truth {s['truth_log_likelihood']:.3f}),"
+                f"best final log-likelihood {s['best_final_log_likelihood']:.3f} "
+                f"(truth {s['truth_log_likelihood']:.3f}),"
                 f" {s['fraction_within_0.1_nats_of_best']:.0%} of the starts end within 0.1 nats of it")
     else:
         cfg = CharHMMConfig(iterations=args.iterations, tol=args.tol, max_seconds=args.max_seconds,
