@@ -279,10 +279,15 @@ class BatchedHMM(_BaseHMM):
 
     def _accumulate_emissions(self, stats: dict, data: ChunkedSymbols, gamma: torch.Tensor) -> None:
         M, S, V = self.n_models, self.n_states, self.n_symbols
-        counts = gamma.new_zeros(V + 1, S * M)
-        rows = data.workspace(self.dtype, self.device)("gamma_rows", data.L, data.C, S, M)
-        counts.index_add_(0, data.sym.view(-1), rows.copy_(gamma.transpose(1, 2)).view(-1, S * M))
-        stats["emit"] = counts[:V].view(V, S, M).permute(2, 1, 0)  # [M, S, V]: Σ_t γ_t(s) [x_t = v]
+        # γ [L, S, C, M] -> [S, L·C, M] (a copy of whole [C, M] blocks), then one index_add over positions
+        by_state = data.workspace(self.dtype, self.device)("gamma_by_state", S, data.L, data.C, M)
+        by_state.copy_(gamma.transpose(0, 1))
+        counts = gamma.new_zeros(S, V + 1, M)
+        if M == 1:  # a trailing axis of 1 sends index_add down a slow path
+            counts.view(S, V + 1).index_add_(1, data.sym.view(-1), by_state.view(S, -1))
+        else:
+            counts.index_add_(1, data.sym.view(-1), by_state.view(S, -1, M))
+        stats["emit"] = counts[:, :V].permute(2, 0, 1)  # [M, S, V]: Σ_t γ_t(s) [x_t = v]
 
     def _emission_log_prior(self) -> torch.Tensor:
         if "e" not in self.params:
