@@ -39,6 +39,9 @@ def test_prose_letters_skips_header_contents_and_non_letters(tmp_path):
     assert letters == "itwasinjulyandthespeakerwasthewellknownannapavlovn"
     with pytest.raises(ValueError, match="--chars"):
         prose_letters(text, 10 ** 6)
+    with pytest.raises(ValueError, match="--chars"):
+        run_letters(tmp_path / "book.txt", tmp_path / "out", LettersConfig(chars=10 ** 6), progress=False)
+    assert not (tmp_path / "out").exists()  # nothing written for bad input
 
 
 def test_phase_transition_finds_the_jump():

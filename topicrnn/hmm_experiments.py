@@ -102,9 +102,9 @@ def run_letters(text_path, out_dir, cfg: LettersConfig = LettersConfig(), progre
     """Fit the 2-state letters HMM; writes letters.png and letters.json into out_dir; returns the summary."""
     if cfg.iterations < 2 or cfg.chars < 100:
         raise ValueError("the letters experiment needs --iterations >= 2 and --chars >= 100")
+    letters = prose_letters(read_text(text_path), cfg.chars)  # bad input fails before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    letters = prose_letters(read_text(text_path), cfg.chars)
     X = np.frombuffer(letters.encode("ascii"), np.uint8).astype(np.int64) - ord("a")
     rng = np.random.default_rng(cfg.seed)
     model = HMM(2, 26, n_iter=cfg.iterations, tol=-math.inf, init_params="", seed=cfg.seed, device=cfg.device,
