@@ -6,6 +6,7 @@ from the cache still shows every table in the Prefect UI. Each artifact is also 
 """
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -43,6 +44,22 @@ class RunReport:
 
             create_table_artifact(table=[{k: _cell(v) for k, v in r.items()} for r in rows],
                                   key=artifact_key(f"{self.flow_name}-{key}"), description=title)
+
+    def figure(self, key: str, title: str, path: Path) -> None:
+        """A PNG: an image in report.md (path relative to the run folder) and, in Prefect, a markdown artifact
+        holding the image itself (a data URI, so the UI shows it without access to this machine's disk)."""
+        path = Path(path)
+        try:
+            shown = path.resolve().relative_to(self.run_dir.resolve())
+        except ValueError:
+            shown = path
+        self.sections.append(f"## {title}\n\n![{title}]({shown})\n")
+        if self.prefect_artifacts:
+            from prefect.artifacts import create_markdown_artifact
+
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+            create_markdown_artifact(markdown=f"## {title}\n\n![{title}](data:image/png;base64,{data})\n\n`{path}`",
+                                     key=artifact_key(f"{self.flow_name}-{key}"), description=title)
 
     def link(self, key: str, title: str, path: Path) -> None:
         self.sections.append(f"## {title}\n\n`{path}`\n")

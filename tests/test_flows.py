@@ -369,3 +369,32 @@ def test_code_part_of_the_key_follows_imports_only():
     files = {p.name for p in code_closure(("flows.charlm",))}
     assert {"charlm.py", "caching.py", "reporting.py"} <= files
     assert "deploy.py" not in files and "equations.py" not in files
+
+
+@pytest.mark.slow
+def test_hmm_flow_runs_both_experiments_then_comes_from_the_cache(harness, tmp_path):
+    from flows.hmm import hmm_flow
+    from flows.launch import run_flow
+
+    book = tmp_path / "book.txt"
+    book.write_text("*** START OF THIS PROJECT GUTENBERG EBOOK X ***\n\n" + (WORDS * 8 + "\n\n") * 4)
+    params = dict(text=str(book), chars=800, iterations=8, grid=3, instability_iterations=2, bits=100)
+    first = run_flow(hmm_flow, tmp_path / "run", **params)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "![P(state = 1 | letter) across EM iterations](letters/letters.png)" in report
+    assert "![Training log-likelihood by starting point](instability/instability.png)" in report
+    figure = Path(first["outputs"]["letters figure"])
+    for name in ("letters figure", "instability figure"):
+        assert Path(first["outputs"][name]).read_bytes()[:4] == b"\x89PNG"
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
+            "hmm-letters-figure", "hmm-instability-figure"])))
+    assert {a.key for a in artifacts} == {"hmm-letters-figure", "hmm-instability-figure"}
+    assert all("data:image/png;base64," in a.data for a in artifacts)  # the figure itself, not a path
+    stamp = figure.stat().st_mtime_ns
+    second = run_flow(hmm_flow, tmp_path / "run", **params)
+    assert second["phase_transition_iteration"] == first["phase_transition_iteration"]
+    assert figure.stat().st_mtime_ns == stamp  # both tasks came from the cache

@@ -16,20 +16,23 @@ DESCRIPTION = (
     "evaluate -> generate by topic -> compile check -> quiz -> report) on Prefect's embedded server, or the "
     "`charlm` flow (--flow charlm: text -> train -> sample -> score). Every task is cached by the content of "
     "its inputs in RUNDIR, so a second run with nothing changed is quick and a crashed run resumes from the "
-    "last completed task; --refresh recomputes everything. --task-runner dask spreads ingest shards and "
-    "compile-check batches over a Dask cluster (a local one, or --dask-address tcp://HOST:PORT).")
+    "last completed task; --refresh recomputes everything. --flow hmm runs the HMM experiments (the letters "
+    "HMM, the instability grid). --task-runner dask spreads ingest shards and compile-check batches over a "
+    "Dask cluster (a local one, or --dask-address tcp://HOST:PORT).")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 DEFAULT_CORPUS = SHARED_DATA / "arxiv" / "demo"
 DEFAULT_TEXT = SHARED_DATA / "text" / "tinyshakespeare.txt"
+DEFAULT_LETTERS_TEXT = SHARED_DATA / "text" / "war-and-peace.txt"
 DEFAULT_OUT = REPO_ROOT / "data" / "runs" / "latest"
 PRESETS = ("tiny", "cpu", "gpu")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--flow", choices=("equations", "charlm"), default="equations",
-                        help="which flow: the equation pipeline, or a character model on a text file")
+    parser.add_argument("--flow", choices=("equations", "charlm", "hmm"), default="equations",
+                        help="which flow: the equation pipeline, a character model on a text file, or the HMM "
+                        "experiments (letters on --text, default war-and-peace.txt; the instability grid)")
     parser.add_argument("--corpus", metavar="DIR", nargs="+",
                         help=f"LaTeX sources to ingest (files or folders); default {DEFAULT_CORPUS} when present")
     parser.add_argument("--text", metavar="FILE", help=f"text file for --flow charlm (default {DEFAULT_TEXT})")
@@ -128,6 +131,14 @@ def run(args: argparse.Namespace) -> int:
 
             summary = run_flow(charlm_flow, run_dir, **runner, text=str(text.resolve()), preset=preset,
                                device=args.device, seed=args.seed, refresh=args.refresh, max_steps=args.max_steps)
+        elif args.flow == "hmm":
+            from flows.hmm import hmm_flow
+
+            text = Path(args.text) if args.text else DEFAULT_LETTERS_TEXT
+            if not text.is_file():
+                raise FileNotFoundError(f"text file {text} does not exist: pass --text FILE")
+            summary = run_flow(hmm_flow, run_dir, **runner, text=str(text.resolve()), seed=args.seed,
+                               device="cpu" if args.device == "mps" else args.device, refresh=args.refresh)
         else:
             from flows.equations import equations_flow
 
