@@ -23,6 +23,7 @@ from topicrnn.neurons import (FeatureAbsent, correlations, describe_neuron, pars
 from topicrnn.tokenizers import CharTokenizer, LatexTokenizer
 from topicrnn.train import TrainConfig, train
 from topiceq.cli import main
+from topiceq.commands.neurons import excerpt
 
 
 def on(text: str, values) -> str:
@@ -96,6 +97,14 @@ def test_correlations_and_ranking_find_a_planted_column():
     assert np.allclose(r[[0, 17, 39]], [np.corrcoef(acts[:, i], feature)[0, 1] for i in (0, 17, 39)])
     assert r[3] == 0.0
     assert int(np.argmax(np.abs(r))) == 17 and r[17] < -0.9
+
+
+def test_excerpts_of_equation_files_keep_whole_lines():
+    text = "ab\ncd\nef"
+    assert excerpt(text, 1, 5, records=True) == "cd"  # "b\ncd\n" without the cut first line
+    assert excerpt(text, 1, 5, records=False) == "b\ncd\n"
+    assert excerpt(text, 0, 0, records=True) == text
+    assert text_segments("x\n\ny z\n", records=True) == [(0, "x"), (3, "y z")]
 
 
 def test_parse_unit_errors_are_clear():
@@ -302,7 +311,7 @@ def test_pages_in_chromium(quote_model, tmp_path, capsys):
             page.screenshot(path=str(tmp_path / "neuron.png"))
             page.uncheck("#predictions")
             assert not page.locator(".k b").first.is_visible()
-            page.check("#signed")
+            page.check("#show-sign")
             negative = [i for i, c in enumerate(cells) if float(c[1]) < -0.8]
             if negative:
                 bg = page.eval_on_selector_all(".k .t", f"els => getComputedStyle(els[{negative[0]}]).backgroundColor")

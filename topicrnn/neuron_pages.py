@@ -75,7 +75,8 @@ def render_text(recording: Recording, unit: str, *, show_from: int = 0, show_cha
     """The coloured text of one neuron: lines of token columns (token over its top-5 next tokens)."""
     values = recording.display_values(unit)
     raw = recording.activation(unit)
-    marks = recording.feature(feature) if feature else None
+    # a count (brace depth, position in the line) is not underlined: "on" would mark nearly everything
+    marks = recording.feature(feature) if feature and not is_count(recording, feature) else None
     cell_state = unit.startswith("c")
     tails = _token_tails(recording)
     lines: list[list[str]] = [[]]
@@ -100,9 +101,17 @@ def render_text(recording: Recording, unit: str, *, show_from: int = 0, show_cha
     return "\n".join(f'<div class="ln">{"".join(cells)}</div>' for cells in lines if cells)
 
 
-def feature_fraction(recording: Recording, name: str) -> float:
-    """Share of the recorded tokens where the feature is on (> 0)."""
-    return float(np.mean(recording.feature(name) > 0)) if len(recording) else 0.0
+def is_count(recording: Recording, name: str) -> bool:
+    """Whether the feature counts (brace depth, position in the line) rather than being on or off."""
+    return not np.isin(recording.feature(name), (0.0, 1.0)).all()
+
+
+def feature_extent(recording: Recording, name: str) -> str:
+    """How much of the text a feature covers: the share of tokens where it is on, or a count's mean and max."""
+    values = recording.feature(name)
+    if is_count(recording, name):
+        return f"count: mean {values.mean():.1f}, max {values.max():.0f}"
+    return f"on at {values.mean():.1%} of the tokens"
 
 
 def _ramp(colours) -> str:
@@ -131,6 +140,7 @@ def _meta(ctx: PageContext, recording: Recording) -> str:
 
 
 def _controls(with_features: bool = False) -> str:
+    """Legend and toggles; `with_features`: also the key of the underline that marks where a 0/1 feature is on."""
     feature_key = ('<span class="key"><span style="box-shadow: inset 0 -3px 0 #e6550d">&nbsp;x&nbsp;</span> '
                    'the feature is on</span>') if with_features else ""
     return (
@@ -139,7 +149,7 @@ def _controls(with_features: bool = False) -> str:
         '<span class="key">blue: cool (near 0) · green: excited (near ±1)'
         '<span class="sign-key" hidden> · purple: negative</span></span></span>'
         '<label><input type="checkbox" id="predictions" checked> top-5 next tokens under each token</label>'
-        '<label><input type="checkbox" id="signed"> show the sign</label>'
+        '<label><input type="checkbox" id="show-sign"> show the sign</label>'
         f"{feature_key}</div>"
         '<p class="note">Each token is coloured by the neuron\'s value after reading it (an LSTM cell state c '
         "through tanh, as the lecture shows it); under it, the model's five most probable next tokens, darker = "
@@ -150,22 +160,25 @@ def _bar(r: float) -> str:
     return f'<span class="bar{" neg" if r < 0 else ""}" style="width:{abs(r) * 120:.0f}px"></span>'
 
 
-def _description_html(recording: Recording, unit: str) -> str:
+def _description_html(recording: Recording, unit: str, *, details_open: bool) -> str:
+    """The one-sentence description, then (folded on feature pages) r with every feature and the spans."""
     d = describe_neuron(recording, unit)
     rows = "".join(f"<tr><td>{html.escape(f.name)}</td><td>{html.escape(f.description)}</td>"
                    f'<td class="num">{r:+.3f}</td><td>{_bar(r)}</td></tr>' for f, r in d.features)
     absent = [name for name in recording.features() if name not in {g.name for g, _ in d.features}]
     spans = "".join(f'<li>{"above" if s.sign > 0 else "below"} its usual value on '
-                    f"<code>{html.escape(_token_cell_text(s.text[:200]))}</code></li>" for s in d.spans)
+                    f"<code>{html.escape(_token_cell_text(s.text[:120]))}</code></li>" for s in d.spans)
     return (f'<div class="summary">{html.escape(d.summary)}</div>'
+            f'<details{" open" if details_open else ""}><summary>its correlation with each feature, and the '
+            "spans where it departs most from its usual value</summary>"
             f'<table class="rank"><tr><th>feature</th><th>on when</th><th>r</th><th></th></tr>{rows}</table>'
             + (f'<p class="note absent">not in this text: {", ".join(absent)}</p>' if absent else "")
-            + f'<p>Strongest spans:</p><ul class="spans">{spans}</ul>')
+            + f'<ul class="spans">{spans}</ul></details>')
 
 
 def neuron_page(recording: Recording, unit: str, ctx: PageContext) -> str:
     body = (f"<h1>Neuron {html.escape(unit)}</h1>{_meta(ctx, recording)}"
-            f"<h2>What it tracks (automatic description)</h2>{_description_html(recording, unit)}"
+            f"<h2>What it tracks (automatic description)</h2>{_description_html(recording, unit, details_open=True)}"
             f"<h2>The text, coloured by {html.escape(unit)}</h2>{_controls()}"
             f'<div class="text">{render_text(recording, unit, show_from=ctx.show_from, show_chars=ctx.show_chars)}</div>')
     return _page(f"Neuron {unit} — {ctx.text_name}", body)
@@ -180,20 +193,20 @@ def feature_page(recording: Recording, feature: str, ctx: PageContext, *, render
     """Neurons ranked by correlation with `feature`, the best `rendered` ones drawn over the text."""
     f = get_feature(feature)
     ranking = rank_neurons(recording, feature, top=max(ranked, rendered))
-    on = feature_fraction(recording, feature)
-    rows = "".join(f'<tr><td>{k + 1}</td><td><a href="#{_anchor(s.unit)}">{html.escape(s.unit)}</a></td>'
-                   f'<td class="num">{s.r:+.3f}</td><td>{_bar(s.r)}</td></tr>' for k, s in enumerate(ranking))
+    links = "".join(f'<td><a href="#{_anchor(s.unit)}">{html.escape(s.unit)}</a></td>' if k < rendered else
+                    f"<td>{html.escape(s.unit)}</td>" for k, s in enumerate(ranking))
+    values = "".join(f'<td class="num">{s.r:+.3f}</td>' for s in ranking)
     sections = []
     for s in ranking[:rendered]:
         sections.append(
             f'<h2 id="{_anchor(s.unit)}">{html.escape(s.unit)} (r = {s.r:+.3f})</h2>'
-            f"{_description_html(recording, s.unit)}"
+            f"{_description_html(recording, s.unit, details_open=False)}"
             f'<div class="text">{render_text(recording, s.unit, show_from=ctx.show_from, show_chars=ctx.show_chars, feature=feature)}</div>')
     body = (f"<h1>Feature: {html.escape(f.description)} <small>({html.escape(feature)})</small></h1>{_meta(ctx, recording)}"
-            f'<p>On at {on:.1%} of the recorded tokens. Neurons ranked by Pearson correlation of their value '
-            f"with the feature over all {len(recording):,} recorded tokens:</p>"
-            f'<table class="rank"><tr><th>#</th><th>neuron</th><th>r</th><th></th></tr>{rows}</table>'
-            f"{_controls(with_features=True)}" + "".join(sections))
+            f"<p>The feature: {feature_extent(recording, feature)}. Neurons ranked by Pearson correlation of their "
+            f"value with the feature over all {len(recording):,} recorded tokens:</p>"
+            f'<table class="rank"><tr><th>neuron</th>{links}</tr><tr><th>r</th>{values}</tr></table>'
+            f"{_controls(with_features=not is_count(recording, feature))}" + "".join(sections))
     return _page(f"Feature {feature} — {ctx.text_name}", body)
 
 
@@ -207,10 +220,9 @@ def index_page(recording: Recording, best: dict[str, NeuronScore | None], links:
             rows.append(f'<tr class="absent"><td>{html.escape(name)}</td><td>{html.escape(f.description)}</td>'
                         "<td>—</td><td>not in this text</td><td></td></tr>")
             continue
-        on = feature_fraction(recording, name)
         link = html.escape(links[name])
         rows.append(f'<tr><td><a href="{link}">{html.escape(name)}</a></td><td>{html.escape(f.description)}</td>'
-                    f'<td class="num">{on:.1%}</td><td><a href="{link}#{_anchor(score.unit)}">{html.escape(score.unit)}</a>'
+                    f'<td>{feature_extent(recording, name)}</td><td><a href="{link}#{_anchor(score.unit)}">{html.escape(score.unit)}</a>'
                     f'</td><td class="num">{score.r:+.3f} {_bar(score.r)}</td></tr>')
     skipped = [name for name in FEATURES if name not in best]
     note = (f'<p class="note">Not looked for (they do not suit this kind of text): {", ".join(skipped)}. '
@@ -218,7 +230,7 @@ def index_page(recording: Recording, best: dict[str, NeuronScore | None], links:
     body = (f"<h1>Neurons of {html.escape(ctx.checkpoint)}</h1>{_meta(ctx, recording)}"
             "<p>For each feature of the text, the neuron whose value correlates best with it (Pearson r over all "
             "recorded tokens). Follow a link for the ranking and the text coloured by the best neurons.</p>"
-            '<table class="rank"><tr><th>feature</th><th>on when</th><th>tokens on</th><th>best neuron</th>'
+            '<table class="rank"><tr><th>feature</th><th>on when</th><th>in this text</th><th>best neuron</th>'
             f'<th>r</th></tr>{"".join(rows)}</table>{note}')
     return _page(f"Neurons — {ctx.text_name}", body)
 

@@ -289,7 +289,7 @@ def _summary(unit: str, scored: list[tuple[Feature, float]], spans: list[Span]) 
     else:
         lead = f"{unit}: none of the features occurs in this text"
     if spans:
-        examples = ", ".join(repr(_snippet(s.text)) for s in spans[:3])
+        examples = ", ".join(f"‘{_snippet(s.text)}’" for s in spans[:3])
         lead += f"; it departs most from its usual value on {examples}"
     return lead + "."
 

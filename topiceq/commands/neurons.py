@@ -59,7 +59,7 @@ def read_text(path: str, field: str, split: str | None) -> str:
     return "\n".join(" ".join(equation.split()) for equation in read_equations(str(p), field, split))
 
 
-def _excerpt(text: str, start: int, chars: int, records: bool) -> str:
+def excerpt(text: str, start: int, chars: int, records: bool) -> str:
     """text[start:start + chars]; for records, whole lines only."""
     if start < 0 or chars < 0:
         raise ValueError("--start and --chars must be >= 0")
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     ckpt = resolve_checkpoint(args.checkpoint)
     model, tokenizer, meta = load_checkpoint(ckpt, device=resolve_device(args.device))
     records = meta.get("train_config", {}).get("data_kind") == "records"
-    text = _excerpt(read_text(args.text, args.field, args.split), args.start, args.chars, records)
+    text = excerpt(read_text(args.text, args.field, args.split), args.start, args.chars, records)
     if not text.strip():
         raise ValueError(f"--text {args.text}: nothing to read there (empty file, or --start past its end)")
     k = int(getattr(model, "topic_dim", None) or meta.get("model_config", {}).get("topic_dim", 0) or 0)
