@@ -197,7 +197,8 @@ def test_search_finds_the_planted_quote_state(quote_model, one_torch_thread):
     best = rank_neurons(rec, "quotes", top=3)
     assert abs(best[0].r) > 0.9, best
     # Control: the same network untrained. Its units see the characters (a/b only inside), not the state.
-    untrained = record(_tiny_model(tok, hidden=16, layers=1), tok, text_segments(text, False), text=text)
+    torch.manual_seed(0)
+    untrained = record(RecurrentLM(model.config).eval(), tok, text_segments(text, False), text=text)
     assert abs(best[0].r) > abs(rank_neurons(untrained, "quotes", top=1)[0].r) + 0.2
     # The reverse direction names the feature, and the best neuron really separates inside from outside.
     d = describe_neuron(rec, best[0].unit)
