@@ -49,6 +49,11 @@ class Tokenizer:
     def detokenize(self, tokens: Iterable[str]) -> str:
         return "".join(tokens)
 
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) in `text` of each token of `tokenize(text)`, for pages that colour a token's characters
+        (a LaTeX control word's span includes the spaces its token dropped)."""
+        raise NotImplementedError
+
     # --- vocabulary ---
     def fit(self, texts: Iterable[str] | str, min_count: int = 1) -> "Tokenizer":
         """Build the vocabulary from `texts` (a string or an iterable of strings); rarer symbols -> <unk>."""
@@ -108,6 +113,9 @@ class CharTokenizer(Tokenizer):
     def tokenize(self, text: str) -> list[str]:
         return list(text)
 
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        return [(i, i + 1) for i in range(len(text))]
+
 
 # \begin{NAME} / \end{NAME} as one token; control words (trailing spaces dropped, as TeX does);
 # control symbols (backslash + one non-letter, newline included); whitespace runs; any other character.
@@ -136,6 +144,9 @@ class LatexTokenizer(Tokenizer):
             else:
                 out.append(env or word or symbol or other)
         return out
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        return [m.span() for m in _LATEX_TOKEN.finditer(text)]  # one token per match, as in tokenize
 
     def detokenize(self, tokens: Iterable[str]) -> str:
         parts: list[str] = []
