@@ -511,12 +511,18 @@ def merge_shards(shard_dirs: list[str | os.PathLike], out_dir: str | os.PathLike
     return report
 
 
-def read_records(ingest_dir: str | os.PathLike) -> Iterator[dict]:
-    """The records of `ingest_dir/equations.jsonl`, in file order."""
+def read_records(ingest_dir: str | os.PathLike, split: str | None = None) -> Iterator[dict]:
+    """The records of `ingest_dir/equations.jsonl`, in file order (only those of `split` when given): the one
+    reader of the file `ingest` writes."""
     path = Path(ingest_dir) / EQUATIONS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run `topiceq ingest SOURCE --out {ingest_dir}` first")
     with open(path, encoding="utf-8") as fh:
-        for line in fh:
+        for line_no, line in enumerate(fh, 1):
             if line.strip():
-                yield json.loads(line)
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{line_no}: not JSON ({exc}); re-run ingest") from exc
+                if split is None or record.get("split") == split:
+                    yield record

@@ -1,7 +1,9 @@
 """The `topiceq` console script: one sub-command per module in `topiceq.commands`.
 
 Each command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`. Modules are
-imported to build `--help`, so they keep heavy imports (torch, gensim, prefect) inside `run`.
+imported to build `--help`, so they keep heavy imports (torch, gensim, prefect) inside `run`; arguments that
+several commands share come from `topiceq.arguments`. Every module listed in COMMANDS must exist: a missing
+one is an installation error, reported as such, never a command silently left out.
 """
 from __future__ import annotations
 
@@ -42,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name == module_name:
-                continue  # command not built yet
+                raise RuntimeError(f"topiceq {name}: its module {module_name} is missing from this installation "
+                                   "(reinstall topiceq: pip install -e .)") from exc
             raise
         p = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -52,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except RuntimeError as exc:
+        print(f"topiceq: error: {exc}", file=sys.stderr)
+        return 1
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

@@ -1,4 +1,4 @@
-"""Tokenizers: characters, or LaTeX tokens (a control sequence such as `\\frac` is one token).
+"""Tokenizers: characters, words, or LaTeX tokens (a control sequence such as `\\frac` is one token).
 
 Ids 0..3 are always the special tokens <pad>, <bos>, <eos>, <unk>; the rest is the vocabulary seen by
 `fit`, in sorted order so that two fits on the same text give the same ids. The whole vocabulary travels in
@@ -117,6 +117,28 @@ class CharTokenizer(Tokenizer):
         return [(i, i + 1) for i in range(len(text))]
 
 
+_WORD = re.compile(r"\w+|\n|[^\w\s]")
+
+
+class WordTokenizer(Tokenizer):
+    """Words (`\\w+` runs), single punctuation marks and newlines; spaces are implied between words, so
+    per-character figures of a word model are not comparable with a character model's (spaces are not
+    predicted, and an unseen word costs one <unk>)."""
+
+    kind = "word"
+
+    def tokenize(self, text: str) -> list[str]:
+        return _WORD.findall(text)
+
+    def detokenize(self, tokens: Iterable[str]) -> str:
+        out = ""
+        for t in tokens:
+            if out and not out.endswith("\n") and t != "\n" and (t[0].isalnum() or t[0] == "_"):
+                out += " "
+            out += t
+        return out
+
+
 # \begin{NAME} / \end{NAME} as one token; control words (trailing spaces dropped, as TeX does);
 # control symbols (backslash + one non-letter, newline included); whitespace runs; any other character.
 _LATEX_TOKEN = re.compile(
@@ -131,7 +153,8 @@ _CONTROL_WORD = re.compile(r"\\[a-zA-Z]+\Z")
 
 
 class LatexTokenizer(Tokenizer):
-    """LaTeX tokens: `\\frac`, `\\begin{pmatrix}`, `\\,`, `{`, `x`, ` ` ... (see sampler_constraint brief)."""
+    """LaTeX tokens: `\\frac`, `\\begin{pmatrix}`, `\\,`, `{`, `x`, ` ` ... (the units that
+    topicrnn/latex_syntax.py constrains)."""
 
     kind = "latex"
 
@@ -163,7 +186,7 @@ class LatexTokenizer(Tokenizer):
         return bool(_CONTROL_WORD.match(token))
 
 
-TOKENIZERS: dict[str, type[Tokenizer]] = {"char": CharTokenizer, "latex": LatexTokenizer}
+TOKENIZERS: dict[str, type[Tokenizer]] = {"char": CharTokenizer, "word": WordTokenizer, "latex": LatexTokenizer}
 
 
 def make_tokenizer(kind: str) -> Tokenizer:

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from topiceq.arguments import add_device
 from topiceq.inputs import UsageError
 
 HELP = "run the whole pipeline as a Prefect flow (ingest, topics, train, generate, compile check, quiz)"
@@ -47,8 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="threads on this machine, or Dask (a LocalCluster unless --dask-address)")
     parser.add_argument("--dask-address", metavar="tcp://HOST:PORT", help="scheduler of an existing Dask cluster")
     parser.add_argument("--workers", type=int, help="threads, or LocalCluster worker processes (default: CPUs)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                        help="torch device for training and generation")
+    add_device(parser, help_for="training and generation")
     parser.add_argument("--seed", type=int, default=0, help="seed for generation and the quiz")
     parser.add_argument("--max-steps", type=int, help="training steps of each model (default: the preset's budget)")
     parser.add_argument("--json", action="store_true", help="print the final summary as one JSON line")
