@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from topicrnn.checkpoint import load_checkpoint  # noqa: E402
+from topicrnn.checkpoint import load_model  # noqa: E402
 from topicrnn.models import RecurrentLM  # noqa: E402
 from topicrnn.neuron_pages import feature_extent  # noqa: E402
 from topicrnn.neurons import best_per_feature, record, text_segments  # noqa: E402
@@ -41,7 +41,8 @@ def main(argv=None) -> int:
     p.add_argument("--json-out", help="also write the figures as JSON here")
     args = p.parse_args(argv)
 
-    model, tokenizer, meta = load_checkpoint(args.checkpoint)
+    lm = load_model(args.checkpoint)
+    model, tokenizer, meta = lm.model, lm.tokenizer, lm.metadata
     records = meta.get("train_config", {}).get("data_kind") == "records"
     text = excerpt(read_text(args.text, "equation", args.split), args.start, args.chars, records)
     theta = topic_theta(model.config.topic_dim, None)  # uniform θ for a topic-conditioned model

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from test_quiz import _launch  # the real /usr/bin/chromium, launched as the quiz tests launch it
-from topicrnn.checkpoint import load_checkpoint, save_checkpoint
+from topicrnn.checkpoint import load_model, save_checkpoint
 from topicrnn.models import ModelConfig, RecurrentLM
 from topicrnn.neuron_features import (brace_depth, c_comment, features_for, frac, if_block, if_condition,
                                       inline_math, left_right, line_position, quotes, subscript, wikilink)
@@ -191,7 +191,8 @@ def quote_model(tmp_path_factory):
 
 
 def test_search_finds_the_planted_quote_state(quote_model, one_torch_thread):
-    model, tok, _ = load_checkpoint(quote_model / "ckpt")
+    lm = load_model(quote_model / "ckpt")
+    model, tok = lm.model, lm.tokenizer
     text = (quote_model / "held-out.txt").read_text()
     rec = record(model, tok, text_segments(text, False), text=text)
     best = rank_neurons(rec, "quotes", top=3)
@@ -219,7 +220,7 @@ def test_command_errors_are_one_line(quote_model, tmp_path, capsys):
         (["--neuron", "z3:1"], "the model has layers h0, c0"),
         (["--find", "colour"], "unknown feature"),
         (["--find", "wikilink"], "never changes along this text"),
-        (["--neuron", "h0:1", "--words", "star"], "not topic-conditioned"),
+        (["--neuron", "h0:1", "--words", "star"], "takes no topic vector"),
     ]
     for extra, message in cases:
         rc = _neurons("--checkpoint", ckpt, "--text", text, "--out", tmp_path / "p.html", "--chars", 300, *extra)
@@ -244,10 +245,10 @@ def test_command_on_an_equation_model_reads_test_records(tmp_path, capsys):
         "tokenizer": tok.to_dict(), "model": model.state_dict()})
     out = tmp_path / "frac.html"
     assert _neurons("--checkpoint", tmp_path / "eq", "--text", data, "--split", "test", "--find", "frac",
-                    "--topic", "1", "--out", out, "--json") == 0
+                    "--topic", "1", "--theta", "onehot", "--out", out, "--json") == 0
     assert json.loads(capsys.readouterr().out)["tokens"] == sum(len(tok.tokenize(r["equation"])) for r in records[1:])
     page = out.read_text()
-    assert "θ = topic 1" in page
+    assert "θ = topic 1 (onehot)" in page
     drawn = [html.unescape(t) for t in re.findall(r'<span class="t" [^>]*>(.*?)</span>', page)]
     n = len(drawn) // 3  # the text is drawn for each of the 3 best neurons
     assert "".join(drawn[:n]) == records[1]["equation"] + records[2]["equation"]  # the test split only
@@ -255,7 +256,7 @@ def test_command_on_an_equation_model_reads_test_records(tmp_path, capsys):
     assert len(re.findall(r'<div class="ln">', page)) == 2 * 3  # one line per equation
     assert _neurons("--checkpoint", tmp_path / "eq", "--text", data, "--find", "frac", "--words", "star",
                     "--out", out) == 1
-    assert "--words needs --topics" in capsys.readouterr().err
+    assert "--words needs the topic model" in capsys.readouterr().err
 
 
 def _rgb_of(css: str) -> tuple[int, ...]:
@@ -281,7 +282,8 @@ def test_pages_in_chromium(quote_model, tmp_path, capsys):
     for page in tmp_path.glob("*.html"):
         assert not re.search(r"(src|href)=\"(https?:)?//", page.read_text())
 
-    model, tok, _ = load_checkpoint(ckpt)
+    lm = load_model(ckpt)
+    model, tok = lm.model, lm.tokenizer
     shown_text = text.read_text()[:400]
     rec = record(model, tok, text_segments(shown_text, False), text=shown_text)
     expected = rec.display_values(best)

@@ -63,6 +63,11 @@ def theta_arg(args, lm):
     if args.topic is None:
         return np.full(lm.topic_dim, 1.0 / lm.topic_dim, dtype=np.float32)
     topic_dir = args.topics or (lm.metadata.get("topic") or {}).get("dir")
+    if not topic_dir and args.theta == "onehot" and str(args.topic).isdigit():
+        index = int(args.topic)  # a one-hot θ by id needs only K, not the topic model
+        if not 0 <= index < lm.topic_dim:
+            raise ValueError(f"--topic {index}: the model has topics 0..{lm.topic_dim - 1}")
+        return np.eye(lm.topic_dim, dtype=np.float32)[index]
     if not topic_dir:
         raise ValueError("--topic needs the topic model the checkpoint was trained with: pass --topics TOPICDIR")
     table = ThetaTable(topic_dir)  # θ of a topic needs no gensim: prototypes come from theta.npz

@@ -20,32 +20,6 @@ from tqdm import tqdm
 from .neuron_features import Feature, features_for, get_feature
 
 
-# FALLBACK (issue 18): the interface's `state_layers` is being added to every model class on another branch;
-# until it lands, RecurrentLM's state ((h, c) each [layers, B, H], or h) is named here the same way.
-# The lead replaces this with `model.state_layers(state)` on merge.
-def _recurrent_state_layers(state) -> dict[str, torch.Tensor]:
-    h, c = state if isinstance(state, tuple) else (state, None)
-    out = {}
-    for layer in range(h.shape[0]):
-        out[f"h{layer}"] = h[layer]
-        if c is not None:
-            out[f"c{layer}"] = c[layer]
-    return out
-
-
-def state_layers(model, state) -> dict[str, torch.Tensor]:
-    method = getattr(model, "state_layers", None)
-    return method(state) if method is not None else _recurrent_state_layers(state)
-
-
-def _model_device(model) -> torch.device:
-    device = getattr(model, "device", None)
-    if isinstance(device, torch.device):
-        return device
-    params = list(model.parameters()) if hasattr(model, "parameters") else []
-    return params[0].device if params else torch.device("cpu")
-
-
 # ------------------------------------------------------------------------------------------- recording
 @dataclass
 class Recording:
@@ -128,7 +102,7 @@ def record(model, tokenizer, segments: list[tuple[int, str]], *, text: str, thet
     A long text is one segment; a file of equations for an equation model has one segment per equation
     (the model was trained on `<bos> equation <eos>` records). `theta`: [K] or None.
     """
-    device = _model_device(model)
+    device = model.device
     if hasattr(model, "eval"):
         model.eval()
     theta_t = None if theta is None else torch.as_tensor(np.asarray(theta, np.float32), device=device).view(1, -1)
@@ -154,7 +128,7 @@ def record(model, tokenizer, segments: list[tuple[int, str]], *, text: str, thet
                 _, state = model.step(torch.tensor([tokenizer.bos_id], device=device), theta_t, None)
                 for tid in ids[start:end]:
                     logits, state = model.step(torch.tensor([tid], device=device), theta_t, state)
-                    for name, vec in state_layers(model, state).items():
+                    for name, vec in model.state_layers(state).items():
                         layers.setdefault(name, []).append(vec[0].float().cpu())
                     probs, top = torch.softmax(logits[0].float(), -1).topk(top_k)
                     top_ids.append(top.cpu())

@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from topiceq.arguments import add_checkpoint, add_device, add_topic, load_model_arg, theta_arg
+
 HELP = "look inside a model: a text coloured by a neuron, or the neurons that track a feature"
 DESCRIPTION = (
     "Step the model through a text one token at a time, record every layer's hidden (and LSTM cell) state, "
@@ -20,7 +22,7 @@ DESCRIPTION = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from topicrnn.neuron_features import FEATURES
 
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint file or folder holding best.pt")
+    add_checkpoint(p)
     p.add_argument("--text", required=True, metavar="FILE",
                    help="text file (equation models: one equation a line), or a .jsonl of records (--field)")
     which = p.add_mutually_exclusive_group(required=True)
@@ -37,10 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rendered", type=int, default=3, help="best neurons drawn on a feature page")
     p.add_argument("--field", default="equation", help=".jsonl input: the field holding the text")
     p.add_argument("--split", default=None, help=".jsonl input: keep records of this split only (e.g. test)")
-    p.add_argument("--words", nargs="+", help="topic-conditioned models: θ inferred from these words (needs --topics)")
-    p.add_argument("--topics", metavar="TOPICDIR", help="topic model folder for --words")
-    p.add_argument("--topic", type=int, default=None, metavar="ID", help="topic-conditioned models: θ = one topic")
-    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"])
+    theta = p.add_mutually_exclusive_group()
+    theta.add_argument("--words", nargs="+",
+                       help="topic-conditioned models: θ inferred from these context words (the topic model of "
+                            "--topics, default: the one the checkpoint was trained with)")
+    add_topic(p, group=theta)
+    add_device(p)
     p.add_argument("--json", action="store_true", help="print the summary (best neurons, r, pages) as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -72,36 +76,39 @@ def excerpt(text: str, start: int, chars: int, records: bool) -> str:
     return out
 
 
-def _theta(args, k: int):
+def _theta(args, lm):
+    """θ for a topic-conditioned model and a note for the page: from --words, --topic (prototype or one-hot,
+    as in `topiceq generate`), or the uniform mixture."""
     import numpy as np
 
-    from .sample import topic_theta
+    if not args.words:
+        theta = theta_arg(args, lm)
+        if theta is None:
+            return None, ""
+        return theta, (f"θ = the uniform mixture of the {lm.topic_dim} topics" if args.topic is None
+                       else f"θ = topic {args.topic} ({args.theta})")
+    if not lm.conditioned:
+        raise ValueError(f"--words: {lm.path} takes no topic vector (it was trained without topics)")
+    from pipeline.topics import TopicModel
+    from topicrnn.conditioning import check_topic_dims, theta_for_request
 
-    if k == 0:
-        if args.words or args.topic is not None:
-            raise ValueError("--words/--topic: this model is not topic-conditioned (it takes no θ)")
-        return None, ""
-    if args.words:
-        if not args.topics:
-            raise ValueError("--words needs --topics TOPICDIR (the topic model that turns words into θ)")
-        from topicrnn.equation_model import load_topic_model, theta_from_request
-
-        theta = theta_from_request(load_topic_model(args.topics), words=" ".join(args.words))
-        top = np.argsort(-theta)[:3]
-        return theta, f"θ from the words {' '.join(args.words)!r} (top topics {', '.join(f'{i}: {theta[i]:.0%}' for i in top)})"
-    theta = topic_theta(k, args.topic)
-    return theta, ("θ = uniform mixture of the " + str(k) + " topics" if args.topic is None
-                   else f"θ = topic {args.topic}")
+    topic_dir = args.topics or (lm.metadata.get("topic") or {}).get("dir")
+    if not topic_dir:
+        raise ValueError("--words needs the topic model the checkpoint was trained with: pass --topics TOPICDIR")
+    topic_model = TopicModel.load(topic_dir)
+    check_topic_dims(lm, topic_model)
+    theta = theta_for_request(topic_model, words=" ".join(args.words))
+    top = np.argsort(-theta)[:3]
+    return theta, (f"θ from the words {' '.join(args.words)!r} "
+                   f"(top topics {', '.join(f'{i}: {theta[i]:.0%}' for i in top)})")
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from topicrnn.checkpoint import load_checkpoint, resolve_checkpoint
     from topicrnn.neuron_features import FEATURES
     from topicrnn.neuron_pages import PageContext, write_pages
     from topicrnn.neurons import parse_unit, record, text_segments
-    from topicrnn.train import resolve_device
 
     if args.find is not None and args.find != "all" and args.find not in FEATURES:
         raise ValueError(f"--find {args.find!r}: unknown feature; known: {', '.join(FEATURES)}, or all")
@@ -112,14 +119,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"--out {out}: give a page name ending in .html")
-    ckpt = resolve_checkpoint(args.checkpoint)
-    model, tokenizer, meta = load_checkpoint(ckpt, device=resolve_device(args.device))
+    lm = load_model_arg(args)
+    model, tokenizer, meta, ckpt = lm.model, lm.tokenizer, lm.metadata, lm.path
     records = meta.get("train_config", {}).get("data_kind") == "records"
     text = excerpt(read_text(args.text, args.field, args.split), args.start, args.chars, records)
     if not text.strip():
         raise ValueError(f"--text {args.text}: nothing to read there (empty file, or --start past its end)")
-    k = int(getattr(model, "topic_dim", None) or meta.get("model_config", {}).get("topic_dim", 0) or 0)
-    theta, theta_note = _theta(args, k)
+    theta, theta_note = _theta(args, lm)
 
     recording = record(model, tokenizer, text_segments(text, records), text=text, theta=theta,
                        progress=not args.no_progress)
