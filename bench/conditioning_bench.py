@@ -61,7 +61,8 @@ def cmd_pack(args) -> int:
 # --------------------------------------------------------------------------------------------- configs
 def vocab_sizes(bundle: Path, size: str) -> tuple[int, int, int]:
     """(LaTeX vocabulary, context vocabulary, LDA K) of the bundle's training split, as training fits them."""
-    from topicrnn.data import ContextVocab, load_equation_split, load_theta
+    from pipeline.topics import read_theta
+    from topicrnn.data import ContextVocab, load_equation_split
     from topicrnn.tokenizers import make_tokenizer
 
     cfg = job_preset(size, "ctx-film", 1).train
@@ -69,7 +70,7 @@ def vocab_sizes(bundle: Path, size: str) -> tuple[int, int, int]:
     tok = make_tokenizer(cfg.tokenizer).fit(tr.texts, min_count=cfg.min_count)
     cv = ContextVocab.fit(tr.contexts, max_words=cfg.context_vocab_max, min_df=cfg.context_min_df,
                           max_df=cfg.context_max_df)
-    return tok.vocab_size, cv.size, load_theta(bundle / "topics")[1]
+    return tok.vocab_size, cv.size, read_theta(bundle / "topics")[1]
 
 
 def count_parameters(size: str, variant: str, vocab: int, ctx_vocab: int, k: int, hidden: int | None = None) -> int:

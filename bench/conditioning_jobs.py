@@ -84,47 +84,19 @@ def cross_paper_permutation(papers: list[str], seed: int = 12345) -> np.ndarray:
     return perm
 
 
-def score_records(model, tokenizer, records: list[dict], device, *, thetas=None, contexts=None,
-                  batch_size: int = 64) -> dict:
-    """Per-record nats (with <eos>) and bits per token by position bucket. Conditioning: `thetas` [n, K] (an
-    LDA-θ model), `contexts` (id arrays, a context-encoder model) or neither (plain)."""
-    import torch
-    import torch.nn.functional as F
-
-    from topicrnn.data import pad_contexts
+def score_records(model, tokenizer, records: list[dict], *, thetas=None) -> dict:
+    """Per-record nats (with <eos>) and bits per token by position bucket, through the one scoring path
+    (topicrnn.scoring.token_logprobs). `thetas` [n, K]: an LDA θ, or (a context model's `with_context_theta()`
+    view) θ inside the network from each record's context; None for the plain model."""
+    from topicrnn.scoring import token_logprobs
 
     seqs = [tokenizer.encode(r["equation"], bos=True, eos=True) for r in records]
-    nats = np.zeros(len(seqs))
-    bucket_nats = np.zeros(len(BUCKETS))
-    bucket_tokens = np.zeros(len(BUCKETS), dtype=np.int64)
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    model.eval()
-    with torch.no_grad():
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            longest = max(len(seqs[i]) for i in idx)
-            ids = torch.zeros((len(idx), longest), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, : len(seqs[i])] = torch.as_tensor(seqs[i])
-            lens = torch.tensor([len(seqs[i]) - 1 for i in idx])
-            ids = ids.to(device)
-            x, y = ids[:, :-1], ids[:, 1:]
-            if contexts is not None:
-                cond = model.context_theta(pad_contexts([contexts[i] for i in idx]).to(device))
-                logits = model(x, None, None, cond=cond)[0]
-            else:
-                th = None if thetas is None else torch.as_tensor(thetas[idx], dtype=torch.float32, device=device)
-                logits = model(x, th, None)[0]
-            logp = -F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")  # [B, T]
-            pos = torch.arange(y.shape[1]).unsqueeze(0) + 1  # 1-based position of the predicted token
-            mask = (pos <= lens.unsqueeze(1)).to(device)
-            lp = (logp * mask).cpu().double()
-            nats[idx] = -lp.sum(1).numpy()
-            pos = pos.expand_as(lp)
-            for b, (lo, hi, _) in enumerate(BUCKETS):
-                sel = (pos >= lo) & (pos <= hi) & mask.cpu()
-                bucket_nats[b] += float(-lp[sel].sum())
-                bucket_tokens[b] += int(sel.sum())
+    per_position = token_logprobs(model, seqs, thetas, pad_id=tokenizer.pad_id)
+    nats = np.array([-float(lp.sum()) for lp in per_position])
+    flat = np.concatenate(per_position) if per_position else np.zeros(0)
+    pos = np.concatenate([np.arange(1, len(lp) + 1) for lp in per_position]) if per_position else flat
+    bucket_nats = np.array([-float(flat[(pos >= lo) & (pos <= hi)].sum()) for lo, hi, _ in BUCKETS])
+    bucket_tokens = np.array([int(((pos >= lo) & (pos <= hi)).sum()) for lo, hi, _ in BUCKETS], dtype=np.int64)
     return {"nats": nats, "bucket_nats": bucket_nats, "bucket_tokens": bucket_tokens}
 
 
@@ -204,8 +176,10 @@ class Worker:
     def run_job(self, variant: str, seed: int, steps: int) -> dict:
         import shutil
 
-        from topicrnn.checkpoint import load_checkpoint
-        from topicrnn.data import load_theta, read_equations
+        from pipeline.ingest import read_records
+        from pipeline.topics import read_theta
+        from topicrnn.checkpoint import load_model
+        from topicrnn.context_lm import context_theta_rows
         from topicrnn.train import train
 
         p = job_preset(self.args.size, variant, steps, self.args.plain_hidden, seed)
@@ -217,30 +191,29 @@ class Worker:
         res = train(p.model, p.train, ckpt, data_path=self.bundle / "ingest", topics_dir=self.bundle / "topics",
                     device=str(self.device), progress=False, preset=f"{variant}:s{seed}", prepared=data)
         train_s = time.perf_counter() - t0
-        model, tok, _ = load_checkpoint(ckpt / "best.pt", device=str(self.device))
+        lm = load_model(ckpt / "best.pt", device=str(self.device))
         out = {"variant": variant, "seed": seed, "steps": res["step"], "stopped_for_time": res["stopped_for_time"],
-               "parameters": res["parameters"], "scoring_parameters": scoring_parameters(model),
+               "parameters": res["parameters"], "scoring_parameters": scoring_parameters(lm.model),
                "hidden": p.model.hidden, "best_val_bpc": res["best_val_bits_per_char"],
                "tokens_per_s": res["tokens_per_s"], "train_wall_s": train_s}
-        test = read_equations(self.bundle / "ingest", "test")
+        test = list(read_records(self.bundle / "ingest", "test"))
         rng = np.random.default_rng(0)
-        train_all = read_equations(self.bundle / "ingest", "train")
+        train_all = list(read_records(self.bundle / "ingest", "train"))
         seen = [train_all[i] for i in sorted(rng.choice(len(train_all), min(TRAIN_SAMPLE, len(train_all)),
                                                         replace=False))]
+        kind = kind_of(variant)
+        model = lm.model.with_context_theta() if kind == "ctx" else lm.model
         for name, recs in (("test", test), ("seen", seen)):
             perm = cross_paper_permutation([r.get("paper", "") for r in recs])
-            kind = kind_of(variant)
-            kw = {}
+            thetas = None
             if kind == "lda":
-                by_id, _ = load_theta(self.bundle / "topics")
-                kw = {"thetas": np.stack([by_id[str(r["id"])] for r in recs])}
-            elif kind == "ctx":
-                kw = {"contexts": [model.context_vocab.encode(r.get("context", "")) for r in recs]}
-            out[name] = summarise(score_records(model, tok, recs, self.device, **kw), recs)
-            if kw:
-                key, vals = next(iter(kw.items()))
-                shuffled = vals[perm] if key == "thetas" else [vals[j] for j in perm]
-                out[name + "_shuffled"] = summarise(score_records(model, tok, recs, self.device, **{key: shuffled}),
+                by_id, _ = read_theta(self.bundle / "topics")
+                thetas = np.stack([by_id[str(r["id"])] for r in recs])
+            elif kind == "ctx":  # θ is the encoder's posterior mean of the context: shuffling rows = contexts
+                thetas = context_theta_rows(lm.model, [r.get("context") or "" for r in recs])
+            out[name] = summarise(score_records(model, lm.tokenizer, recs, thetas=thetas), recs)
+            if thetas is not None:
+                out[name + "_shuffled"] = summarise(score_records(model, lm.tokenizer, recs, thetas=thetas[perm]),
                                                     recs)
             out[name + "_same_paper_after_shuffle"] = float(np.mean(
                 [recs[i].get("paper") == recs[j].get("paper") for i, j in enumerate(perm)]))

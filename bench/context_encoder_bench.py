@@ -61,7 +61,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from topicrnn.data import pad_contexts, read_equations
+    from pipeline.ingest import read_records
+    from topicrnn.data import pad_contexts
     from topicrnn.presets import apply_overrides, get_preset
     from topicrnn.train import prepare_data
 
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
     q = counts / counts.sum()
     unigram = float(-(q * np.log(q)).sum())
     held = pad_contexts([data.context_vocab.encode(r.get("context", ""))
-                         for r in read_equations(Path(args.bundle) / "ingest", "test")])
+                         for r in read_records(Path(args.bundle) / "ingest", "test")])
     print(f"{args.steps} steps, batch {cfg.batch_size}, K {args.topics}, hidden {args.hidden}, context words "
           f"{vocab - 1}, {len(held)} held-out contexts; unigram entropy {unigram:.3f} nats/word\n")
     print("| ablation | KL weight | theta std | max theta | topics used | recon nats/word (last 50 steps) |")

@@ -1,118 +1,48 @@
 """Syntax-aware decoding on real data: compile rate with and without the constraint, and its cost per step.
 
 A Kneser-Ney n-gram (topicrnn.ngram.NGramLM) is fitted on the training equations of an ingest dir, over
-characters (`--unit char`) or over LaTeX tokens (`--unit latex`: each token mapped to one private-use
-character so the same n-gram code applies); an end-of-equation symbol is learned too. The same model then
-writes `--n` equations twice from the same seeds: free, and under `LatexConstraint` built from the same
-training equations (at `--max-len` the constraint's closing() is appended). Both sets go through the real
-compile rule (pipeline.compile_check). The baseline of the timing part is one step of a 2x512 LSTM at the
-same batch size, measured in the same run.
+characters (`--unit char`) or over LaTeX tokens (`--unit latex`), each equation framed <bos> ... <eos> so
+that the end is learned too. The same model then writes `--n` equations twice from the same seed through
+the one sampler (topicrnn.sampling): free, and under `LatexConstraint` built from the same training equations
+(at `--max-len` the constraint's closing() is appended). Both sets go through the real compile rule
+(pipeline.compile_check). The baseline of the timing part is one step of a 2x512 LSTM at the same batch size,
+measured in the same run.
 
     .venv/bin/python bench/syntax_bench.py --data data/ingest-all --n 300 --unit char
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.compile_check import check  # noqa: E402
+from pipeline.ingest import read_records  # noqa: E402
+from topicrnn.interface import LoadedModel  # noqa: E402
 from topicrnn.latex_syntax import LatexConstraint, SyntaxVocabulary, TokenAutomaton  # noqa: E402
-from topicrnn.ngram import UNK, NGramLM  # noqa: E402
-from topicrnn.tokenizers import LatexTokenizer  # noqa: E402
-
-END = "\x00"  # end of an equation in the n-gram's text
-BASE = 0xE000  # LaTeX token i <-> chr(BASE + i)
+from topicrnn.ngram import NGramConfig, NGramLM  # noqa: E402
+from topicrnn.tokenizers import make_tokenizer  # noqa: E402
 
 
 def load_train(data: Path, limit: int | None, seed: int) -> list[str]:
-    eqs = []
-    with open(data / "equations.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            r = json.loads(line)
-            if r.get("split") == "train":
-                eqs.append(r["equation"])
+    eqs = [r["equation"] for r in read_records(data, "train")]
     if limit and len(eqs) > limit:
         rng = np.random.default_rng(seed)
         eqs = [eqs[i] for i in sorted(rng.choice(len(eqs), limit, replace=False))]
     return eqs
 
 
-class Units:
-    """Text <-> n-gram symbols (characters, or one private-use character per LaTeX token)."""
-
-    def __init__(self, unit: str, equations: list[str]):
-        self.unit = unit
-        if unit == "latex":
-            self.tok = LatexTokenizer().fit(equations)
-            self.to_sym = {t: chr(BASE + i) for i, t in enumerate(self.tok.tokens)}
-
-    def encode(self, eq: str) -> str:
-        if self.unit == "char":
-            return eq
-        return "".join(self.to_sym[t] for t in self.tok.tokenize(eq))
-
-    def token_text(self, sym: str) -> str:
-        return sym if self.unit == "char" else self.tok.tokens[ord(sym) - BASE]
-
-    def detok(self, syms: list[str]) -> str:
-        if self.unit == "char":
-            return "".join(syms)
-        return self.tok.detokenize(self.token_text(s) for s in syms)
-
-
-def generate(lm: NGramLM, units: Units, auto: TokenAutomaton | None, n: int, max_len: int,
-             temperature: float, seed: int) -> list[str]:
-    rng = np.random.default_rng(seed)
-    unk, end = lm.index[UNK], lm.index[END]
-    ctxs = [[end] * (lm.order - 1) for _ in range(n)]  # an equation starts after the end of another
-    out: list[list[str]] = [[] for _ in range(n)]
-    done = [False] * n
-    c = None
-    if auto is not None:
-        c = LatexConstraint(auto)
-        c.start(n)
-    for _ in tqdm(range(max_len), desc="constrained" if auto else "free", file=sys.stderr, leave=False):
-        mask = c.allowed_mask().numpy() if c is not None else None
-        step = []
-        for i in range(n):
-            if done[i]:
-                step.append(end)
-                continue
-            p = lm.distribution(tuple(ctxs[i][len(ctxs[i]) - (lm.order - 1):]))
-            p[unk] = 0.0
-            if mask is not None:
-                p = p * mask[i]
-            p = p ** (1.0 / temperature)
-            w = int(rng.choice(len(p), p=p / p.sum()))
-            step.append(w)
-            ctxs[i].append(w)
-            if w == end:
-                done[i] = True
-            else:
-                out[i].append(lm.vocab[w])
-        if c is not None:
-            c.advance(step)
-        if all(done):
-            break
-    closing = c.closing() if c is not None else [""] * n
-    return [units.detok(syms) + (closing[i] if not done[i] else "") for i, syms in enumerate(out)]
-
-
-def automaton_for(lm: NGramLM, units: Units, syntax: SyntaxVocabulary) -> TokenAutomaton:
-    vocab = []
-    for s in lm.vocab:
-        vocab.append("<eos>" if s == END else "<unk>" if s == UNK else units.token_text(s))
-    return TokenAutomaton(vocab, syntax, eos_id=lm.index[END], special_ids=[lm.index[UNK]])
+def fit_ngram(unit: str, order: int, equations: list[str]) -> LoadedModel:
+    tokenizer = make_tokenizer(unit).fit(equations)
+    model = NGramLM(tokenizer, NGramConfig(order=order, tokenizer=unit, records=True)).fit_records(equations)
+    return LoadedModel(model, tokenizer, add_eos=True)
 
 
 def time_masks(auto: TokenAutomaton, batch: int, steps: int, seed: int) -> tuple[float, float]:
@@ -168,17 +98,17 @@ def main(argv=None) -> int:
 
     train = load_train(args.data, args.train_limit or None, args.seed)
     syntax = SyntaxVocabulary.from_equations(train)
-    units = Units(args.unit, train)
     t0 = time.perf_counter()
-    lm = NGramLM(order=args.order, unit="char").fit("".join(units.encode(e) + END for e in train))
-    print(f"train equations {len(train)}, {args.unit} {args.order}-gram, vocab {len(lm.vocab)}, "
+    lm = fit_ngram(args.unit, args.order, train)
+    print(f"train equations {len(train)}, {args.unit} {args.order}-gram, vocab {lm.tokenizer.vocab_size}, "
           f"fit {time.perf_counter() - t0:.1f}s; unsupported seen names: {syntax.unsupported()}")
-    auto = automaton_for(lm, units, syntax)
+    proto = LatexConstraint.for_tokenizer(lm.tokenizer, syntax)
+    auto = proto.automaton
     t0 = time.perf_counter()
-    free = generate(lm, units, None, args.n, max_len, args.temperature, args.seed)
+    free = lm.sample(args.n, max_len, temperature=args.temperature, seed=args.seed)
     t_free = time.perf_counter() - t0
     t0 = time.perf_counter()
-    constrained = generate(lm, units, auto, args.n, max_len, args.temperature, args.seed)
+    constrained = lm.sample(args.n, max_len, temperature=args.temperature, seed=args.seed, constraint=proto.fresh())
     t_con = time.perf_counter() - t0
     verdicts = check(free + constrained, progress=True)
     ok_free = sum(v.ok for v in verdicts[: args.n])

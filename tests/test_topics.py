@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from pipeline.topic_tokens import Tokenizer
-from pipeline.topics import (TopicConfig, TopicModel, fit_topics, load_labels, read_equations, select_training,
-                             source_group)
+from pipeline.topic_fit import fit_topics, select_training
+from pipeline.topics import TopicConfig, TopicModel, load_labels, read_equations, source_group
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,14 +1,17 @@
 """An LSTM language model whose θ acts inside the network, with θ from its own context encoder (issue 20).
 
-`ContextLM` (ModelConfig.conditioned_lm) has the interface of `RecurrentLM` — forward(tokens, theta, state),
-step, initial_state, `config.topic_dim` — so the sampler, the scorer and the flows use it unchanged; what is new:
+`ContextLM` is the model kind `context-lstm` (ModelConfig.kind when `context_encoder` or `film` is set) of the
+step protocol (topicrnn.interface.SequenceModel): `load_model` loads it, the one sampler and
+`generation.generate_for_topics` generate from it, `scoring` scores it. What is new:
 
 * θ inside the network is `cond` [B, C]: the topic mixture of the model's own neural topic model over the
   equation's context words (`context_encoder`, topicrnn.context_encoder; C = context_topics), or a given LDA θ
-  (C = topic_dim) for FiLM without an encoder. Training and scoring pass `cond` (from `Batch.context` /
-  `context_theta`); everything that only has an LDA θ passes `theta` [B, topic_dim] as before, and a
-  context-encoder model turns it into the expected bag of those topics' top words (`topic_words`, a buffer
-  filled at training from the LDA) -> encoder. No θ at all = the no-context θ.
+  (C = topic_dim) for FiLM without an encoder. Training passes `cond` (from `Batch.context`). The protocol's
+  `theta` is an LDA θ [B, topic_dim] (topic prototypes, one-hot e_k, `--topic`): a context-encoder model turns
+  it into the expected bag of those topics' top words (`topic_words`, a buffer filled at training from the
+  LDA) -> encoder; no θ at all = the no-context θ. `with_context_theta()` is the same model seen with θ =
+  `cond` itself (topic_dim = C): the evaluation scores each equation with the θ of its own context words, and
+  `--words` generates from the encoder's θ of those words, both through the one scoring path and sampler.
 * θ joined to the input (`topic_mode` input) and as a logit bias (bias), as in RecurrentLM. Since θ is
   constant over an equation, an additive shift of the gate pre-activations W_θ θ equals joining θ to the
   input; what is new is multiplicative:
@@ -19,22 +22,23 @@ step, initial_state, `config.topic_dim` — so the sampler, the scorer and the f
     part included: a TorchScript loop over time (`film_lstm_loop`), no cuDNN — see docs/results.md for its
     speed against nn.LSTM.
   Every FiLM map starts at zero, so a new model starts as the unconditioned LSTM.
+
+`build_model(config)` is the one way a torch model is built from its config (training and `load_model`).
 """
 from __future__ import annotations
 
-import dataclasses
-
+import numpy as np
 import torch
 from torch import nn
 
 from .context_encoder import ContextEncoder
 from .data import ContextVocab, pad_contexts
-from .models import ModelConfig, RecurrentLM
+from .models import ModelConfig, RecurrentLM, TorchStepModel
 
 
 def build_model(config: ModelConfig) -> nn.Module:
-    """The model a config asks for: ContextLM for context-encoder/FiLM configs, else RecurrentLM."""
-    return ContextLM(config) if config.conditioned_lm else RecurrentLM(config)
+    """The torch model of a config's kind: ContextLM for `context-lstm`, else RecurrentLM (rnn | gru | lstm)."""
+    return ContextLM(config) if config.kind == "context-lstm" else RecurrentLM(config)
 
 
 def film_lstm_loop(xg: torch.Tensor, w_hh: torch.Tensor, scale: torch.Tensor, h: torch.Tensor,
@@ -84,7 +88,7 @@ class FilmLSTMLayer(nn.Module):
         return out, (h, c)
 
 
-class ContextLM(nn.Module):
+class ContextLM(TorchStepModel):
     def __init__(self, config: ModelConfig):
         super().__init__()
         config.validate()
@@ -126,12 +130,20 @@ class ContextLM(nn.Module):
         if self.topic_bias is not None:
             nn.init.zeros_(self.topic_bias.weight)
 
-    @property
-    def is_lstm(self) -> bool:
-        return True
+    # ------------------------------------------------------------------- the step protocol (interface.py)
+    # kind, vocab_size, topic_dim (K of the LDA θ the protocol's `theta` is; 0: a context-encoder model asked by
+    # contexts and words only), device, state_layers: TorchStepModel's.
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    @property
+    def conditioning_mode(self) -> str:
+        """How θ enters, for tables: `context:input+film-io` (θ from the contexts) or `input+film-io` (LDA θ)."""
+        c = self.config
+        film = "" if c.film == "none" else f"+film-{c.film}"
+        return (f"context:{c.topic_mode}" if self.encoder is not None else c.topic_mode) + film
+
+    def with_context_theta(self) -> "ContextThetaView":
+        """This model with θ = θ inside the network (e.g. `context_theta_rows`) instead of an LDA θ."""
+        return ContextThetaView(self)
 
     def scoring_parameters(self) -> int:
         """Parameters that reach p(equation | context): all but the topic model's decoder, which only trains
@@ -242,26 +254,54 @@ class ContextLM(nn.Module):
         return logits[:, 0], state
 
 
-class FixedConditioning(nn.Module):
-    """A ContextLM with θ inside the network fixed (e.g. from `--words`), seen by the sampler as a model that
-    takes no θ: `cond` [1, C] or [n, C] for every sequence of a call."""
+class ContextThetaView(TorchStepModel):
+    """A ContextLM seen by the sampler and the scoring path with θ = θ inside the network [B, C] (topic_dim =
+    C): rows of `context_theta_rows` (each equation's own context; `--words`)."""
 
-    def __init__(self, model: ContextLM, cond: torch.Tensor):
+    def __init__(self, model: ContextLM):
         super().__init__()
         self.lm = model
-        self.config = dataclasses.replace(model.config, topic_dim=0)
-        self.head = model.head
-        self.cond = cond.detach()
+        self.config, self.head = model.config, model.head
 
-    def _cond(self, batch: int) -> torch.Tensor:
-        cond = self.cond.to(self.head.weight.device)
-        return cond.expand(batch, -1) if cond.shape[0] == 1 else cond
+    @property
+    def topic_dim(self) -> int:
+        return self.lm.cond_dim
+
+    @property
+    def conditioning_mode(self) -> str:
+        return self.lm.conditioning_mode
+
+    def _cond(self, theta: torch.Tensor | None, batch: int) -> torch.Tensor:
+        if theta is None:
+            raise ValueError(f"pass θ inside the network [B, {self.topic_dim}] (context_theta_rows)")
+        theta = theta.to(self.device, torch.float32)
+        return theta.unsqueeze(0).expand(batch, -1) if theta.dim() == 1 else theta
+
+    def initial_state(self, batch: int, theta: torch.Tensor | None = None, device=None):
+        return self.lm.initial_state(batch, device=device)
 
     def forward(self, tokens, theta=None, state=None):
-        return self.lm(tokens, None, state, cond=self._cond(tokens.shape[0]))
+        return self.lm(tokens, None, state, cond=self._cond(theta, tokens.shape[0]))
 
     def step(self, token_ids, theta=None, state=None):
-        return self.lm.step(token_ids, None, state, cond=self._cond(token_ids.shape[0]))
+        return self.lm.step(token_ids, None, state, cond=self._cond(theta, token_ids.shape[0]))
+
+
+def reads_contexts(model) -> bool:
+    """Whether a model infers its θ from context words itself (a context-lstm with a context encoder)."""
+    return getattr(model, "encoder", None) is not None
+
+
+@torch.no_grad()
+def context_theta_rows(model: ContextLM, contexts, batch_size: int = 512) -> np.ndarray:
+    """Context texts (or word lists) -> θ inside the network [n, C] (the encoder's posterior mean), for
+    `with_context_theta()`."""
+    was_training = model.training
+    model.eval()
+    rows = [model.theta_from_texts([t if isinstance(t, str) else " ".join(t) for t in contexts[i:i + batch_size]])
+            .float().cpu().numpy() for i in range(0, len(contexts), batch_size)]
+    model.train(was_training)
+    return np.concatenate(rows) if rows else np.zeros((0, model.cond_dim), np.float32)
 
 
 def context_conditioning(model: nn.Module, batch, train_config=None):

@@ -7,17 +7,19 @@ Built on nn.RNN / nn.GRU / nn.LSTM so that cuDNN runs them on a GPU. The topic v
   bias  - θ -> an additive bias on the output logits (as in TopicRNN).
 Modes combine with "+" (e.g. `input+bias`): each named path is built and θ enters through all of them.
 
-Issue 20 adds, in topicrnn.context_lm (built by `context_lm.build_model` when either is set): a context encoder
-(`context_encoder`: θ from the model's own neural topic model over the equation's context words, trained
-jointly) and θ acting multiplicatively inside the network (`film`: FiLM scale/shift of each layer's input and
+Issue 20 adds the kind `context-lstm` (topicrnn.context_lm; `context_lm.build_model` builds either): a
+context encoder (`context_encoder`: θ from the model's own neural topic model over the equation's context
+words, trained jointly) and θ acting multiplicatively inside the network (`film`: FiLM scale/shift of each layer's input and
 output, or of the gate pre-activations inside the cell).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from .configs import DictConfig
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 TOPIC_MODES = ("input", "init", "bias")
@@ -25,7 +27,7 @@ FILM_MODES = ("none", "io", "cell", "io+cell")
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(DictConfig):
     cell: str = "lstm"  # rnn | gru | lstm
     layers: int = 2
     hidden: int = 512
@@ -77,19 +79,54 @@ class ModelConfig:
         """Whether θ enters through `mode` (input | init | bias); never for a plain model."""
         return bool(self.topic_dim) and mode in self.topic_mode.split("+")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+    @property
+    def kind(self) -> str:
+        """The model kind a checkpoint records (topicrnn.interface): the cell, or `context-lstm` for a
+        context-encoder / FiLM model (topicrnn.context_lm.ContextLM)."""
+        return "context-lstm" if self.conditioned_lm else self.cell
 
 
-State = "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"
+class TorchStepModel(nn.Module):
+    """What every torch kind of the step protocol shares (RecurrentLM here, ContextLM in context_lm): the
+    protocol's attributes read from `config` and `head`, and the per-layer state for the neuron viewer."""
+
+    config: ModelConfig
+    head: nn.Linear
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+    @property
+    def is_lstm(self) -> bool:
+        return self.config.cell == "lstm"
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def topic_dim(self) -> int:
+        return self.config.topic_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    def state_layers(self, state) -> dict[str, torch.Tensor]:
+        """Per layer l: "h{l}" (and "c{l}" for an LSTM), each [B, hidden]."""
+        if self.is_lstm:
+            h, c = state
+            return {name: t for l in range(self.config.layers) for name, t in ((f"h{l}", h[l]), (f"c{l}", c[l]))}
+        return {f"h{l}": state[l] for l in range(self.config.layers)}
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
 
 
-class RecurrentLM(nn.Module):
+class RecurrentLM(TorchStepModel):
+    """The torch kinds of the step protocol (topicrnn.interface.SequenceModel), plus `forward` over a block."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         config.validate()
@@ -110,9 +147,6 @@ class RecurrentLM(nn.Module):
         if c.uses("bias"):
             self.topic_bias = nn.Linear(c.topic_dim, c.vocab_size, bias=False)  # the topic's lift per token
 
-    @property
-    def is_lstm(self) -> bool:
-        return self.config.cell == "lstm"
 
     def _check_theta(self, theta: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         k = self.config.topic_dim
@@ -124,12 +158,12 @@ class RecurrentLM(nn.Module):
             theta = theta.unsqueeze(0).expand(batch, -1)
         if theta.shape != (batch, k):
             raise ValueError(f"theta must have shape [{batch}, {k}], not {list(theta.shape)}")
-        return theta.to(self.head.weight.device, torch.float32)
+        return theta.to(self.device, torch.float32)
 
     def initial_state(self, batch: int, theta: torch.Tensor | None = None, device=None):
         """Zero state, or the θ-derived state in `init` mode. LSTM: (h, c), each [layers, B, hidden]."""
         c = self.config
-        device = device if device is not None else self.head.weight.device
+        device = device if device is not None else self.device
         theta = self._check_theta(theta, batch) if c.topic_dim else None
         if self.topic_init is not None:
             s = torch.tanh(self.topic_init(theta.to(device)))  # [B, n_states*layers*hidden]
@@ -158,8 +192,6 @@ class RecurrentLM(nn.Module):
         logits, state = self.forward(token_ids.view(-1, 1), theta, state)
         return logits[:, 0], state
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
 
 def detach_state(state):
@@ -168,10 +200,3 @@ def detach_state(state):
     if isinstance(state, tuple):
         return tuple(s.detach() for s in state)
     return state.detach()
-
-
-def select_state(state, index: torch.Tensor):
-    """Keep the batch rows `index` of a state (for dropping finished sequences)."""
-    if isinstance(state, tuple):
-        return tuple(s[:, index] for s in state)
-    return state[:, index]

@@ -12,26 +12,29 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
+from tqdm import tqdm
+
+from pipeline.topics import read_theta
 
 from .checkpoint import read_checkpoint, save_checkpoint
+from .configs import DictConfig
 from .context_encoder import lda_topic_words, topic_word_matrix
 from .context_lm import build_model, context_conditioning
-from .data import (ContextVocab, RecordBatches, TextStreams, load_equation_split, load_theta, make_records,
-                   read_text, split_text)
+from .data import (ContextVocab, RecordBatches, TextStreams, load_equation_split, make_records, read_text,
+                   split_text)
+from .interface import LN2
 from .models import ModelConfig, RecurrentLM, detach_state
 from .tokenizers import Tokenizer, make_tokenizer
 
-LN2 = math.log(2.0)
-
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DictConfig):
     data_kind: str = "text"  # text (one long file, truncated BPTT) | records (equations; --data INGESTDIR)
     tokenizer: str = "char"  # char | latex
     batch_size: int = 64  # streams (text) or records per batch
@@ -70,14 +73,6 @@ class TrainConfig:
     context_vocab_max: int = 2000  # context words kept (the most frequent of the training contexts)
     context_min_df: int = 3  # ... that are in at least this many training contexts
     context_max_df: float = 0.3  # ... and in at most this share of them
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -252,12 +247,8 @@ def _set_rng_state(st: dict) -> None:
 
 
 def plot_loss_curve(history: dict, path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    fig = Figure(figsize=(6, 3.6), dpi=100)  # no pyplot: no global backend, no figure registry to close
+    ax = fig.subplots()
     if history["step"]:
         ax.plot(history["step"], history["train_loss"], lw=0.8, alpha=0.6, label="train (nats/token)")
     if history["val_step"]:
@@ -270,7 +261,6 @@ def plot_loss_curve(history: dict, path: Path, title: str = "") -> None:
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)
-    plt.close(fig)
     os.replace(tmp, path)
 
 
@@ -322,7 +312,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
     if wants_context:
         model_config.context_vocab_size = data.context_vocab.size
         if wants_topics:  # the LDA θ it can be asked with (generation by topic), not an input of training
-            data = replace(data, topic={"k": load_theta(topics_dir)[1], "dir": str(Path(topics_dir).resolve())})
+            data = replace(data, topic={"k": read_theta(topics_dir)[1], "dir": str(Path(topics_dir).resolve())})
     if model_config.topic_dim == -1:  # "K of the topic dir"
         model_config.topic_dim = data.topic["k"]
     if data.topic and model_config.topic_dim != data.topic["k"]:
@@ -359,7 +349,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
         meta["context_vocab"] = data.context_vocab.to_dict()
 
     def snapshot() -> dict:
-        return {"model_config": model_config.to_dict(), "train_config": cfg.to_dict(),
+        return {"kind": model_config.kind, "model_config": model_config.to_dict(), "train_config": cfg.to_dict(),
                 "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                 "optimizer": opt.state_dict(), "step": step, "best_val": best_val, "history": history,
                 "rng": _rng_state(), "data_state": {"epoch": epoch, "pos": pos, "evals_since_best": evals_since_best,
@@ -383,8 +373,6 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
             save_checkpoint(out / "best.pt", snap)
         save_checkpoint(out / "last.pt", snap)
         return res
-
-    from tqdm import tqdm
 
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, file=sys.stderr, dynamic_ncols=True,
                desc=preset or "train")
