@@ -13,7 +13,9 @@
     python bench/hmm_bench.py [--part iteration|grid|all] [--threads 1] [--rounds 3]
     python bench/hmm_bench.py --device cuda --states 256 --part iteration --iterations 2 --cpu-path
     python bench/hmm_bench.py --device cuda --grid 200 --part grid --baseline-fits 2500 --cpu-path
-`--cpu-path` also times our CPU path (on a GPU machine: the GPU against the CPU path). Without hmmlearn
+`--cpu-path` also times our CPU path (on a GPU machine: the GPU against the CPU path). `--engine` picks our
+forward-backward pass (auto | fused | chunked: topicrnn/hmm.py; the output names the one that ran); the first
+call (numba's compilation, or loading it from its cache) is timed apart as the warm-up. Without hmmlearn
 installed (the GPU machine's image), or with `--no-hmmlearn`, the baseline is left out and only our paths
 are timed. `--json FILE` writes
 every figure.
@@ -94,6 +96,18 @@ def ratios(row: dict, kind: str, goal: str) -> None:
               f" ({goal})")
 
 
+def engine(a, device) -> str:
+    """--engine for our model on `device` (fused runs on the CPU only: on a GPU, auto)."""
+    return a.engine if device.type == "cpu" else "auto"
+
+
+def warm_up(fn, device, model) -> None:
+    """One untimed call (numba's compile or cache load, first allocations, the CUDA context), said apart."""
+    wall, _, _ = timed(fn, device)
+    print(f"  ours: forward-backward pass {'fused (numba)' if model.uses_fused() else 'chunked (torch)'} on "
+          f"{device}; warm-up call {wall:.2f} s (not counted)")
+
+
 def bench_iteration(a, device) -> dict:
     CategoricalHMM = None if a.no_hmmlearn else hmmlearn_model()
     X, source = symbols(Path(a.text), a.length, a.symbols, a.seed)
@@ -104,7 +118,7 @@ def bench_iteration(a, device) -> dict:
     def ours(dev, iterations=a.iterations):
         def run():
             m = HMM(a.states, a.symbols, n_iter=iterations, tol=-math.inf, init_params="", device=dev,
-                    dtype=DTYPES[a.dtype])
+                    dtype=DTYPES[a.dtype], engine=engine(a, dev))
             m.startprob_, m.transmat_, m.emissionprob_ = start
             m.fit(X)
             return m.monitor_.history
@@ -122,7 +136,7 @@ def bench_iteration(a, device) -> dict:
         runs["hmmlearn"] = (theirs, torch.device("cpu"))
     if a.cpu_path:
         runs["ours, cpu"] = (ours(torch.device("cpu")), torch.device("cpu"))
-    ours(device, 1)()  # warm-up: one iteration on the device (first calls, allocations, the CUDA context)
+    warm_up(ours(device, 1), device, HMM(a.states, a.symbols, device=device, engine=engine(a, device)))
     times = {k: [] for k in runs}
     histories = {}
     for r in range(a.rounds):
@@ -132,7 +146,7 @@ def bench_iteration(a, device) -> dict:
             wall, cpu, histories[name] = timed(fn, dev)
             times[name].append((wall / a.iterations, cpu / a.iterations))
     row = {"states": a.states, "symbols": a.symbols, "length": len(X), "source": source, "dtype": a.dtype,
-           "device": str(device)}
+           "device": str(device), "engine": a.engine}
     for name, ts in times.items():
         row[f"{name} wall s/iter"] = min(t[0] for t in ts)
         row[f"{name} cpu s/iter"] = min(t[1] for t in ts)
@@ -163,7 +177,7 @@ def bench_grid(a, device) -> dict:
 
     def ours(dev):
         def run():
-            m = bit_hmm(G * G, cfg, device=dev)
+            m = bit_hmm(G * G, cfg, device=dev, engine=engine(a, dev))
             m.emissionprob_ = emissions
             m.fit(X)
             return m.emissionprob_[:, :, 1]
@@ -183,11 +197,12 @@ def bench_grid(a, device) -> dict:
             out.append(m.emissionprob_[:, 1])
         return np.array(out)
 
-    ours(device)()  # warm-up (allocations, CUDA context)
+    warm_up(ours(device), device, bit_hmm(G * G, cfg, device=device, engine=engine(a, device)))
     runs = {"ours": (ours(device), device)}
     if a.cpu_path:
         runs["ours, cpu"] = (ours(torch.device("cpu")), torch.device("cpu"))
     row = {"grid": G, "iterations": cfg.iterations, "bits": len(X), "dtype": a.dtype, "device": str(device),
+           "engine": a.engine,
            "baseline_fits_timed": int(n_fits)}
     results = {}
     for name, (fn, dev) in runs.items():
@@ -233,6 +248,8 @@ def main() -> int:
     ap.add_argument("--cpu-path", action="store_true",
                     help="also time our CPU path (with --device cpu: a second run of the same, a smoke test)")
     ap.add_argument("--no-hmmlearn", action="store_true", help="leave the hmmlearn baseline out")
+    ap.add_argument("--engine", choices=["auto", "fused", "chunked"], default="auto",
+                    help="our forward-backward pass on the CPU (topicrnn/hmm.py)")
     ap.add_argument("--json", metavar="FILE", help="write the figures here")
     a = ap.parse_args()
     if a.threads:
