@@ -15,7 +15,7 @@ from topicrnn.hmm_chunks import ChunkedSymbols
 from topicrnn.hmm_fused import FusedSymbols
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-needs_numba = pytest.mark.skipif(not hmm_fused.available(), reason="numba is not installed (the fused pass is optional)")
+needs_numba = pytest.mark.skipif(not hmm_fused.available(), reason="numba is not installed (the optional fused pass)")
 
 
 def batch(M, S, V, seed, engine, **kwargs) -> BatchedHMM:
@@ -136,7 +136,7 @@ def test_engine_choice_and_the_fallback_without_numba(monkeypatch):
         BatchedHMM(2, 2, 2, engine="fast")
     X = np.random.default_rng(0).integers(0, 3, 300)
     reference = batch(20, 2, 3, 4, "chunked").score(X)
-    monkeypatch.setattr(hmm_fused, "numba", None)  # the GPU machine's image: no numba
+    monkeypatch.setattr(hmm_fused, "HAVE_NUMBA", False)  # the GPU machine's image: no numba
     auto = batch(20, 2, 3, 4, "auto")
     assert not auto.uses_fused() and isinstance(auto._data(X, None), ChunkedSymbols)
     np.testing.assert_allclose(auto.score(X), reference, rtol=1e-12)

@@ -485,20 +485,17 @@ class HMM(BatchedHMM):
         return {"posterior": state}
 
     # ------------------------------------------------------------------ persistence
-    def to_dict(self) -> dict:
-        """Plain values and tensors only (so torch.load(weights_only=True) accepts a checkpoint holding it)."""
-        return {"kind": self.kind, "n_states": self.n_states, "n_symbols": self.n_symbols,
-                "start_symbol": self.start_symbol, "startprob": self._pi[0].cpu(), "transmat": self._A[0].cpu(),
-                "emissionprob": self._B[0].cpu(), "history": [float(h) for h in self.monitor_.history]}
+    def num_parameters(self) -> int:
+        """Free probabilities: S - 1 start, S(S - 1) transition, S(V - 1) emission."""
+        S, V = self.n_states, self.n_symbols
+        return (S - 1) + S * (S - 1) + S * (V - 1)
 
-    @classmethod
-    def from_dict(cls, d: dict, device="cpu", dtype=torch.float64) -> "HMM":
-        if d.get("kind") != "hmm":
-            raise ValueError(f"not an HMM payload (kind {d.get('kind')!r})")
-        model = cls(int(d["n_states"]), int(d["n_symbols"]), start_symbol=d.get("start_symbol"), device=device,
-                    dtype=dtype, init_params="")
-        model.startprob_, model.transmat_, model.emissionprob_ = d["startprob"], d["transmat"], d["emissionprob"]
-        model.monitor_.history = list(d.get("history", []))
-        model.monitor_.iter = len(model.monitor_.history)
-        return model
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The parameters as CPU tensors (a checkpoint's "model"; `torch.load(weights_only=True)` reads them)."""
+        self._check_parameters()
+        return {"startprob": self._pi[0].cpu(), "transmat": self._A[0].cpu(), "emissionprob": self._B[0].cpu()}
 
+    def load_state_dict(self, state: dict) -> "HMM":
+        self.startprob_, self.transmat_, self.emissionprob_ = (state["startprob"], state["transmat"],
+                                                              state["emissionprob"])
+        return self

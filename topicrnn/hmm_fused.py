@@ -19,16 +19,18 @@ sequence starts. Counts are float64 whatever the parameters' dtype.
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-try:  # a compiled loop needs numba; without it (the GPU machine's image, say) the chunked torch pass does the work
-    import numba
-except ImportError:  # pragma: no cover - exercised where numba is missing
-    numba = None
+# A compiled loop needs numba (the optional `fast` extra); without it (the GPU machine's image, say) the chunked
+# torch pass does the work. Imported on first use: `import numba` costs ~0.5 s, and every command that loads a
+# checkpoint imports this module.
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
 RESCALE = 2.0 ** 600  # the likelihood product is multiplied by this when it falls below its inverse
 LOG_RESCALE = 600 * math.log(2.0)
@@ -38,7 +40,7 @@ LANES = 8  # a block's width is a multiple of this (8 doubles: one AVX-512 vecto
 
 
 def available() -> bool:
-    return numba is not None
+    return HAVE_NUMBA
 
 
 def wins(n_states: int, n_models: int) -> bool:
@@ -142,9 +144,13 @@ def _estep_block(sym, first, pi, A, B, backward, trans, gamma, m0, logprob, star
                     start_c[s, w] += a[s, w] * beta[s, w]
 
 
-if numba is not None:
+@functools.cache
+def _compiled():
+    """`_estep_block` compiled (cached on disk by numba: later processes load it in ~0.5 s)."""
+    import numba
+
     # error_model="numpy": 1/0 is inf (a zero-division check per element would keep the loops scalar)
-    _estep_block = numba.njit(cache=True, nogil=True, error_model="numpy")(_estep_block)
+    return numba.njit(cache=True, nogil=True, error_model="numpy")(_estep_block)
 
 
 def _blocks(a: np.ndarray, k: int, W: int) -> np.ndarray:
@@ -165,7 +171,7 @@ def estep(sym: np.ndarray, first: np.ndarray, pi: np.ndarray, A: np.ndarray, B: 
     """-> (log-likelihood [M], start counts [S, M], Σ ξ [S, S, M], emission counts [V, S, M], γ [n, S, M] or
     None). pi [S, M], A [S, S, M], B [V, S, M] (one dtype). `backward=False`: the log-likelihood only (the
     counts are 0); `trans=False` leaves Σ ξ at 0. Blocks of models run on `threads` threads."""
-    if numba is None:
+    if not available():
         raise RuntimeError("the fused HMM pass needs numba (pip install numba); use the chunked pass")
     n, (S, M), V = len(sym), pi.shape, B.shape[0]
     k = -(-M // MAX_BLOCK)
@@ -174,13 +180,14 @@ def estep(sym: np.ndarray, first: np.ndarray, pi: np.ndarray, A: np.ndarray, B: 
     sym, first = np.ascontiguousarray(sym, np.int64), np.ascontiguousarray(first, np.bool_)
     pi_b, A_b, B_b = _blocks(pi, k, W), _blocks(A, k, W), _blocks(B, k, W)
     posteriors = posteriors and backward
+    kernel = _compiled()
     gamma = np.empty((n, S, k * W) if posteriors else (0, S, W), pi.dtype)
     logprob = np.empty((k, W))
     start_c, trans_c, emit_c = np.zeros((k, S, W)), np.zeros((k, S, S, W)), np.zeros((k, V, S, W))
 
     def run(b: int) -> None:
-        _estep_block(sym, first, pi_b[b], A_b[b], B_b[b], backward, trans, gamma, b * W, logprob[b], start_c[b], trans_c[b],
-                     emit_c[b])
+        kernel(sym, first, pi_b[b], A_b[b], B_b[b], backward, trans, gamma, b * W, logprob[b], start_c[b], trans_c[b],
+               emit_c[b])
 
     if threads > 1 and k > 1:
         with ThreadPoolExecutor(min(threads, k)) as pool:
