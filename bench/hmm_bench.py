@@ -13,6 +13,9 @@
     python bench/hmm_bench.py [--part iteration|grid|all] [--threads 1] [--rounds 3]
     python bench/hmm_bench.py --device cuda --states 256 --part iteration --iterations 2 --cpu-path
     python bench/hmm_bench.py --device cuda --grid 200 --part grid --baseline-fits 2500 --cpu-path
+3. Engines (`--part engines`, not in `all`): our two forward-backward passes, fused (numba) against chunked
+   (torch), for (states, models, symbols) shapes: the measurements behind `hmm_fused.wins` (engine="auto").
+
 `--cpu-path` also times our CPU path (on a GPU machine: the GPU against the CPU path). `--engine` picks our
 forward-backward pass (auto | fused | chunked: topicrnn/hmm.py; the output names the one that ran); the first
 call (numba's compilation, or loading it from its cache) is timed apart as the warm-up. Without hmmlearn
@@ -227,9 +230,41 @@ def bench_grid(a, device) -> dict:
     return row
 
 
+ENGINE_SHAPES = [(2, 1, 200_000), (3, 1, 200_000), (4, 1, 200_000), (8, 1, 200_000), (16, 1, 200_000),
+                 (4, 2, 100_000), (8, 8, 20_000), (16, 8, 10_000), (32, 4, 10_000), (32, 8, 10_000), (64, 8, 2_000),
+                 (64, 16, 2_000), (2, 2500, 1_000)]
+
+
+def bench_engines(a) -> list[dict]:
+    """Fused against chunked, 2 EM iterations per fit (best of --rounds), V = 10 random symbols (65 for 1 model)."""
+    from topicrnn.hmm import BatchedHMM
+
+    rng = np.random.default_rng(a.seed)
+    rows = []
+    print(f"engines: fused (numba) vs chunked (torch), {a.dtype}, torch threads {torch.get_num_threads()}")
+    for S, M, n in ENGINE_SHAPES:
+        V = 65 if M == 1 else 10
+        X = rng.integers(0, V, n)
+        best = {}
+        for engine_name in ("fused", "chunked"):
+            def fit(iterations=2):
+                m = BatchedHMM(M, S, V, n_iter=iterations, tol=-math.inf, seed=a.seed, engine=engine_name,
+                               dtype=DTYPES[a.dtype])
+                return m.fit(X)
+            fit(1)  # warm-up
+            best[engine_name] = min(timed(fit)[0] for _ in range(a.rounds)) / 2
+        row = {"states": S, "models": M, "symbols": n, "fused s/iter": best["fused"], "chunked s/iter": best["chunked"],
+               "fused / chunked": best["fused"] / best["chunked"]}
+        rows.append(row)
+        print(f"  {S:>3} states x {M:>4} models, {n:>7,} symbols: fused {best['fused'] * 1e3:8.1f} ms, chunked "
+              f"{best['chunked'] * 1e3:8.1f} ms per iteration: fused / chunked {row['fused / chunked']:.2f}")
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["iteration", "grid", "all"], default="all")
+    ap.add_argument("--part", choices=["iteration", "grid", "engines", "all"], default="all",
+                    help="all = iteration and grid")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | auto (ours; hmmlearn always runs on the CPU)")
     ap.add_argument("--dtype", choices=list(DTYPES), default="float64")
     ap.add_argument("--threads", type=int, default=1,
@@ -261,6 +296,8 @@ def main() -> int:
         out["iteration"] = bench_iteration(a, device)
     if a.part in ("grid", "all"):
         out["grid"] = bench_grid(a, device)
+    if a.part == "engines":
+        out["engines"] = bench_engines(a)
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     return 0
