@@ -5,7 +5,7 @@ reads them on any machine (CPU included). Writes go to a temporary file in the s
 `os.replace`, so a run killed at any moment leaves either the old or the new file, never a torn one.
 
 Keys of the stored dict:
-  format "topiceq-lm/1"; kind (rnn | gru | lstm | ngram | numpy-rnn | ...; absent in checkpoints written
+  format "topiceq-lm/1"; kind (rnn | gru | lstm | ngram | numpy-rnn | hmm | ...; absent in checkpoints written
   before kinds were recorded, which are torch ones: their model_config's cell); model_config (dict);
   train_config (dict); tokenizer ({"kind", "tokens"}); model (state dict of tensors); optimizer (state_dict
   or None); step (int); best_val (nats/char or None); history ({"step", "train_loss", "val_step",
@@ -23,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from .hmm_lm import load_hmm
 from .interface import LoadedModel, SequenceModel
 from .models import ModelConfig, RecurrentLM
 from .ngram import NGramConfig, NGramLM
@@ -93,7 +94,7 @@ def _numpy_rnn(payload: dict, tokenizer: Tokenizer, device: torch.device) -> Num
 
 
 LOADERS: dict[str, ModelLoader] = {"rnn": _recurrent, "gru": _recurrent, "lstm": _recurrent,
-                                   "ngram": _ngram, "numpy-rnn": _numpy_rnn}
+                                   "ngram": _ngram, "numpy-rnn": _numpy_rnn, "hmm": load_hmm}
 
 
 def register_loader(kind: str, loader: ModelLoader, *, replace: bool = False) -> None:
