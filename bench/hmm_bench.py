@@ -13,7 +13,12 @@
     python bench/hmm_bench.py [--part iteration|grid|all] [--threads 1] [--rounds 3]
     python bench/hmm_bench.py --device cuda --states 256 --part iteration --iterations 2 --cpu-path
     python bench/hmm_bench.py --device cuda --grid 200 --part grid --baseline-fits 2500 --cpu-path
-`--cpu-path` also times our CPU path (on a GPU machine: the GPU against the CPU path). Without hmmlearn
+3. Engines (`--part engines`, not in `all`): our two forward-backward passes, fused (numba) against chunked
+   (torch), for (states, models, symbols) shapes: the measurements behind `hmm_fused.wins` (engine="auto").
+
+`--cpu-path` also times our CPU path (on a GPU machine: the GPU against the CPU path). `--engine` picks our
+forward-backward pass (auto | fused | chunked: topicrnn/hmm.py; the output names the one that ran); the first
+call (numba's compilation, or loading it from its cache) is timed apart as the warm-up. Without hmmlearn
 installed (the GPU machine's image), or with `--no-hmmlearn`, the baseline is left out and only our paths
 are timed. `--json FILE` writes
 every figure.
@@ -94,6 +99,18 @@ def ratios(row: dict, kind: str, goal: str) -> None:
               f" ({goal})")
 
 
+def engine(a, device) -> str:
+    """--engine for our model on `device` (fused runs on the CPU only: on a GPU, auto)."""
+    return a.engine if device.type == "cpu" else "auto"
+
+
+def warm_up(fn, device, model) -> None:
+    """One untimed call (numba's compile or cache load, first allocations, the CUDA context), said apart."""
+    wall, _, _ = timed(fn, device)
+    print(f"  ours: forward-backward pass {'fused (numba)' if model.uses_fused() else 'chunked (torch)'} on "
+          f"{device}; warm-up call {wall:.2f} s (not counted)")
+
+
 def bench_iteration(a, device) -> dict:
     CategoricalHMM = None if a.no_hmmlearn else hmmlearn_model()
     X, source = symbols(Path(a.text), a.length, a.symbols, a.seed)
@@ -104,7 +121,7 @@ def bench_iteration(a, device) -> dict:
     def ours(dev, iterations=a.iterations):
         def run():
             m = HMM(a.states, a.symbols, n_iter=iterations, tol=-math.inf, init_params="", device=dev,
-                    dtype=DTYPES[a.dtype])
+                    dtype=DTYPES[a.dtype], engine=engine(a, dev))
             m.startprob_, m.transmat_, m.emissionprob_ = start
             m.fit(X)
             return m.monitor_.history
@@ -122,7 +139,7 @@ def bench_iteration(a, device) -> dict:
         runs["hmmlearn"] = (theirs, torch.device("cpu"))
     if a.cpu_path:
         runs["ours, cpu"] = (ours(torch.device("cpu")), torch.device("cpu"))
-    ours(device, 1)()  # warm-up: one iteration on the device (first calls, allocations, the CUDA context)
+    warm_up(ours(device, 1), device, HMM(a.states, a.symbols, device=device, engine=engine(a, device)))
     times = {k: [] for k in runs}
     histories = {}
     for r in range(a.rounds):
@@ -132,7 +149,7 @@ def bench_iteration(a, device) -> dict:
             wall, cpu, histories[name] = timed(fn, dev)
             times[name].append((wall / a.iterations, cpu / a.iterations))
     row = {"states": a.states, "symbols": a.symbols, "length": len(X), "source": source, "dtype": a.dtype,
-           "device": str(device)}
+           "device": str(device), "engine": a.engine}
     for name, ts in times.items():
         row[f"{name} wall s/iter"] = min(t[0] for t in ts)
         row[f"{name} cpu s/iter"] = min(t[1] for t in ts)
@@ -163,7 +180,7 @@ def bench_grid(a, device) -> dict:
 
     def ours(dev):
         def run():
-            m = bit_hmm(G * G, cfg, device=dev)
+            m = bit_hmm(G * G, cfg, device=dev, engine=engine(a, dev))
             m.emissionprob_ = emissions
             m.fit(X)
             return m.emissionprob_[:, :, 1]
@@ -183,11 +200,12 @@ def bench_grid(a, device) -> dict:
             out.append(m.emissionprob_[:, 1])
         return np.array(out)
 
-    ours(device)()  # warm-up (allocations, CUDA context)
+    warm_up(ours(device), device, bit_hmm(G * G, cfg, device=device, engine=engine(a, device)))
     runs = {"ours": (ours(device), device)}
     if a.cpu_path:
         runs["ours, cpu"] = (ours(torch.device("cpu")), torch.device("cpu"))
     row = {"grid": G, "iterations": cfg.iterations, "bits": len(X), "dtype": a.dtype, "device": str(device),
+           "engine": a.engine,
            "baseline_fits_timed": int(n_fits)}
     results = {}
     for name, (fn, dev) in runs.items():
@@ -212,9 +230,41 @@ def bench_grid(a, device) -> dict:
     return row
 
 
+ENGINE_SHAPES = [(2, 1, 200_000), (3, 1, 200_000), (4, 1, 200_000), (8, 1, 200_000), (16, 1, 200_000),
+                 (4, 2, 100_000), (8, 8, 20_000), (16, 8, 10_000), (32, 4, 10_000), (32, 8, 10_000), (64, 8, 2_000),
+                 (64, 16, 2_000), (2, 2500, 1_000)]
+
+
+def bench_engines(a) -> list[dict]:
+    """Fused against chunked, 2 EM iterations per fit (best of --rounds), V = 10 random symbols (65 for 1 model)."""
+    from topicrnn.hmm import BatchedHMM
+
+    rng = np.random.default_rng(a.seed)
+    rows = []
+    print(f"engines: fused (numba) vs chunked (torch), {a.dtype}, torch threads {torch.get_num_threads()}")
+    for S, M, n in ENGINE_SHAPES:
+        V = 65 if M == 1 else 10
+        X = rng.integers(0, V, n)
+        best = {}
+        for engine_name in ("fused", "chunked"):
+            def fit(iterations=2):
+                m = BatchedHMM(M, S, V, n_iter=iterations, tol=-math.inf, seed=a.seed, engine=engine_name,
+                               dtype=DTYPES[a.dtype])
+                return m.fit(X)
+            fit(1)  # warm-up
+            best[engine_name] = min(timed(fit)[0] for _ in range(a.rounds)) / 2
+        row = {"states": S, "models": M, "symbols": n, "fused s/iter": best["fused"], "chunked s/iter": best["chunked"],
+               "fused / chunked": best["fused"] / best["chunked"]}
+        rows.append(row)
+        print(f"  {S:>3} states x {M:>4} models, {n:>7,} symbols: fused {best['fused'] * 1e3:8.1f} ms, chunked "
+              f"{best['chunked'] * 1e3:8.1f} ms per iteration: fused / chunked {row['fused / chunked']:.2f}")
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["iteration", "grid", "all"], default="all")
+    ap.add_argument("--part", choices=["iteration", "grid", "engines", "all"], default="all",
+                    help="all = iteration and grid")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | auto (ours; hmmlearn always runs on the CPU)")
     ap.add_argument("--dtype", choices=list(DTYPES), default="float64")
     ap.add_argument("--threads", type=int, default=1,
@@ -233,6 +283,8 @@ def main() -> int:
     ap.add_argument("--cpu-path", action="store_true",
                     help="also time our CPU path (with --device cpu: a second run of the same, a smoke test)")
     ap.add_argument("--no-hmmlearn", action="store_true", help="leave the hmmlearn baseline out")
+    ap.add_argument("--engine", choices=["auto", "fused", "chunked"], default="auto",
+                    help="our forward-backward pass on the CPU (topicrnn/hmm.py)")
     ap.add_argument("--json", metavar="FILE", help="write the figures here")
     a = ap.parse_args()
     if a.threads:
@@ -244,6 +296,8 @@ def main() -> int:
         out["iteration"] = bench_iteration(a, device)
     if a.part in ("grid", "all"):
         out["grid"] = bench_grid(a, device)
+    if a.part == "engines":
+        out["engines"] = bench_engines(a)
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -389,7 +389,7 @@ def _peek(text: str, i: int) -> tuple[str, int]:
 
 
 def _if_next_char(text: str, i: int):
-    """`\@ifnextchar C{yes}{no}`: decided by the character that follows the call."""
+    r"""`\@ifnextchar C{yes}{no}`: decided by the character that follows the call."""
     tok, i = _read_arg(text, i)
     yes, i = _read_arg(text, i)
     no, i = _read_arg(text, i)

@@ -277,7 +277,8 @@ def test_sample_and_score_commands_on_a_char_model(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("preset, extra", [("char-5gram", ["--set", "order=3"]),
-                                           ("min-char-rnn", ["--max-steps", "200", "--set", "hidden=16"])])
+                                           ("min-char-rnn", ["--max-steps", "200", "--set", "hidden=16"]),
+                                           ("hmm-char", ["--max-steps", "10", "--set", "n_states=4"])])
 def test_every_kind_trains_scores_and_samples_through_the_cli(tmp_path, capsys, preset, extra):
     data = make_text(tmp_path / "t.txt")
     ck = tmp_path / "ck"

@@ -5,8 +5,8 @@ reads them on any machine (CPU included). Writes go to a temporary file in the s
 `os.replace`, so a run killed at any moment leaves either the old or the new file, never a torn one.
 
 Keys of the stored dict:
-  format "topiceq-lm/1"; kind (rnn | gru | lstm | context-lstm | ngram | numpy-rnn | ...; absent in checkpoints written
-  before kinds were recorded, which are torch ones: their model_config's cell); model_config (dict);
+  format "topiceq-lm/1"; kind (rnn | gru | lstm | context-lstm | ngram | numpy-rnn | hmm | ...; absent in
+  checkpoints written before kinds were recorded, which are torch ones: their model_config's cell); model_config (dict);
   train_config (dict); tokenizer ({"kind", "tokens"}); model (state dict of tensors); optimizer (state_dict
   or None); step (int); best_val (nats/char or None); history ({"step", "train_loss", "val_step",
   "val_nats_per_char"}); topic ({"k", "dir", "labels"} or None); rng ({"torch", "cuda"}); data_state (dict);
@@ -26,6 +26,7 @@ import torch
 
 from .context_lm import build_model
 from .data import ContextVocab
+from .hmm_lm import load_hmm
 from .interface import LoadedModel, SequenceModel
 from .models import ModelConfig
 from .ngram import NGramConfig, NGramLM
@@ -99,7 +100,8 @@ def _numpy_rnn(payload: dict, tokenizer: Tokenizer, device: torch.device) -> Num
 
 
 LOADERS: dict[str, ModelLoader] = {"rnn": _torch_lm, "gru": _torch_lm, "lstm": _torch_lm,
-                                   "context-lstm": _torch_lm, "ngram": _ngram, "numpy-rnn": _numpy_rnn}
+                                   "context-lstm": _torch_lm, "ngram": _ngram, "numpy-rnn": _numpy_rnn,
+                                   "hmm": load_hmm}
 
 
 def register_loader(kind: str, loader: ModelLoader, *, replace: bool = False) -> None:

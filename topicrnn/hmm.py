@@ -8,7 +8,11 @@ data at once, vectorised across models (torch: on the GPU when `device="cuda"`).
 (`_BaseHMM.fit`): hooks initialise, accumulate sufficient statistics and re-estimate; the emission model is
 the subclass's part. `HMM` also implements the step protocol of the one model interface (`kind = "hmm"`).
 
-The forward–backward pass runs on chunks of the sequence at once: `topicrnn.hmm_chunks` says how and why.
+Two forward–backward passes give the same numbers (to rounding): `engine="chunked"` runs chunks of the sequence
+at once in torch, on any device (`topicrnn.hmm_chunks` says how and why); `engine="fused"` is one compiled loop
+per block of models on the CPU (`topicrnn.hmm_fused`, numba). `engine="auto"` takes the fused one where it is
+faster (`hmm_fused.wins`: a batch of models, or one model of ≤ 3 states) and numba is installed, else the
+chunked one.
 """
 from __future__ import annotations
 
@@ -18,9 +22,12 @@ import warnings
 import numpy as np
 import torch
 
+from . import hmm_fused
 from .hmm_chunks import MERGE_TOL, ChunkedSymbols, as_symbols, chunk_layout, default_chunks, forward_backward
+from .hmm_fused import FusedSymbols
 
 LN2 = math.log(2.0)
+ENGINES = ("auto", "fused", "chunked")  # the forward-backward pass (module docstring)
 # A log-likelihood drop smaller than this (relative) is rounding noise, not a failure of EM.
 MONOTONE_NOISE = {torch.float64: 1e-11, torch.float32: 1e-6}
 
@@ -86,21 +93,24 @@ def _normalised(a, name: str, shape: tuple) -> np.ndarray:
 class _BaseHMM:
     """Start and transition probabilities, the chunked forward–backward pass and EM as a template method.
     Subclasses own the emission model through five hooks: `_init_emissions`, `_emission_probs`,
-    `_accumulate_emissions`, `_update_emissions`, `_emission_log_prior`. Parameters live as torch tensors with a
-    leading model axis."""
+    `_accumulate_emissions`, `_update_emissions`, `_emission_log_prior` (and `_emission_table`, for the fused
+    pass, when the emissions are a table). Parameters live as torch tensors with a leading model axis."""
 
     def __init__(self, n_states: int, n_models: int = 1, *, n_iter: int = 10, tol: float = 1e-2,
                  params: str = "ste", init_params: str = "ste", startprob_prior: float = 1.0,
                  transmat_prior: float = 1.0, seed: int | None = None, device="cpu", dtype=torch.float64,
-                 chunk_length: int | None = None, verbose: bool = False):
+                 chunk_length: int | None = None, engine: str = "auto", verbose: bool = False):
         if n_states < 1 or n_models < 1:
             raise ValueError("n_states and n_models must be >= 1")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         if dtype not in MERGE_TOL:
             raise ValueError("dtype must be torch.float64 or torch.float32")
         self.n_states, self.n_models = int(n_states), int(n_models)
         self.n_iter, self.tol, self.params, self.init_params = n_iter, tol, params, init_params
         self.startprob_prior, self.transmat_prior = startprob_prior, transmat_prior
         self.seed, self.dtype, self.chunk_length, self.verbose = seed, dtype, chunk_length, verbose
+        self.engine = engine
         self.device = resolve_device(device)
         self._pi = self._A = None
         self.monitor_ = ConvergenceMonitor(tol, n_iter, verbose)
@@ -138,23 +148,63 @@ class _BaseHMM:
                 raise ValueError(f"{name} is not set: assign it, or put {letter!r} in init_params")
 
     # ------------------------------------------------------------------ data and the E-step
-    def _data(self, X, lengths) -> ChunkedSymbols:
+    _fused_emissions = False  # a subclass whose emissions are a table [M, S, V] (`_emission_table`) sets True
+
+    def uses_fused(self) -> bool:
+        """Whether the E-step runs the fused pass (see the module docstring); `engine="fused"` where it cannot
+        run is an error."""
+        if self.engine == "chunked" or not self._fused_emissions:
+            if self.engine == "fused":
+                raise ValueError("engine='fused' needs a categorical HMM")
+            return False
+        if self.engine == "fused":
+            if not hmm_fused.available():
+                raise RuntimeError("engine='fused' needs numba (pip install numba); or use engine='chunked'")
+            if self.device.type != "cpu":
+                raise ValueError(f"engine='fused' runs on the CPU, not {self.device}: use engine='auto' or 'chunked'")
+            return True
+        return (hmm_fused.available() and self.device.type == "cpu" and self.chunk_length is None
+                and hmm_fused.wins(self.n_states, self.n_models))
+
+    def _data(self, X, lengths) -> ChunkedSymbols | FusedSymbols:
         X, lengths = as_symbols(X, lengths, self.n_symbols)
+        if self.uses_fused():
+            return FusedSymbols.of(X, lengths)
         width = self.n_models * self.n_states
         chunks = (-(-len(X) // self.chunk_length) if self.chunk_length
                   else default_chunks(len(X), width, self.device))
         return chunk_layout(X, lengths, chunks, self.n_symbols, self.device)
 
-    def _forward_backward(self, data: ChunkedSymbols, posteriors: bool = True):
-        """-> (log-likelihood [M], γ [L, S, C, M] or None, Σ_t ξ_t [M, S, S] or None); γ lives in the data's
-        workspace (the next E-step overwrites it)."""
+    def _check_parameters(self) -> None:
         if self._pi is None or self._A is None:
             raise ValueError("the model has no parameters yet: fit it or assign startprob_, transmat_, ...")
+
+    def _forward_backward(self, data: ChunkedSymbols, posteriors: bool = True):
+        """The chunked pass -> (log-likelihood [M], γ [L, S, C, M] or None, Σ_t ξ_t [M, S, S] or None); γ lives in
+        the data's workspace (the next E-step overwrites it)."""
+        self._check_parameters()
         work = data.workspace(self.dtype, self.device)
         E = self._emission_probs(data, work("E", self.n_states, data.L, data.C, self.n_models))
         return forward_backward(E, self._pi, self._A, data, work, posteriors)
 
-    def _do_estep(self, data: ChunkedSymbols):
+    def _fused(self, data: FusedSymbols, *, backward: bool = True, posteriors: bool = False):
+        """The fused pass -> (log-likelihood [M], statistics as `_do_estep` returns them, γ [M, n, S] or None)."""
+        self._check_parameters()
+        pi, A, B = (t.detach().cpu().numpy() for t in (self._pi, self._A, self._emission_table()))
+        logprob, start, trans, emit, gamma = hmm_fused.estep(
+            data.sym, data.first, pi.T, A.transpose(1, 2, 0), B.transpose(2, 1, 0), backward=backward,
+            trans="t" in self.params, posteriors=posteriors, threads=torch.get_num_threads())
+        stats = {name: torch.from_numpy(np.ascontiguousarray(a)).to(self.dtype)
+                 for name, a in (("start", start.T), ("trans", trans.transpose(2, 0, 1)),
+                                 ("emit", emit.transpose(2, 1, 0)))}
+        gamma = None if gamma is None else torch.from_numpy(np.ascontiguousarray(gamma.transpose(2, 0, 1)))
+        return torch.from_numpy(logprob), stats, gamma
+
+    def _do_estep(self, data: ChunkedSymbols | FusedSymbols):
+        """-> ({"start": [M, S], "trans": [M, S, S], "emit": ...: expected counts}, log-likelihood [M])."""
+        if isinstance(data, FusedSymbols):
+            logprob, stats, _ = self._fused(data)
+            return stats, logprob
         logprob, gamma, xi = self._forward_backward(data)
         stats = {"start": gamma[data.real_start_idx[0], :, data.real_start_idx[1]].sum(0).T, "trans": xi}
         self._accumulate_emissions(stats, data, gamma)
@@ -223,14 +273,19 @@ class _BaseHMM:
 
     def score(self, X, lengths=None):
         """Total log-likelihood of X (all sequences) under each model."""
-        logprob, _, _ = self._forward_backward(self._data(X, lengths), posteriors=False)
-        return self._report_value(logprob)
+        data = self._data(X, lengths)
+        if isinstance(data, FusedSymbols):
+            return self._report_value(self._fused(data, backward=False)[0])
+        return self._report_value(self._forward_backward(data, posteriors=False)[0])
 
     def score_samples(self, X, lengths=None):
         """(log-likelihood, state posteriors p(s_t | all of X) [n, S] per model)."""
         data = self._data(X, lengths)
-        logprob, gamma, _ = self._forward_backward(data)
-        gamma = gamma.permute(3, 2, 0, 1).reshape(self.n_models, -1, self.n_states)[:, : data.n]  # [M, n, S]
+        if isinstance(data, FusedSymbols):
+            logprob, _, gamma = self._fused(data, posteriors=True)
+        else:
+            logprob, gamma, _ = self._forward_backward(data)
+            gamma = gamma.permute(3, 2, 0, 1).reshape(self.n_models, -1, self.n_states)[:, : data.n]  # [M, n, S]
         return self._report_value(logprob), self._posterior_value(gamma)
 
     def predict_proba(self, X, lengths=None):
@@ -253,6 +308,11 @@ class BatchedHMM(_BaseHMM):
         self.n_symbols = int(n_symbols)
         self.emissionprob_prior = emissionprob_prior
         self._B = None
+
+    _fused_emissions = True
+
+    def _emission_table(self) -> torch.Tensor:
+        return self._B  # [M, S, V]
 
     startprob_ = property(lambda self: self._get(self._pi, "startprob_"),
                           lambda self, v: setattr(self, "_pi", self._set("startprob_", v, (self.n_states,))))
@@ -309,7 +369,7 @@ class BatchedHMM(_BaseHMM):
         return dict(n_iter=self.n_iter, tol=self.tol, params=self.params, init_params=self.init_params,
                     startprob_prior=self.startprob_prior, transmat_prior=self.transmat_prior,
                     emissionprob_prior=self.emissionprob_prior, seed=self.seed, device=self.device,
-                    dtype=self.dtype, chunk_length=self.chunk_length, verbose=self.verbose)
+                    dtype=self.dtype, chunk_length=self.chunk_length, engine=self.engine, verbose=self.verbose)
 
 
 def _log(a: np.ndarray) -> np.ndarray:
@@ -425,20 +485,17 @@ class HMM(BatchedHMM):
         return {"posterior": state}
 
     # ------------------------------------------------------------------ persistence
-    def to_dict(self) -> dict:
-        """Plain values and tensors only (so torch.load(weights_only=True) accepts a checkpoint holding it)."""
-        return {"kind": self.kind, "n_states": self.n_states, "n_symbols": self.n_symbols,
-                "start_symbol": self.start_symbol, "startprob": self._pi[0].cpu(), "transmat": self._A[0].cpu(),
-                "emissionprob": self._B[0].cpu(), "history": [float(h) for h in self.monitor_.history]}
+    def num_parameters(self) -> int:
+        """Free probabilities: S - 1 start, S(S - 1) transition, S(V - 1) emission."""
+        S, V = self.n_states, self.n_symbols
+        return (S - 1) + S * (S - 1) + S * (V - 1)
 
-    @classmethod
-    def from_dict(cls, d: dict, device="cpu", dtype=torch.float64) -> "HMM":
-        if d.get("kind") != "hmm":
-            raise ValueError(f"not an HMM payload (kind {d.get('kind')!r})")
-        model = cls(int(d["n_states"]), int(d["n_symbols"]), start_symbol=d.get("start_symbol"), device=device,
-                    dtype=dtype, init_params="")
-        model.startprob_, model.transmat_, model.emissionprob_ = d["startprob"], d["transmat"], d["emissionprob"]
-        model.monitor_.history = list(d.get("history", []))
-        model.monitor_.iter = len(model.monitor_.history)
-        return model
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The parameters as CPU tensors (a checkpoint's "model"; `torch.load(weights_only=True)` reads them)."""
+        self._check_parameters()
+        return {"startprob": self._pi[0].cpu(), "transmat": self._A[0].cpu(), "emissionprob": self._B[0].cpu()}
 
+    def load_state_dict(self, state: dict) -> "HMM":
+        self.startprob_, self.transmat_, self.emissionprob_ = (state["startprob"], state["transmat"],
+                                                              state["emissionprob"])
+        return self

@@ -1,8 +1,11 @@
-"""Settings of the HMM experiments (`topicrnn.hmm_experiments`), kept in a module without torch or matplotlib so
-that `topiceq hmm --help` shows the defaults without importing them."""
+"""Settings of the HMM experiments (`topicrnn.hmm_experiments`) and of the HMM language model (`topicrnn.hmm_lm`,
+`--preset hmm-char`), kept in a module without torch or matplotlib so that `topiceq hmm --help` shows the
+defaults without importing them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .configs import DictConfig
 
 
 @dataclass
@@ -30,19 +33,36 @@ class InstabilityConfig:
 
 
 @dataclass
-class CharHMMConfig:
+class HMMConfig(DictConfig):
+    """The model of `topiceq train --preset hmm-char`: an HMM over a tokenizer's symbols (topicrnn/hmm_lm.py)."""
+
     n_states: int = 16
+    tokenizer: str = "char"  # the symbols: topicrnn.tokenizers kinds (char | word | latex)
+
+    kind = "hmm"  # not a field: what a preset of this config trains
+
+
+@dataclass
+class HMMTrainConfig(DictConfig):
+    """EM on one text file: its first 1 - val_fraction (nanoGPT's split), validated on the rest."""
+
     iterations: int = 100
     tol: float = 1e-2  # nats of training log-likelihood: EM stops when an iteration gains less
     seed: int = 0
-    val_fraction: float = 0.1  # nanoGPT's split: the first 90% trains, the last 10% validates
-    tokenizer: str = "char"  # the symbols: topicrnn.tokenizers kinds (char | latex)
+    val_fraction: float = 0.1
     # Added to every expected count before re-estimation (MAP with a Dirichlet(1 + c) prior). A maximum-likelihood
     # HMM gives probability 0 to a transition or an emission it never used, and held-out text then has
     # probability 0 (32 states on Tiny Shakespeare did); 1e-3 against counts in the thousands changes nothing else.
     emission_pseudocount: float = 1e-3
     transition_pseudocount: float = 1e-3
     max_seconds: float | None = None  # a time budget for EM (stops after the iteration that crosses it)
-    device: str = "cpu"
     dtype: str = "float64"
     chunk_length: int | None = None
+    data_kind: str = "text"  # one long text file (what `topiceq train` reads)
+
+
+@dataclass
+class CharHMMConfig(HMMTrainConfig, HMMConfig):
+    """One row of `topiceq hmm charlm`: the model and its training, and the device EM runs on."""
+
+    device: str = "cpu"

@@ -40,13 +40,13 @@ from tqdm import tqdm  # noqa: E402
 from .data import read_text, split_text  # noqa: E402
 from .hmm import LN2, HMM, BatchedHMM  # noqa: E402
 from .hmm_config import CharHMMConfig, InstabilityConfig, LettersConfig  # noqa: E402
+from .hmm_lm import DTYPES, fit_hmm_lm  # noqa: E402
 from .tokenizers import make_tokenizer  # noqa: E402
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 VOWELS = set("aeiou")
 _GUTENBERG_START = re.compile(r"\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG[^\n]*\n")
 _GUTENBERG_END = re.compile(r"\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG")
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 def write_json(path: Path, obj) -> None:
@@ -290,42 +290,23 @@ def plot_instability(grids: dict, centres: np.ndarray, cfg: InstabilityConfig, p
 
 # ---------------------------------------------------------------------------------------- character HMM
 def fit_char_hmm(text_path, cfg: CharHMMConfig = CharHMMConfig(), progress: bool = True) -> dict:
-    """Train an HMM language model on the first 90% of a text (symbols: the tokenizer's ids; its <bos> is the
-    HMM's start symbol) -> {"model", "tokenizer", validation bits per character of the last 10%, ...}."""
+    """Train an HMM language model on the first 90% of a text (`topicrnn.hmm_lm.fit_hmm_lm`) -> {"model",
+    "tokenizer", validation bits per character of the last 10%, ...}."""
     train_text, val_text = split_text(read_text(text_path), cfg.val_fraction)
     if not train_text or not val_text:
         raise ValueError(f"{text_path}: the text is too short to split into training and validation parts")
-    tok = make_tokenizer(cfg.tokenizer).fit(train_text)
-    train_ids, val_ids = np.asarray(tok.encode(train_text)), np.asarray(tok.encode(val_text))
-    unseen = int((val_ids == tok.unk_id).sum())
-    if unseen and cfg.emission_pseudocount <= 0:
-        raise ValueError(f"the validation text holds {unseen} symbols never seen in training (probability 0 "
-                         "under maximum likelihood): set emission_pseudocount > 0")
-    model = HMM(cfg.n_states, tok.vocab_size, start_symbol=tok.bos_id, n_iter=cfg.iterations, tol=cfg.tol,
-                emissionprob_prior=1.0 + cfg.emission_pseudocount, transmat_prior=1.0 + cfg.transition_pseudocount,
-                startprob_prior=1.0 + cfg.transition_pseudocount, seed=cfg.seed, device=cfg.device,
-                dtype=DTYPES[cfg.dtype], chunk_length=cfg.chunk_length)
-    bar = tqdm(total=cfg.iterations, desc=f"char HMM, {cfg.n_states} states", unit="it", disable=not progress,
-               dynamic_ncols=True)
-    started = time.perf_counter()
-
-    def tick(m, stats) -> bool:
-        bar.update(1)
-        bar.set_postfix(bits=f"{-m.monitor_.history[-1] / len(train_ids) / LN2:.4f}")
-        return cfg.max_seconds is not None and time.perf_counter() - started > cfg.max_seconds
-
-    model.fit(train_ids, callback=tick)
-    train_ll = model.score(train_ids)  # after the last update (the history holds the ones before)
-    seconds = time.perf_counter() - started
-    bar.close()
-    val_ll = model.score(val_ids)
-    S, V = cfg.n_states, tok.vocab_size
+    if cfg.emission_pseudocount <= 0 and make_tokenizer(cfg.tokenizer).fit(train_text).unknown_fraction(val_text):
+        raise ValueError("the validation text holds symbols never seen in training (probability 0 under maximum "
+                         "likelihood): set emission_pseudocount > 0")
+    model, tok, fitted = fit_hmm_lm(train_text, cfg, cfg, device=cfg.device, progress=progress)
+    train_ll = model.score(np.asarray(tok.encode(train_text)))  # after the last update (the history: before it)
+    val_ll = model.score(np.asarray(tok.encode(val_text)))
     sample = tok.decode(model.sample(300, seed=cfg.seed)[0])
-    return {"model": model, "tokenizer": tok, "n_states": S, "iterations": model.monitor_.iter,
-            "parameters": (S - 1) + S * (S - 1) + S * (V - 1), "train_chars": len(train_text),
+    return {"model": model, "tokenizer": tok, "n_states": cfg.n_states, "iterations": fitted["iterations"],
+            "parameters": model.num_parameters(), "train_chars": len(train_text),
             "val_chars": len(val_text), "train_bits_per_char": -train_ll / len(train_text) / LN2,
             "val_bits_per_char": -val_ll / len(val_text) / LN2, "val_nats_per_char": -val_ll / len(val_text),
-            "seconds": seconds, "seconds_per_iteration": seconds / max(1, model.monitor_.iter),
+            "seconds": fitted["seconds"], "seconds_per_iteration": fitted["seconds"] / max(1, fitted["iterations"]),
             "device": str(model.device), "dtype": cfg.dtype, "sample": sample}
 
 

@@ -2,7 +2,8 @@
 
 `SequenceModel` (contract: docs/architecture.md, "Sequence models") is what the sampler, the scoring path,
 the trainers' validation and the neuron viewer see: torch RNN/GRU/LSTM (`topicrnn.models.RecurrentLM`), the
-n-gram (`topicrnn.ngram.NGramLM`), the numpy RNN (`topicrnn.numpy_rnn.NumpyRNN`) and the coming HMM.
+n-gram (`topicrnn.ngram.NGramLM`), the numpy RNN (`topicrnn.numpy_rnn.NumpyRNN`) and the HMM
+(`topicrnn.hmm.HMM`).
 Non-torch models take and return torch tensors on the CPU at the boundary and compute in numpy inside.
 
 `LoadedModel(model, tokenizer, metadata)` is a model with its tokenizer: `score(text) -> Score` and

@@ -1,13 +1,13 @@
 """Named (model config, train config) pairs for `topiceq train --preset NAME`, and `--set key=value` overrides.
 
 A preset names a model kind through its model config's `kind`: `ModelConfig` (rnn | gru | lstm, its cell;
-context-lstm with a context encoder or FiLM, topicrnn.context_lm),
-`NGramConfig` (ngram), `NumpyRNNConfig` (numpy-rnn). Add a preset with `register_preset(Preset(...))` (e.g.
-from the module that needs it). `--set` keys are field names of either dataclass (`hidden=256`, `lr=1e-3`), or
+context-lstm with a context encoder or FiLM, topicrnn.context_lm), `NGramConfig` (ngram), `NumpyRNNConfig`
+(numpy-rnn), `HMMConfig` (hmm). Add a preset with `register_preset(Preset(...))` (e.g. from the module that
+needs it). `--set` keys are field names of either dataclass (`hidden=256`, `lr=1e-3`), or
 qualified (`model.dropout=0.2`, `train.max_steps=50`); values are parsed to the field's type (`none` for
 optional fields).
 
-Adding a model kind (e.g. `hmm`, in topicrnn/hmm.py):
+Adding a model kind (how `hmm` was added: topicrnn/hmm.py, hmm_config.py, hmm_lm.py):
   1. the model implements the step protocol (topicrnn.interface.SequenceModel) with `kind = "hmm"`; a config
      dataclass (`DictConfig` of topicrnn/configs.py) with the class attribute `kind = "hmm"` configures it;
   2. a trainer fn(preset, out_dir, *, data_path, topics_dir, resume, device, max_steps, progress) fits it,
@@ -27,6 +27,7 @@ import typing
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .hmm_config import HMMConfig, HMMTrainConfig
 from .models import ModelConfig
 from .ngram import NGramConfig, NGramTrainConfig
 from .numpy_rnn import NumpyRNNConfig, NumpyRNNTrainConfig
@@ -193,3 +194,8 @@ register_preset(Preset(
     "min-char-rnn", "the lecture's numpy RNN: tanh, 100 hidden, BPTT 25, clip ±5, Adagrad 0.1 (--set batch_size=32 "
     "for 32 parallel streams)",
     NumpyRNNConfig(hidden=100), NumpyRNNTrainConfig(max_steps=5000, seq_length=25, batch_size=1, lr=0.1)))
+
+register_preset(Preset(
+    "hmm-char", "the lecture's hidden Markov model: 16 states over characters, Baum-Welch (EM) for at most 100 "
+    "iterations (--set n_states=128, --set tokenizer=word, --max-steps N: EM iterations)",
+    HMMConfig(n_states=16, tokenizer="char"), HMMTrainConfig(iterations=100)))

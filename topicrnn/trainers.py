@@ -3,11 +3,12 @@
   rnn | gru | lstm | context-lstm -> `topicrnn.train.train`, the one torch loop (text or equation records,
                     θ, context words, resume);
   ngram             -> count the n-grams of the training text (`NGramLM.fit`);
-  numpy-rnn         -> min-char-rnn's Adagrad loop (`NumpyRNN.fit`).
+  numpy-rnn         -> min-char-rnn's Adagrad loop (`NumpyRNN.fit`);
+  hmm               -> Baum-Welch on the text's symbols (`topicrnn.hmm_lm.fit_hmm_lm`).
 
 Every trainer writes OUT/best.pt, which `topicrnn.checkpoint.load_model` reads, and returns a summary with
 at least: step, best_val_nats_per_char, best_val_bits_per_char, tokens_per_s, device, out, parameters,
-vocab_size. The n-gram and the numpy RNN train on one text file: its first 1 - val_fraction, validated on
+vocab_size. The n-gram, the numpy RNN and the HMM train on one text file: its first 1 - val_fraction, validated on
 the rest with the one scoring path. A new kind registers its trainer with `register_trainer(kind, fn)`
 (how to add a kind: topicrnn/presets.py).
 """
@@ -19,6 +20,7 @@ from typing import Callable
 
 from .checkpoint import save_checkpoint
 from .data import read_text, split_text
+from .hmm_lm import fit_hmm_lm
 from .interface import LN2, LoadedModel, SequenceModel
 from .ngram import NGramLM
 from .numpy_rnn import NumpyRNN
@@ -113,7 +115,21 @@ def _train_numpy_rnn(preset: Preset, out_dir, *, data_path, topics_dir, resume, 
                                data_path=data_path, history=history)
 
 
+def _train_hmm(preset: Preset, out_dir, *, data_path, topics_dir, resume, device, max_steps, progress) -> dict:
+    """Baum-Welch on the training text (`max_steps`: EM iterations), on `device` (auto: the GPU if there is one)."""
+    train_text, val_text = _text_split(preset, data_path, topics_dir, resume)
+    model, tokenizer, fitted = fit_hmm_lm(train_text, preset.model, preset.train, device=device,
+                                          iterations=max_steps, progress=progress)
+    n = fitted["iterations"]
+    history = {"step": list(range(1, n + 1)), "train_loss": [b * LN2 for b in fitted["train_bits_per_char"]],
+               "val_step": [], "val_nats_per_char": []}  # train_loss: nats/char of the parameters each E-step used
+    summary = _save_and_summarise(preset, out_dir, model, tokenizer, val_text, step=n, seconds=fitted["seconds"],
+                                  tokens=fitted["symbols"] * n, data_path=data_path, history=history)
+    return {**summary, "device": str(model.device)}
+
+
 for _kind in ("rnn", "gru", "lstm", "context-lstm"):
     register_trainer(_kind, _train_torch)
 register_trainer("ngram", _train_ngram)
 register_trainer("numpy-rnn", _train_numpy_rnn)
+register_trainer("hmm", _train_hmm)

@@ -7,15 +7,16 @@ from pathlib import Path
 from topiceq.arguments import add_device
 
 HELP = "train a language model (char text or equations) from a preset"
-DESCRIPTION = ("Train the preset's model kind: a torch RNN/GRU/LSTM (the one training loop), an n-gram (counts) "
-               "or the numpy RNN. --data is a text file for character presets (tiny, cpu-lstm, shakespeare-lstm, "
-               "char-5gram, min-char-rnn) or an ingest dir for equation presets (eq-*), which also need --topics "
-               "unless topic_dim=0. Writes CKPTDIR/best.pt (torch: also last.pt and loss_curve.png).")
+DESCRIPTION = ("Train the preset's model kind: a torch RNN/GRU/LSTM (the one training loop), an n-gram (counts), "
+               "the numpy RNN or a hidden Markov model (EM; --max-steps = EM iterations). --data is a text file for "
+               "character presets (tiny, cpu-lstm, shakespeare-lstm, char-5gram, min-char-rnn, hmm-char) or an ingest "
+               "dir for equation presets (eq-*), which also need --topics unless topic_dim=0. Writes CKPTDIR/best.pt "
+               "(torch: also last.pt and loss_curve.png).")
 
 
 def add_arguments(p) -> None:
     p.add_argument("--preset", required=True, help="tiny, cpu-lstm, shakespeare-lstm, eq-lstm, eq-cpu, eq-tiny, "
-                   "char-5gram, min-char-rnn (topicrnn.presets; an unknown name lists the registered ones)")
+                   "char-5gram, min-char-rnn, hmm-char (topicrnn.presets; an unknown name lists the registered ones)")
     p.add_argument("--out", required=True, metavar="CKPTDIR", help="folder for best.pt, last.pt, loss_curve.png")
     p.add_argument("--data", metavar="PATH", help="text file (char presets) or ingest dir (eq-* presets); "
                    "default for char presets: ../shared/data/text/tinyshakespeare.txt")
