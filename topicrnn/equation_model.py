@@ -360,44 +360,7 @@ def make_constraint(lm: LoadedModel, syntax: Any) -> Any:
     if proto is None:
         proto = LatexConstraint.for_tokenizer(lm.tokenizer, syntax)
         lm.cache[key] = proto
-    return _CountedClosing(proto.fresh(), lm.cache)
-
-
-class _CountedClosing:
-    """The constraint, with `closing()` made per sequence: where the automaton cannot close one prefix
-    (AssertionError inside latex_syntax — a bug there, reported), that sequence gets no closing text (so
-    it most likely fails the compile check and is counted as a failure) and `cache["closing_failures"]`
-    counts it, instead of the whole batch being lost."""
-
-    def __init__(self, inner: Any, cache: dict):
-        self.inner, self.cache = inner, cache
-
-    def start(self, batch_size: int) -> None:
-        self.inner.start(batch_size)
-
-    def allowed_mask(self):
-        return self.inner.allowed_mask()
-
-    def advance(self, token_ids) -> None:
-        self.inner.advance(token_ids)
-
-    def closing(self) -> list[str]:
-        try:
-            return self.inner.closing()
-        except AssertionError:
-            pass
-        a = self.inner.automaton
-        out = []
-        for sid, fin, broken in zip(self.inner.sids, self.inner.finished, self.inner.broken):
-            if fin or broken:
-                out.append("")
-                continue
-            try:
-                out.append(a.closing(sid))
-            except AssertionError:
-                self.cache["closing_failures"] = self.cache.get("closing_failures", 0) + 1
-                out.append("")
-        return out
+    return proto.fresh()
 
 
 # ---------------------------------------------------------------------------------------- generation

@@ -1,0 +1,264 @@
+"""The automaton lifted to a tokenizer's vocabulary (`TokenAutomaton`: interned states, cached masks and
+transitions) and the per-batch constraint the sampler calls (`LatexConstraint`).
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable, Sequence
+
+import torch
+
+from .automaton import START, SyntaxAutomaton, SyntaxConfig
+from .tables import (ACCENTS, MARKS, NOT_ARGSAFE, OP_RESULT, SCRIPT_MACROS, SPACE_CHARS, SyntaxVocabulary)
+
+_TOKEN_LEX = re.compile(r"\\(?:begin|end)\{([a-zA-Z]+\*?)\}\Z")
+_WORD_TOKEN = re.compile(r"\\([a-zA-Z]+)\Z")
+_SYMBOL_TOKEN = re.compile(r"\\([^a-zA-Z])\Z", re.DOTALL)
+
+
+class TokenAutomaton:
+    """The automaton lifted to a token vocabulary, with interned states and cached masks/transitions.
+
+    Build one per (vocabulary, syntax) and share it between LatexConstraint objects: caches persist.
+    """
+
+    def __init__(self, vocab: Sequence[str], syntax: SyntaxVocabulary, *, eos_id: int,
+                 special_ids: Iterable[int] = (), config: SyntaxConfig | None = None):
+        self.vocab = list(vocab)
+        self.syntax = syntax
+        self.auto = SyntaxAutomaton(syntax, config)
+        self.eos_id = int(eos_id)
+        self.special = set(int(i) for i in special_ids) | {self.eos_id}
+        self.V = len(self.vocab)
+        self._plan = [self._plan_token(i, t) for i, t in enumerate(self.vocab)]
+        self._classes = self._token_classes()
+        self._states: list = []
+        self._state_ids: dict = {}
+        self._key_of: list[int] = []  # state id -> mask row
+        self._key_rows: dict = {}
+        self.n_keys = 0  # distinct state keys = mask rows in use
+        self._complete: list[bool] = []
+        self._table = torch.zeros(64, self.V, dtype=torch.bool)  # mask rows 0..n_keys-1, grown by doubling
+        self._trans: dict[tuple[int, int], int] = {}
+        self._closing: dict[int, str] = {}
+        self.start_id = self.intern(START)
+        self.unconstrained_row = torch.ones(self.V, dtype=torch.bool)
+        for i in self.special - {self.eos_id}:
+            self.unconstrained_row[i] = False
+        self.finished_row = torch.zeros(self.V, dtype=torch.bool)
+        self.finished_row[self.eos_id] = True
+
+    def _plan_token(self, i, tok):
+        """How a token is applied: ("special",) | ("lex", lexeme, is_word) | ("chars", text, is_word)."""
+        if i in self.special:
+            return ("special",)
+        m = _TOKEN_LEX.match(tok)
+        if m:
+            return ("lex", ("b" if tok.startswith("\\begin") else "e", m.group(1)), False, tok)
+        m = _WORD_TOKEN.match(tok)
+        if m:
+            return ("lex", ("w", m.group(1)), True, tok)
+        m = _SYMBOL_TOKEN.match(tok)
+        if m and m.group(1) not in SPACE_CHARS:
+            return ("lex", ("y", m.group(1)), False, tok)
+        if tok and all(c in SPACE_CHARS for c in tok):
+            return ("lex", ("s", "\n" in tok), False, tok)
+        return ("chars", tok, False, tok)
+
+    def intern(self, state) -> int:
+        sid = self._state_ids.get(state)
+        if sid is None:
+            sid = len(self._states)
+            self._states.append(state)
+            self._state_ids[state] = sid
+            k = self.auto.key(state)
+            row = self._key_rows.get(k)
+            if row is None:
+                row = self.n_keys
+                self._key_rows[k] = row
+                mask = self._compute_mask(state)
+                self.n_keys += 1
+                if row >= self._table.shape[0]:
+                    grown = torch.zeros(2 * self._table.shape[0], self.V, dtype=torch.bool)
+                    grown[:row] = self._table[:row]
+                    self._table = grown
+                self._table[row] = mask
+            self._key_of.append(row)
+            self._complete.append(self.auto.complete(state))
+        return sid
+
+    def _apply(self, state, ti):
+        plan = self._plan[ti]
+        if plan[0] == "special":
+            return None
+        pending = state[0]
+        if plan[0] == "lex" and not (pending is not None and pending[0] == "cs"):
+            lx = plan[1]
+            if lx[0] in ("b", "e") and pending is not None:
+                return None  # \begin{x} as one token where the name is not expected as characters
+            if lx[0] in ("w", "y") and pending is not None and pending[0] in ("env", "col", "cnt"):
+                return None
+            return self.auto.lex(state, lx)
+        return self.auto.text(state, plan[3], end_word=plan[2])
+
+    def _word_signature(self, name: str) -> tuple:
+        """Everything about a control word that its legality depends on (outside a partial name)."""
+        a = self.auto
+        return (name in a.symbols, name in a.operators, name in NOT_ARGSAFE, name in a.limits, name in a.spaces,
+                name in a.genfracs, a.arg_macros.get(name), name in OP_RESULT, name in a.bigs,
+                name in a.delim_words, name in a.text_words, name if name in a.structural else None,
+                name in ACCENTS, MARKS.get(name), name in SCRIPT_MACROS)
+
+    def _token_classes(self) -> list[tuple[int, list[int]]]:
+        """Tokens that are legal in exactly the same states (except while a name is being spelled): control
+        words with the same signature; every other token is its own class. (representative, members)"""
+        groups: dict = {}
+        for ti, plan in enumerate(self._plan):
+            if plan[0] == "special":
+                continue
+            if plan[0] == "lex" and plan[1][0] == "w":
+                key = ("w",) + self._word_signature(plan[1][1])
+            else:
+                key = ("t", ti)
+            groups.setdefault(key, []).append(ti)
+        return [(members[0], members) for members in groups.values()]
+
+    def _compute_mask(self, state) -> torch.Tensor:
+        ok = [False] * self.V
+        if state[0] is not None and state[0][0] == "cs":
+            for ti in range(self.V):
+                if self._plan[ti][0] != "special":
+                    ok[ti] = self._apply(state, ti) is not None
+        else:
+            for rep, members in self._classes:
+                if self._apply(state, rep) is not None:
+                    for ti in members:
+                        ok[ti] = True
+        ok[self.eos_id] = self.auto.complete(state)
+        return torch.tensor(ok, dtype=torch.bool)
+
+    def step(self, sid: int, ti: int) -> int:
+        """Next state id, or -1 if the token is illegal."""
+        k = (sid, ti)
+        nxt = self._trans.get(k)
+        if nxt is None:
+            s = self._apply(self._states[sid], ti)
+            nxt = -1 if s is None else self.intern(s)
+            self._trans[k] = nxt
+        return nxt
+
+    def table(self) -> torch.Tensor:
+        """bool [number of distinct state keys, V]: one mask row per key."""
+        return self._table[: self.n_keys]
+
+    def mask_rows(self, sids: Sequence[int]) -> torch.Tensor:
+        key_of = self._key_of
+        return self._table[torch.tensor([key_of[s] for s in sids], dtype=torch.long)]
+
+    def closing(self, sid: int) -> str:
+        """Text that completes state `sid`; raises AssertionError where the automaton cannot close it (a bug
+        in the rules: `LatexConstraint.closing` turns it into an empty closing and counts it)."""
+        c = self._closing.get(sid)
+        if c is None:
+            c = self.auto.closing(self._states[sid])
+            self._closing[sid] = c
+        return c
+
+    def is_complete(self, sid: int) -> bool:
+        return self._complete[sid]
+
+    @property
+    def n_states(self) -> int:
+        return len(self._states)
+
+    def state(self, sid: int):
+        return self._states[sid]
+
+    def run_text(self, text: str):
+        """State after a whole text spelled by characters (None if illegal): for checks and tests."""
+        return self.auto.text(START, text)
+
+
+class LatexConstraint:
+    """Per-batch syntax constraint (SequenceConstraint). Make one per sampler call; share the automaton."""
+
+    def __init__(self, automaton: TokenAutomaton):
+        self.automaton = automaton
+        self.sids: list[int] = []
+        self.finished: list[bool] = []
+        self.broken: list[bool] = []
+        self.closing_failures = 0  # prefixes closing() could not complete (see closing)
+
+    @classmethod
+    def from_equations(cls, equations: Iterable[str], vocab: Sequence[str], eos_id: int, *,
+                       special_ids: Iterable[int] = (), config: SyntaxConfig | None = None) -> "LatexConstraint":
+        syntax = SyntaxVocabulary.from_equations(equations)
+        return cls(TokenAutomaton(vocab, syntax, eos_id=eos_id, special_ids=special_ids, config=config))
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer, syntax: SyntaxVocabulary, config: SyntaxConfig | None = None) -> "LatexConstraint":
+        return cls(TokenAutomaton(tokenizer.tokens, syntax, eos_id=tokenizer.eos_id,
+                                  special_ids=tokenizer.special_ids, config=config))
+
+    def fresh(self) -> "LatexConstraint":
+        return LatexConstraint(self.automaton)
+
+    # --- protocol ---
+    def start(self, batch_size: int) -> None:
+        a = self.automaton
+        self.sids = [a.start_id] * batch_size
+        self.finished = [False] * batch_size
+        self.broken = [False] * batch_size
+
+    def allowed_mask(self) -> torch.Tensor:
+        a = self.automaton
+        mask = a.mask_rows([max(s, 0) for s in self.sids])
+        if any(self.finished) or any(self.broken):
+            mask = mask.clone()
+            for i, (f, b) in enumerate(zip(self.finished, self.broken)):
+                if f:
+                    mask[i] = a.finished_row
+                elif b:
+                    mask[i] = a.unconstrained_row
+        return mask
+
+    def advance(self, token_ids: Sequence[int]) -> None:
+        a = self.automaton
+        eos = a.eos_id
+        sids = self.sids
+        for i, t in enumerate(token_ids):
+            if self.finished[i] or self.broken[i]:
+                continue
+            t = int(t)
+            if t == eos:
+                self.finished[i] = True
+                continue
+            nxt = a.step(sids[i], t)
+            if nxt < 0:  # e.g. a prime the constraint cannot parse: stop constraining this sequence
+                self.broken[i] = True
+            else:
+                sids[i] = nxt
+
+    def closing(self) -> list[str]:
+        """Per sequence, the text that completes it ("" once finished or broken). Where the automaton cannot
+        close one prefix (an AssertionError in the rules: a bug, never expected), that sequence gets "" (it
+        most likely fails the compile check and is counted there) and `closing_failures` counts it, instead
+        of the whole batch being lost."""
+        a = self.automaton
+        out = []
+        for s, f, b in zip(self.sids, self.finished, self.broken):
+            if f or b:
+                out.append("")
+                continue
+            try:
+                out.append(a.closing(s))
+            except AssertionError:
+                self.closing_failures += 1
+                out.append("")
+        return out
+
+    # --- extras ---
+    def complete(self) -> list[bool]:
+        """Per sequence: is the prefix a complete equation as it stands?"""
+        a = self.automaton
+        return [f or (not b and a.is_complete(s)) for s, f, b in zip(self.sids, self.finished, self.broken)]
