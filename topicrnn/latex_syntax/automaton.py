@@ -14,7 +14,6 @@ from .tables import (ACCENTS, ARG_CHARS, ARG_MACROS, BIG_WORDS, DELIM_CHARS, DEL
 
 # flag bits of a state
 SUP, SUB, PRIME, OP, NB_BRACKET, NB_STAR, NL, GF, NB_AMP = 1, 2, 4, 8, 16, 32, 64, 128, 256
-_ATOM_KEEP = GF  # what survives the start of a new atom
 
 
 @dataclass
@@ -23,6 +22,10 @@ class SyntaxConfig:
     max_array_columns: int = 10
     max_environments: int = 3  # nested environments (6 nested alignments inside split fail)
     allow_newlines: bool = True  # single newlines (never a blank line)
+    # What a mathematician writes (wellformed.py); all three off = the TeX rules alone.
+    balanced: bool = True  # ( ) [ ] \{ \} closed in the scope they were opened in
+    operands: bool = True  # no empty argument; an operator or relation is followed by its operand
+    known_words: bool = True  # \text{..} / \mathrm{..} / \operatorname{..} spell words seen in training
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -42,6 +45,12 @@ Lexeme = tuple
 
 class SyntaxAutomaton:
     """The (stateless) transition function plus caches; shared by every LatexConstraint built on it."""
+
+    # Flag bits that survive: the start of a new atom; a scope (group, \left, environment) and its end; an
+    # alignment's `&` or `\\`. TeX itself needs only GF (a group's \over); wellformed.py adds its own.
+    ATOM_KEEP = GF
+    SCOPE_KEEP = GF
+    ROW_KEEP = 0
 
     def __init__(self, syntax: SyntaxVocabulary, config: SyntaxConfig | None = None):
         self.syntax = syntax
@@ -82,6 +91,14 @@ class SyntaxAutomaton:
 
     def _can_push(self, stack) -> bool:
         return len(stack) < self.config.max_depth
+
+    def representative(self, state):
+        """The state whose mask stands for all states of its key (wellformed.py replaces a word in progress)."""
+        return state
+
+    def word_of(self, state):
+        """(context, word so far) where a word rule refines the mask (wellformed.py); None here."""
+        return None
 
     def key(self, state) -> tuple:
         """All that legality reads: the pending item, the flags, the innermost frame, the depth cap and
@@ -148,7 +165,7 @@ class SyntaxAutomaton:
             if c == "]" and top is not None and top[0] == "o":
                 return self._args_next(top[1], top[2], stack[:-1], top[3])
             if c in MATH_CHARS:
-                return (None, flags & _ATOM_KEEP, self._touch(stack))
+                return (None, flags & self.ATOM_KEEP, self._touch(stack))
             if c in "'^_" and "b" in self._marks(stack):
                 return None  # no scripts inside \bm{} (`\bm{_x}` fails; `\bm{x}_i` is fine)
             if c == "'":
@@ -168,7 +185,7 @@ class SyntaxAutomaton:
             if c == "{":
                 if not self._can_push(stack):
                     return None
-                return (None, 0, self._touch(stack) + (("g", flags & GF),))
+                return (None, 0, self._touch(stack) + (("g", flags & self.SCOPE_KEEP),))
             if c == "}":
                 if top is None or top[0] not in ("g", "a"):
                     return None
@@ -177,7 +194,7 @@ class SyntaxAutomaton:
                 if top[3] == "b":  # \bm{..} unwraps: a script of its last atom stays on it (`\bm{a^2}^3` fails)
                     return self._args_next(top[1], (top[2] & ~(SUP | SUB | PRIME)) | (flags & (SUP | SUB)),
                                            stack[:-1])
-                return self._args_next(top[1], top[2], stack[:-1])
+                return self._args_next(top[1], top[2], stack[:-1], top[3] if top[3] != "s" else "")
             if c == "&":
                 if top is None or top[0] != "e" or top[2] == -1:
                     return None
@@ -185,7 +202,7 @@ class SyntaxAutomaton:
                 if maxamp is not None and amp >= maxamp:
                     return None
                 amp = amp + 1 if maxamp is not None else 0
-                return (None, 0, stack[:-1] + (("e", name, maxamp, amp, False, gf),))
+                return (None, flags & self.ROW_KEEP, stack[:-1] + (("e", name, maxamp, amp, False, gf),))
             if c == "~":
                 return (None, flags & ~(PRIME | OP), self._touch(stack))
             if c == "\\":
@@ -202,11 +219,12 @@ class SyntaxAutomaton:
                 if top is None or top[0] != "e" or top[2] == -1:
                     return None
                 name, maxamp, amp, rowstart, gf = top[1:]
-                return (None, NB_BRACKET | NB_STAR, stack[:-1] + (("e", name, maxamp, 0, True, gf),))
+                return (None, NB_BRACKET | NB_STAR | (flags & self.ROW_KEEP),
+                        stack[:-1] + (("e", name, maxamp, 0, True, gf),))
             if c in self.space_symbols:
                 return (None, flags & ~(PRIME | OP), self._touch(stack))
             if c in self.ord_symbols:
-                return (None, flags & _ATOM_KEEP, self._touch(stack))
+                return (None, flags & self.ATOM_KEEP, self._touch(stack))
             return None
         if kind == "w":
             return self._lex_word(lx[1], flags, stack)
@@ -217,7 +235,7 @@ class SyntaxAutomaton:
                     or "b" in self._marks(stack) or (env == "split" and stack) or self._envs_full(stack)):
                 return None
             maxamp = self.envs[env]
-            new_stack = self._touch(stack) + (("e", env, maxamp, 0, True, flags & GF),)
+            new_stack = self._touch(stack) + (("e", env, maxamp, 0, True, flags & self.SCOPE_KEEP),)
             if maxamp == -1:
                 return (("col", 0, False), 0, new_stack)
             if maxamp == -2:
@@ -244,9 +262,9 @@ class SyntaxAutomaton:
                                                                   self.operators and name not in self.limits)):
             return None  # (`\bm{\textstyle\bf x}`, `\boldsymbol{\dots}` fail too)
         if name in self.symbols:
-            return (None, flags & _ATOM_KEEP, self._touch(stack))
+            return (None, flags & self.ATOM_KEEP, self._touch(stack))
         if name in self.operators:
-            return (None, (flags & _ATOM_KEEP) | OP, self._touch(stack))
+            return (None, (flags & self.ATOM_KEEP) | OP, self._touch(stack))
         if name in self.limits:
             if not flags & OP:
                 return None
@@ -264,17 +282,17 @@ class SyntaxAutomaton:
             if name in ACCENTS and ("x" in self._marks(stack) or "h" in self._marks(stack)):
                 return None
             kinds = self.arg_macros[name]
-            after = (flags & _ATOM_KEEP) | (OP if name in OP_RESULT else 0)
+            after = (flags & self.ATOM_KEEP) | (OP if name in OP_RESULT else 0)
             if name in MARKS:
                 return (("arg", kinds, after, MARKS[name]), flags & GF, self._touch(stack))
             return (("arg", kinds, after), flags & GF, self._touch(stack))
         if name in self.bigs:
-            return (("dl", "big", flags & _ATOM_KEEP), flags & GF, self._touch(stack))
+            return (("dl", "big", flags & self.ATOM_KEEP), flags & GF, self._touch(stack))
         if name == "left" and "left" in self.structural and "right" in self.structural:
             # inside [..] of \sqrt a `]` (e.g. of \right]) would end the optional argument
             if not self._can_push(stack) or (top is not None and top[0] == "o"):
                 return None
-            return (("dl", "left", flags & GF), flags & GF, self._touch(stack))
+            return (("dl", "left", flags & self.SCOPE_KEEP), flags & GF, self._touch(stack))
         if name == "right" and "right" in self.structural:
             if top is None or top[0] != "l":
                 return None
@@ -334,8 +352,8 @@ class SyntaxAutomaton:
             flags &= ~NL
             if k == "q":
                 if kind == "c" and lx[1] == "*":
-                    return (("arg", kinds[1:], after), flags, stack)
-                return self._lex_pending((("arg", kinds[1:], after), flags, stack), lx)
+                    return (("arg", kinds[1:], after) + pending[3:], flags, stack)
+                return self._lex_pending((("arg", kinds[1:], after) + pending[3:], flags, stack), lx)
             xa = pending[3] if len(pending) > 3 else ""
             if k == "r":
                 if kind == "c" and lx[1] == "[":
@@ -372,9 +390,8 @@ class SyntaxAutomaton:
                   or (kind == "w" and lx[1] in self.delim_words))
             if not ok:
                 return None
-            gf = flags & GF
             if what == "left":
-                return (None, 0, stack + (("l", gf),))
+                return (None, 0, stack + (("l", info),))
             if what == "right":
                 return (None, info, stack[:-1])
             if what == "middle":
@@ -509,11 +526,9 @@ class SyntaxAutomaton:
         """Text that completes `state` (checked by feeding it back)."""
         out: list[str] = []
         for _ in range(10_000):
-            if state[0] is None and not state[2]:
-                if state[1] & NL:  # nothing but blanks on this line: write an empty group
-                    out.append("{}")
-                return "".join(out)
             piece = self._closing_piece(state)
+            if piece is None:
+                return "".join(out)
             nxt = self.text(state, piece)
             if nxt is None:
                 raise AssertionError(f"closing piece {piece!r} is illegal in {state!r}")
@@ -525,8 +540,11 @@ class SyntaxAutomaton:
             state = nxt
         raise AssertionError("closing did not finish")
 
-    def _closing_piece(self, state) -> str:
+    def _closing_piece(self, state) -> str | None:
+        """The next piece of the closing text (None once the state is complete)."""
         pending, flags, stack = state
+        if pending is None and not stack:
+            return "{}" if flags & NL else None  # nothing but blanks on this line: write an empty group
         if pending is None:
             top = stack[-1]
             t = top[0]

@@ -8,8 +8,11 @@ from typing import Iterable, Sequence
 
 import torch
 
-from .automaton import START, SyntaxAutomaton, SyntaxConfig
-from .tables import (ACCENTS, MARKS, NOT_ARGSAFE, OP_RESULT, SCRIPT_MACROS, SPACE_CHARS, SyntaxVocabulary)
+from .automaton import START, SyntaxConfig
+from .tables import (ACCENTS, BINARY_WORDS, CLOSE_WORDS, CLOSING_WORDS, LONE_OPERATOR_MACROS, MARKS, NOT_ARGSAFE,
+                     OP_RESULT, OPEN_WORDS, RELATION_WORDS, ROMAN_MACROS, SCRIPT_MACROS, SIGN_WORDS, SPACE_CHARS,
+                     SyntaxVocabulary)
+from .wellformed import make_automaton
 
 _TOKEN_LEX = re.compile(r"\\(?:begin|end)\{([a-zA-Z]+\*?)\}\Z")
 _WORD_TOKEN = re.compile(r"\\([a-zA-Z]+)\Z")
@@ -26,7 +29,7 @@ class TokenAutomaton:
                  special_ids: Iterable[int] = (), config: SyntaxConfig | None = None):
         self.vocab = list(vocab)
         self.syntax = syntax
-        self.auto = SyntaxAutomaton(syntax, config)
+        self.auto = make_automaton(syntax, config)
         self.eos_id = int(eos_id)
         self.special = set(int(i) for i in special_ids) | {self.eos_id}
         self.V = len(self.vocab)
@@ -39,6 +42,11 @@ class TokenAutomaton:
         self.n_keys = 0  # distinct state keys = mask rows in use
         self._complete: list[bool] = []
         self._table = torch.zeros(64, self.V, dtype=torch.bool)  # mask rows 0..n_keys-1, grown by doubling
+        # A word in progress (\text{..}, \mathrm{..}) refines its key's row: state id -> row of _word_table
+        # (row 0: no word rule, all ones), one row per (context, word so far).
+        self._word_of: list[int] = []
+        self._word_rows: dict = {None: 0}
+        self._word_table = torch.ones(16, self.V, dtype=torch.bool)
         self._trans: dict[tuple[int, int], int] = {}
         self._closing: dict[int, str] = {}
         self.start_id = self.intern(START)
@@ -59,7 +67,8 @@ class TokenAutomaton:
         if m:
             return ("lex", ("w", m.group(1)), True, tok)
         m = _SYMBOL_TOKEN.match(tok)
-        if m and m.group(1) not in SPACE_CHARS:
+        if m and (m.group(1) not in SPACE_CHARS or m.group(1) == " "):
+            # (`\ ` as a lexeme: spelling it would look up every legal control word of the context)
             return ("lex", ("y", m.group(1)), False, tok)
         if tok and all(c in SPACE_CHARS for c in tok):
             return ("lex", ("s", "\n" in tok), False, tok)
@@ -76,7 +85,7 @@ class TokenAutomaton:
             if row is None:
                 row = self.n_keys
                 self._key_rows[k] = row
-                mask = self._compute_mask(state)
+                mask = self._compute_mask(self.auto.representative(state))
                 self.n_keys += 1
                 if row >= self._table.shape[0]:
                     grown = torch.zeros(2 * self._table.shape[0], self.V, dtype=torch.bool)
@@ -84,8 +93,24 @@ class TokenAutomaton:
                     self._table = grown
                 self._table[row] = mask
             self._key_of.append(row)
+            self._word_of.append(self._word_row(self.auto.word_of(state)))
             self._complete.append(self.auto.complete(state))
         return sid
+
+    def _word_row(self, word) -> int:
+        row = self._word_rows.get(word)
+        if row is None:
+            row = len(self._word_rows)
+            self._word_rows[word] = row
+            if row >= self._word_table.shape[0]:
+                grown = torch.ones(2 * self._word_table.shape[0], self.V, dtype=torch.bool)
+                grown[:row] = self._word_table[:row]
+                self._word_table = grown
+            ctx, so_far = word
+            self._word_table[row] = torch.tensor(
+                [plan[0] == "special" or self.auto.word_allows(ctx, so_far, plan[3]) for plan in self._plan],
+                dtype=torch.bool)
+        return row
 
     def _apply(self, state, ti):
         plan = self._plan[ti]
@@ -107,7 +132,9 @@ class TokenAutomaton:
         return (name in a.symbols, name in a.operators, name in NOT_ARGSAFE, name in a.limits, name in a.spaces,
                 name in a.genfracs, a.arg_macros.get(name), name in OP_RESULT, name in a.bigs,
                 name in a.delim_words, name in a.text_words, name if name in a.structural else None,
-                name in ACCENTS, MARKS.get(name), name in SCRIPT_MACROS)
+                name in ACCENTS, MARKS.get(name), name in SCRIPT_MACROS, name in BINARY_WORDS, name in RELATION_WORDS,
+                name in SIGN_WORDS, name in CLOSING_WORDS, OPEN_WORDS.get(name), CLOSE_WORDS.get(name),
+                name in ROMAN_MACROS, name in LONE_OPERATOR_MACROS)
 
     def _token_classes(self) -> list[tuple[int, list[int]]]:
         """Tokens that are legal in exactly the same states (except while a name is being spelled): control
@@ -152,8 +179,12 @@ class TokenAutomaton:
         return self._table[: self.n_keys]
 
     def mask_rows(self, sids: Sequence[int]) -> torch.Tensor:
-        key_of = self._key_of
-        return self._table[torch.tensor([key_of[s] for s in sids], dtype=torch.long)]
+        key_of, word_of = self._key_of, self._word_of
+        rows = self._table[torch.tensor([key_of[s] for s in sids], dtype=torch.long)]
+        words = [word_of[s] for s in sids]
+        if any(words):
+            rows &= self._word_table[torch.tensor(words, dtype=torch.long)]
+        return rows
 
     def closing(self, sid: int) -> str:
         """Text that completes state `sid`; raises AssertionError where the automaton cannot close it (a bug

@@ -156,6 +156,50 @@ TEXT_CHARS = LETTERS | DIGITS | frozenset(".,;:!?'\"()[]-/+=*@<>|~`")
 DELIM_CHARS = frozenset("()[]|/.<>")
 SPACE_CHARS = frozenset(" \t\n")
 
+# ----------------------------------------------------------------------------------------------------
+# What a mathematician writes (wellformed.py): delimiters, operators that need an operand, word macros
+# ----------------------------------------------------------------------------------------------------
+PAREN, BRACKET, BRACE = 1, 2, 3  # delimiter kinds (a round or square opener may close with either: `[0, 1)`)
+OPEN_CHARS = {"(": PAREN, "[": BRACKET}
+CLOSE_CHARS = {")": PAREN, "]": BRACKET}
+OPEN_WORDS = {"lbrace": BRACE, "lbrack": BRACKET}
+CLOSE_WORDS = {"rbrace": BRACE, "rbrack": BRACKET}
+# Binary operators and relations: each needs an operand after it (outside scripts: `x^{2+}`, `\mathbb{R}_+`).
+BINARY_WORDS = _words("""pm mp times div cap cup uplus sqcap sqcup vee wedge lor land setminus smallsetminus wr
+oplus ominus otimes oslash odot bigcirc amalg dotplus ltimes rtimes leftthreetimes rightthreetimes boxplus
+boxminus boxtimes boxdot circledast circledcirc circleddash intercal barwedge veebar doublebarwedge curlyvee
+curlywedge Cap Cup divideontimes bmod neg lnot forall exists nexists""")
+RELATION_WORDS = _words("""leq le geq ge neq ne equiv sim simeq approx cong propto prec succ preceq succeq ll gg
+subset supset subseteq supseteq sqsubset sqsupset sqsubseteq sqsupseteq in ni owns notin vdash dashv models
+mid parallel nmid nparallel asymp doteq doteqdot lesssim gtrsim leqslant geqslant eqslantless eqslantgtr
+lessapprox gtrapprox approxeq thicksim thickapprox backsim backsimeq subsetneq supsetneq subsetneqq supsetneqq
+varsubsetneq varsupsetneq nsubseteq nsupseteq subseteqq supseteqq Subset Supset lneq gneq lneqq gneqq nleq ngeq
+nless ngtr nleqslant ngeqslant lnsim gnsim nsim ncong nprec nsucc npreceq nsucceq trianglelefteq
+trianglerighteq ntrianglelefteq ntrianglerighteq coloneqq eqqcolon Coloneqq Eqqcolon coloneq eqcolon Coloneq
+Eqcolon triangleq circeq bumpeq Bumpeq risingdotseq fallingdotseq eqcirc preccurlyeq succcurlyeq lll ggg leqq
+geqq vDash Vdash nvdash nvDash varpropto
+to gets leftarrow rightarrow Leftarrow Rightarrow leftrightarrow Leftrightarrow longleftarrow longrightarrow
+Longleftarrow Longrightarrow longleftrightarrow Longleftrightarrow mapsto longmapsto hookleftarrow
+hookrightarrow iff implies impliedby leadsto rightharpoonup rightharpoondown leftharpoonup leftharpoondown
+rightleftharpoons leftrightharpoons twoheadrightarrow twoheadleftarrow rightarrowtail leftarrowtail
+rightsquigarrow dashrightarrow dashleftarrow""")
+# (`\cdot`, `\circ`, `\ast`, `\star`, `\bullet` are left out: they stand alone as placeholders, `f(\cdot)`.)
+SIGN_WORDS = _words("pm mp")
+OPERATOR_CHARS = frozenset("+-=<>")
+SIGN_CHARS = frozenset("+-")
+# A sign where no operand precedes it (a scope's start, after an opener or punctuation) may stand for an
+# argument, as in `\mathrm{Hom}(-, M)`, `(-)^\vee`, `- \otimes_R M`: there it asks for nothing.
+LEAD_CHARS = frozenset(",;:([")
+# What may not directly follow an operator that waits for its operand: closers, punctuation, a relation.
+# (May: scripts, `\otimes_R`, `\sum_i`; a sign or a binary operator, `\to - \otimes_A N`; an alignment's
+# `&` or `\\`, `a = & b`, the operand coming in the next cell.)
+NOT_AFTER_OPERATOR_CHARS = frozenset(")]},;!?'=<>/*")
+# Arguments that hold an operator alone (`\stackrel{d}{\to}`, `\phantom{=}`), or nothing (`\xrightarrow{}`).
+LONE_OPERATOR_MACROS = _words("phantom hphantom vphantom stackrel overset underset mathrel mathbin mathop")
+CLOSING_WORDS = _words("rangle rfloor rceil rvert rVert rbrace rbrack right middle end")
+# Macros whose argument is words: \text-like (text mode) and \mathrm / \operatorname (upright math).
+TEXT_ARG_MACROS = frozenset(n for n, k in ARG_MACROS.items() if k == ("t",))
+ROMAN_MACROS = _words("mathrm operatorname")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -164,21 +208,56 @@ SPACE_CHARS = frozenset(" \t\n")
 
 _CS_SCAN = re.compile(r"\\(?:([a-zA-Z]+)|(.))", re.DOTALL)
 _BEGIN_SCAN = re.compile(r"\\begin\s*\{([^{}]*)\}")
+_WORD_ARG_SCAN = re.compile(r"\\(%s)\s*\*?\s*\{" % "|".join(sorted(TEXT_ARG_MACROS | ROMAN_MACROS, key=len,
+                                                                        reverse=True)))
+_LETTER_RUN = re.compile(r"\\[a-zA-Z]+|[a-zA-Z]+")
+
+
+def _group_body(text: str, start: int) -> str:
+    """The text of the brace group whose `{` is just before `start` (to the end if it never closes)."""
+    depth, i = 1, start
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        depth += (c == "{") - (c == "}")
+        if depth == 0:
+            return text[start:i]
+        i += 1
+    return text[start:]
+
+
+def argument_words(equation: str) -> tuple[set[str], set[str]]:
+    """(words inside \\text-like arguments, words inside \\mathrm / \\operatorname arguments): maximal runs of
+    ASCII letters that are not a control word's name."""
+    text: set[str] = set()
+    roman: set[str] = set()
+    for m in _WORD_ARG_SCAN.finditer(equation):
+        body = _group_body(equation, m.end())
+        words = {w for w in _LETTER_RUN.findall(body) if not w.startswith("\\")}
+        (roman if m.group(1) in ROMAN_MACROS else text).update(words)
+    return text, roman
 
 
 @dataclass
 class SyntaxVocabulary:
-    """Control words, control symbols and environments seen in (compiling) training equations."""
+    """Control words, control symbols and environments seen in (compiling) training equations, and the words
+    written inside \\text-like and \\mathrm / \\operatorname arguments (empty: no word rule, any letters)."""
 
     control_words: frozenset[str]
     control_symbols: frozenset[str]
     environments: frozenset[str]
+    text_words: frozenset[str] = frozenset()
+    roman_words: frozenset[str] = frozenset()
 
     @classmethod
     def from_equations(cls, equations: Iterable[str]) -> "SyntaxVocabulary":
         words: set[str] = set()
         symbols: set[str] = set()
         envs: set[str] = set()
+        text: set[str] = set()
+        roman: set[str] = set()
         for eq in equations:
             for m in _CS_SCAN.finditer(eq):
                 if m.group(1):
@@ -186,15 +265,20 @@ class SyntaxVocabulary:
                 else:
                     symbols.add(m.group(2))
             envs.update(n.strip() for n in _BEGIN_SCAN.findall(eq))
-        return cls(frozenset(words), frozenset(symbols), frozenset(envs))
+            t, r = argument_words(eq)
+            text |= t
+            roman |= r
+        return cls(frozenset(words), frozenset(symbols), frozenset(envs), frozenset(text), frozenset(roman))
 
     def to_dict(self) -> dict:
         return {"control_words": sorted(self.control_words), "control_symbols": sorted(self.control_symbols),
-                "environments": sorted(self.environments)}
+                "environments": sorted(self.environments), "text_words": sorted(self.text_words),
+                "roman_words": sorted(self.roman_words)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "SyntaxVocabulary":
-        return cls(frozenset(d["control_words"]), frozenset(d["control_symbols"]), frozenset(d["environments"]))
+        return cls(frozenset(d["control_words"]), frozenset(d["control_symbols"]), frozenset(d["environments"]),
+                   frozenset(d.get("text_words", ())), frozenset(d.get("roman_words", ())))
 
     def unsupported(self) -> dict[str, list[str]]:
         """Seen names that the tables do not know (they are never offered)."""
