@@ -181,9 +181,49 @@ def load_labels(path: str | Path, k: int) -> dict[int, str]:
     return labels
 
 
-def auto_labels(top_words: list[list[str]], n_words: int = 3) -> list[str]:
-    """"galaxy-star-mass" from each topic's top words; made unique with the topic id if two collide."""
-    raw = ["-".join(words[:n_words]) or f"topic{t}" for t, words in enumerate(top_words)]
+AREA_LABEL_SHARE = 0.5  # a topic is named after one area when it holds this share of the topic's mass
+
+
+def topic_area_shares(theta: np.ndarray, areas: Sequence[str]) -> list[dict[str, float]]:
+    """Per topic, the share of its mass (the sum of θ_k over the equations) in each area (`coarse_area`: math,
+    astro-ph, physics, stat, cs-ml), largest first; equations without an area are left out ({} for every
+    topic when none has one)."""
+    coarse = [coarse_area(a) for a in areas]
+    names = sorted({a for a in coarse if a is not None})
+    k = theta.shape[1]
+    if not names:
+        return [{} for _ in range(k)]
+    mass = np.zeros((len(names), k))
+    for j, name in enumerate(names):
+        rows = [i for i, a in enumerate(coarse) if a == name]
+        mass[j] = theta[rows].sum(axis=0)
+    total = mass.sum(axis=0)
+    out = []
+    for t in range(k):
+        shares = {names[j]: float(mass[j, t] / total[t]) for j in range(len(names))} if total[t] > 0 else {}
+        out.append(dict(sorted(shares.items(), key=lambda kv: -kv[1])))
+    return out
+
+
+def area_prefix(shares: dict[str, float]) -> str:
+    """"astro-ph" when one area holds AREA_LABEL_SHARE of the topic, else the two largest ("math/physics");
+    "" without areas."""
+    ranked = list(shares)
+    if not ranked:
+        return ""
+    if shares[ranked[0]] >= AREA_LABEL_SHARE or len(ranked) == 1:
+        return ranked[0]
+    return "/".join(ranked[:2])
+
+
+def auto_labels(top_words: list[list[str]], n_words: int = 3, area_shares: list[dict[str, float]] | None = None) -> list[str]:
+    """"astro-ph: halo · galaxy · power" from each topic's areas and top words ("halo · galaxy · power" where the
+    corpus gives no areas); made unique with the topic id if two collide."""
+    raw = []
+    for t, words in enumerate(top_words):
+        label = " · ".join(words[:n_words]) or f"topic{t}"
+        prefix = area_prefix(area_shares[t]) if area_shares else ""
+        raw.append(f"{prefix}: {label}" if prefix else label)
     counts = Counter(raw)
     return [f"{lab}#{t}" if counts[lab] > 1 else lab for t, lab in enumerate(raw)]
 
@@ -293,6 +333,10 @@ class TopicModel:
     def labels(self) -> list[str]:
         """Human label where one was given, else the automatic one."""
         return [t.get("human_label") or t["auto_label"] for t in self.topics]
+
+    def areas(self, topic: int) -> dict[str, float]:
+        """Share of the topic's mass per corpus area, largest first ({} for a model fitted without areas)."""
+        return dict(self.topics[topic].get("areas") or {})
 
     def top_words(self, topic: int, n: int = 10) -> list[str]:
         return [w for w, _ in self.top_word_weights(topic, n)]
@@ -563,6 +607,10 @@ def fit_topics(data_dir: str | Path, out_dir: str | Path, config: TopicConfig | 
     t_theta = time.perf_counter()
     theta = model.theta_of_bows(bows, progress=progress)
     theta_seconds = time.perf_counter() - t_theta
+    # name each topic after the areas of the training contexts it was fitted on
+    shares = topic_area_shares(theta[train_idx], [records[i]["area"] for i in train_idx])
+    for topic, label, area_share in zip(model.topics, auto_labels(top, area_shares=shares), shares):
+        topic["auto_label"], topic["areas"] = label, area_share
     n_known = np.fromiter((sum(c for _, c in b) for b in bows), dtype=np.int32, count=len(bows))
     ids = np.array([r["id"] for r in records])
 
