@@ -13,6 +13,7 @@ worker thread and merged back (same bytes as one ingest). Outputs, all under the
     models/plain/  best.pt of the unconditioned baseline   (same budget, topic_dim=0)
     generated/     equations.jsonl: topic, set, equation   (topicrnn.equation_model.sample_equations)
     compile/       verdicts.jsonl, one per generated line  (pipeline.compile_check.check)
+                   + per set: balanced share and real-vs-fake detector accuracy (pipeline.wellformed, .detector)
     quiz/          quiz.json, answers.json, quiz.html, quiz.pdf (pipeline.quiz)
     report.md, summary.json
 """
@@ -40,6 +41,8 @@ class EquationsPreset:
     max_steps: int | None = None          # None: the model preset's own budget
     per_set: int = 500                    # equations generated per generation set, spread evenly over topics
     temperature: float = 0.8
+    top_p: float | None = None            # nucleus sampling (None: off)
+    length_control: bool = True           # target lengths from the topic's real equations (constrained sets)
     eval_max_equations: int | None = 2000  # test equations scored for the bpc table (None: all)
     quiz_questions: int = 10
     compile_batch: int = 500              # equations per compile-check task
@@ -153,13 +156,15 @@ def train_equation_model(data_dir: Path, topics_dir: Path | None, out_dir: Path,
 
 @stage_task("evaluate", input_arg="checkpoints", outputs=(), code=("topicrnn.equation_model",))
 def evaluate_models(data_dir: Path, topics_dir: Path, checkpoints: list[Path], max_equations: int | None,
-                    seed: int) -> dict[str, Any]:
-    """`topicrnn.equation_model.evaluate`: bits per character of the test split for each checkpoint, overall
-    and per area (where the topic helps is rarely uniform)."""
-    from topicrnn.equation_model import evaluate
+                    seed: int, device: str = "cpu") -> dict[str, Any]:
+    """`topicrnn.equation_model.evaluate`: bits per character of the test split for each checkpoint (on
+    `device`), overall and per area (where the topic helps is rarely uniform)."""
+    from topicrnn.equation_model import evaluate, load_model
+    from topicrnn.train import resolve_device
 
-    table = evaluate(data_dir, topics_dir, [str(c) for c in checkpoints], split="test",
-                     max_equations=max_equations, seed=seed, by="area", progress=True)
+    models = [load_model(c, device=str(resolve_device(device))) for c in checkpoints]
+    table = evaluate(data_dir, topics_dir, models, split="test", max_equations=max_equations, seed=seed,
+                     by="area", progress=True)
     return {"json": table.to_json(), "markdown": table.to_markdown()}
 
 
@@ -167,9 +172,10 @@ def evaluate_models(data_dir: Path, topics_dir: Path, checkpoints: list[Path], m
             code=("topicrnn.equation_model", "topicrnn.train"))
 def generate_by_topic(checkpoint: Path, data_dir: Path, topics_dir: Path, out_file: Path, set_name: str,
                       per_topic: int, temperature: float, constrained: bool, seed: int,
-                      device: str) -> dict[str, Any]:
+                      device: str, top_p: float | None = None, length_control: bool = False) -> dict[str, Any]:
     """`per_topic` equations for every topic (θ = the topic's prototype; ignored by an unconditioned model)
-    with `topicrnn.equation_model.sample_equations`; one JSON line each in out_file."""
+    with `topicrnn.equation_model.sample_equations`, under the syntax constraint with target lengths drawn from
+    the topic's real training equations when `length_control`; one JSON line each in out_file."""
     from topicrnn import equation_model as em
     from topicrnn.train import resolve_device
 
@@ -177,6 +183,7 @@ def generate_by_topic(checkpoint: Path, data_dir: Path, topics_dir: Path, out_fi
     topic_model = em.load_topic_model(topics_dir)
     prototypes = em.topic_prototypes(topic_model, em.read_split(data_dir, "train"))
     controls = em.allowed_control_sequences(lm, data_dir) if constrained else None
+    prior = em.length_prior(lm, data_dir, topic_model) if constrained and length_control else None
     labels = em.topic_labels(topic_model)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.with_name(out_file.name + ".part")
@@ -184,9 +191,10 @@ def generate_by_topic(checkpoint: Path, data_dir: Path, topics_dir: Path, out_fi
     with open(tmp, "w", encoding="utf-8") as fh:
         for topic in range(int(topic_model.k)):
             theta = em.topic_theta(topic_model, topic, prototypes=prototypes)
+            targets = prior.targets(topic, per_topic, seed + 7919 * topic) if prior is not None else None
             equations = em.sample_equations(lm, theta, n=per_topic, temperature=temperature,
                                             seed=seed + 7919 * topic, control_sequences=controls,
-                                            constrained=constrained)
+                                            constrained=constrained, top_p=top_p, target_lengths=targets)
             for eq in equations:
                 fh.write(json.dumps({"set": set_name, "topic": topic, "label": labels[topic], "equation": eq},
                                     ensure_ascii=False) + "\n")
@@ -205,6 +213,24 @@ def compile_check_batch(equations_file: Path, start: int, stop: int, workers: in
         lines = [line for i, line in enumerate(fh) if start <= i < stop]
     equations = [json.loads(line)["equation"] for line in lines]
     return [[bool(v.ok), v.error] for v in check(equations, workers=workers, use_cache=use_cache)]
+
+
+@stage_task("judge", input_arg="equations_file", outputs=(), code=("pipeline.detector", "pipeline.wellformed"))
+def judge_generated(equations_file: Path, data_dir: Path, seed: int) -> dict[str, Any]:
+    """How a generated set compares with real test equations: balanced ( ) [ ] \\{ \\} share
+    (`pipeline.wellformed`) and the cross-validated real-vs-fake detectors against length-matched real test
+    equations (`pipeline.detector.detect`; 0.5 = indistinguishable)."""
+    from pipeline.detector import detect
+    from pipeline.ingest import read_records
+    from pipeline.wellformed import balanced_share
+
+    fakes = [json.loads(line)["equation"] for line in equations_file.read_text(encoding="utf-8").splitlines()]
+    reals = [r["equation"] for r in read_records(data_dir) if r.get("split") == "test"]
+    out: dict[str, Any] = {"balanced": balanced_share(fakes), "real_balanced": balanced_share(reals)}
+    if min(len(fakes), len(reals)) >= 2:
+        result = detect(fakes, reals, seed=seed)
+        out.update(detector_char=result["char"].accuracy, detector_tokens=result["tokens"].accuracy)
+    return out
 
 
 @stage_task("quiz", input_arg="fakes_file", outputs=("out_dir",),
@@ -277,13 +303,16 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
                                          cfg.max_steps, device),
     }
     bpc_future = t(evaluate_models).submit(ingest_dir, topics_dir, [models["plain"], models["topic"]],
-                                           cfg.eval_max_equations, seed)
+                                           cfg.eval_max_equations, seed, device)
 
     generated: dict[str, dict[str, Any]] = {}
     for set_name, model_name, constrained in GENERATION_SETS:
         generated[set_name] = t(generate_by_topic)(
             models[model_name], ingest_dir, topics_dir, run_dir / "generated" / f"{set_name}.jsonl", set_name,
-            max(1, math.ceil(cfg.per_set / topics["k"])), cfg.temperature, constrained, seed, device)
+            max(1, math.ceil(cfg.per_set / topics["k"])), cfg.temperature, constrained, seed, device, cfg.top_p,
+            cfg.length_control)
+    judged = {set_name: t(judge_generated).submit(Path(info["file"]), ingest_dir, seed)
+              for set_name, info in generated.items()}
 
     # Compile checks: fixed-size batches fanned out over the task runner (threads or Dask workers).
     verdict_futures: dict[str, list] = {}
@@ -317,6 +346,13 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
     report.markdown("bpc", "Bits per character on the test split", bpc["markdown"])
     rates = compile_rates(generated, verdicts, topics["labels"])
     report.table("compile-rates", "Generated equations that compile", rates)
+    quality = {set_name: future.result() for set_name, future in judged.items()}
+    overall_rates = {r["set"]: r["rate"] for r in rates if r["topic"] == "all"}
+    report.table("wellformed", "Well-formed and hard to tell from real (detectors: 0.5 = chance; real test "
+                 f"equations balanced: {next(iter(quality.values()))['real_balanced']:.1%})", [
+        {"set": name, "balanced": round(q["balanced"], 4), "compile rate": overall_rates.get(name),
+         "char n-gram detector": q.get("detector_char"), "bag-of-tokens detector": q.get("detector_tokens")}
+        for name, q in quality.items()])
     report.markdown("samples", "Sample equations by topic (syntax-aware decoding, compiling)",
                     sample_markdown(Path(generated["topic"]["file"]), verdicts["topic"], per_topic=2))
     report.link("quiz", "Quiz", Path(quiz["files"]["quiz.html"]))
@@ -327,6 +363,8 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
         "equations": corpus_stats["equations"], "papers": corpus_stats["papers_read"], "topics": topics["k"],
         "bpc_test": {row["name"]: row["bits_per_char"] for row in bpc["json"]["rows"]},
         "compile_rate": {s: overall[s]["rate"] for s in overall},
+        "balanced_share": {s: q["balanced"] for s, q in quality.items()},
+        "detector_accuracy": {s: q.get("detector_char") for s, q in quality.items()},
         "quiz_questions": quiz["questions"],
         "train_steps": {m: r["step"] for m, r in trained.items()},
     }
@@ -342,6 +380,10 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
         headline[f"test bits/char {name}"] = value
     for name, value in summary["compile_rate"].items():
         headline[f"compile rate {name}"] = value
+    for name, value in summary["balanced_share"].items():
+        headline[f"balanced {name}"] = value
+    for name, value in summary["detector_accuracy"].items():
+        headline[f"detector accuracy {name}"] = value
     print(format_summary(f"equations run finished: {run_dir}", headline, outputs))
     return summary
 

@@ -31,6 +31,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from pipeline.detector import detect
+
 ASSETS = Path(__file__).resolve().parent / "quiz_assets"
 
 # Wide page so that long equations are not clipped; the picture is cropped to its ink afterwards.
@@ -469,7 +471,8 @@ def render_equations(equations: Sequence[str], workdir: Path, config: QuizConfig
 def tex_escape(text: str) -> str:
     """Plain text into LaTeX text mode."""
     replacements = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                    "\u00b7": r"$\cdot$"}  # the middle dot of topic labels (its text font is not always there)
     return "".join(replacements.get(ch, ch) for ch in text)
 
 
@@ -654,8 +657,21 @@ def make_quiz(checkpoint: str | Path, data_dir: str | Path, topic_dir: str | Pat
     paths = export_quiz(quiz, out_dir, config, progress=True)
     summary = quiz_summary(quiz)
     summary.update(generated=len(fakes), generated_compiling=sum(f.compiles for f in fakes),
-                   files={name: str(path) for name, path in paths.items()})
+                   files={name: str(path) for name, path in paths.items()},
+                   detector=quiz_difficulty([f.equation for f in fakes if f.compiles], [r["equation"] for r in reals],
+                                            seed))
     return quiz, paths, summary
+
+
+def quiz_difficulty(fakes: Sequence[str], reals: Sequence[str], seed: int = 0) -> dict | None:
+    """How hard the quiz is: the cross-validated accuracy of the real-vs-fake detectors (pipeline.detector:
+    character n-grams, bag of LaTeX tokens) on the generated equations against length-matched real test
+    equations; 0.5 = indistinguishable. None when either side has fewer than 2 equations."""
+    if min(len(fakes), len(reals)) < 2:
+        return None
+    result = detect(list(fakes), list(reals), seed=seed)
+    return {"char_ngram_accuracy": result["char"].accuracy, "tokens_accuracy": result["tokens"].accuracy,
+            "equations": result["char"].n_fake}
 
 
 def quiz_summary(quiz: Quiz) -> dict:
@@ -670,4 +686,4 @@ def quiz_summary(quiz: Quiz) -> dict:
 
 __all__ = ["QuizConfig", "GenerationConfig", "FakeEquation", "Question", "Quiz", "attach_dominant_topics", "build_quiz",
            "equation_length", "equation_rows", "export_quiz", "render_equation", "render_equations", "run_pdflatex",
-           "tex_escape", "quiz_summary", "choose_topics", "generate_fakes", "make_quiz"]
+           "tex_escape", "quiz_summary", "quiz_difficulty", "choose_topics", "generate_fakes", "make_quiz"]

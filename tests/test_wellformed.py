@@ -251,3 +251,30 @@ def test_mask_rows_match_the_transition_for_every_state(kind):
             if ti not in tok.special_ids:
                 assert bool(row[ti]) == (auto._apply(auto.state(sid), ti) is not None), (auto.state(sid), tok.tokens[ti])
         assert bool(row[tok.eos_id]) == auto.is_complete(sid)
+
+
+def test_length_control_ends_equations_near_their_target(one_torch_thread):
+    """No <eos> before the target; after it, end as soon as complete, open nothing new, and past
+    target x (1 + grace) write the closing: an untrained model at T = 1.5 ends within a few tokens of it."""
+    from topicrnn.latex_syntax import LengthPrior
+    from topicrnn.models import ModelConfig, RecurrentLM
+    from topicrnn.sampling import sample
+
+    proto, tok = _constraint("latex")
+    torch.manual_seed(2)
+    model = RecurrentLM(ModelConfig(cell="lstm", layers=1, hidden=32, embedding=16, dropout=0.0,
+                                    vocab_size=len(tok.tokens)))
+    targets = [4, 8, 12, 20, 30, 40] * 3
+    out = sample(model, tok, n=len(targets), max_len=300, temperature=1.5, seed=7, constraint=proto.fresh(targets))
+    free = sample(model, tok, n=len(targets), max_len=300, temperature=1.5, seed=7, constraint=proto.fresh())
+    lengths = [len(tok.tokenize(t)) for t in out]
+    for text, n, target in zip(out, lengths, targets):
+        assert target <= n <= 1.25 * target + 8, (target, n, text)
+    check_wellformed(out)
+    assert sum(abs(n - t) for n, t in zip(lengths, targets)) < sum(abs(len(tok.tokenize(f)) - t)
+                                                                 for f, t in zip(free, targets))
+    prior = LengthPrior.from_equations(tok, TRAIN + TRAIN[:2], topics=[0] * 8 + [1, 1], min_count=3)
+    assert set(prior.targets(0, 50, seed=1)) <= {len(tok.tokenize(e)) for e in TRAIN}
+    assert prior.targets(1, 5, seed=1) == prior.targets(1, 5, seed=1)  # seeded; topic 1 has 2 < 3: all lengths
+    with pytest.raises(ValueError, match="target lengths"):
+        proto.fresh([3, 4]).start(3)

@@ -351,16 +351,36 @@ def allowed_control_sequences(lm: LoadedModel, data_dir: str | Path | None = Non
 syntax_vocabulary = allowed_control_sequences
 
 
-def make_constraint(lm: LoadedModel, syntax: Any) -> Any:
-    """A fresh `LatexConstraint` for one sampler call; the automaton (and its mask cache) is shared per model."""
+def make_constraint(lm: LoadedModel, syntax: Any, config: Any = None,
+                    targets: Sequence[int] | None = None) -> Any:
+    """A fresh `LatexConstraint` for one sampler call (`config`: a SyntaxConfig, default all rules; `targets`:
+    target lengths, one per sequence, or None); the automaton (and its mask cache) is shared per model."""
     from topicrnn.latex_syntax import LatexConstraint
 
-    key = ("constraint", id(syntax))
+    key = ("constraint", id(syntax), repr(config))
     proto = lm.cache.get(key)
     if proto is None:
-        proto = LatexConstraint.for_tokenizer(lm.tokenizer, syntax)
+        proto = LatexConstraint.for_tokenizer(lm.tokenizer, syntax, config)
         lm.cache[key] = proto
-    return proto.fresh()
+    return proto.fresh(targets)
+
+
+def length_prior(lm: LoadedModel, data_dir: str | Path, topic_model: Any = None) -> Any:
+    """`LengthPrior` of the training equations of `data_dir` in `lm`'s tokens, per dominant topic of their
+    context (with `topic_model`), cached on `lm`."""
+    from topicrnn.latex_syntax import LengthPrior
+
+    key = ("lengths", str(data_dir), id(topic_model))
+    prior = lm.cache.get(key)
+    if prior is None:
+        train = read_split(data_dir, "train")
+        topics = None
+        if topic_model is not None:
+            table = topic_model.theta_by_id()
+            topics = [int(np.argmax(table[r["id"]])) if r["id"] in table else None for r in train]
+        prior = LengthPrior.from_equations(lm.tokenizer, [r["equation"] for r in train], topics)
+        lm.cache[key] = prior
+    return prior
 
 
 # ---------------------------------------------------------------------------------------- generation
@@ -430,10 +450,12 @@ def theta_from_request(topic_model: Any, *, words: str | Sequence[str] | None = 
 def sample_equations(lm: LoadedModel, theta: np.ndarray | None, *, n: int, temperature: float, seed: int,
                      max_len: int = 300, top_k: int | None = None,
                      control_sequences: Iterable[str] | None = None, constrained: bool = True,
-                     batch_size: int = 250) -> list[str]:
+                     batch_size: int = 250, top_p: float | None = None, syntax_config: Any = None,
+                     target_lengths: Sequence[int] | None = None) -> list[str]:
     """n equations from the core sampler, θ [K] repeated for each (or θ [n, K], one row per equation); with
-    `constrained`, a fresh syntax
-    constraint per batch over `control_sequences` (a SyntaxVocabulary; default: `allowed_control_sequences`)."""
+    `constrained`, a fresh syntax constraint per batch over `control_sequences` (a SyntaxVocabulary; default:
+    `allowed_control_sequences`) with the rules of `syntax_config` (default: all) and, given
+    `target_lengths` (one per equation, e.g. from `length_prior(...).targets`), length control."""
     from topicrnn.sampling import sample
 
     if constrained and control_sequences is None:
@@ -445,9 +467,10 @@ def sample_equations(lm: LoadedModel, theta: np.ndarray | None, *, n: int, tempe
         if lm.conditioned and theta is not None:
             arr = np.asarray(theta, dtype=np.float32)
             th = torch.as_tensor(arr[start:start + m] if arr.ndim == 2 else np.tile(arr, (m, 1)))
-        constraint = make_constraint(lm, control_sequences) if constrained else None
+        targets = None if target_lengths is None else list(target_lengths[start:start + m])
+        constraint = make_constraint(lm, control_sequences, syntax_config, targets) if constrained else None
         texts = sample(lm.model, lm.tokenizer, n=m, max_len=max_len, temperature=temperature, top_k=top_k,
-                       theta=th, seed=seed + 1000003 * b, constraint=constraint, device=lm.device)
+                       top_p=top_p, theta=th, seed=seed + 1000003 * b, constraint=constraint, device=lm.device)
         out.extend(t.strip() for t in texts)
     return out
 

@@ -48,4 +48,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"quiz: {len(quiz.questions)} of {args.n} questions ({topics_text}); "
               f"{summary['generated_compiling']}/{summary['generated']} generated equations compiled "
               f"({rate:.0%}); wrote {', '.join(paths)} to {args.out}")
+        hard = summary.get("detector")
+        if hard:
+            print(f"how hard: a character n-gram detector tells {hard['equations']} generated equations from "
+                  f"real ones of the same length {hard['char_ngram_accuracy']:.0%} of the time, a bag of LaTeX "
+                  f"tokens {hard['tokens_accuracy']:.0%} (50% = chance)")
     return 0

@@ -38,11 +38,13 @@ A prefix the constraint cannot parse (e.g. a prime with an unknown macro) leaves
 unconstrained (`broken`), with an empty closing.
 
 Modules: tables.py (what each control sequence does; `SyntaxVocabulary`), automaton.py (`SyntaxAutomaton`,
-the transition function and closing), constraint.py (`TokenAutomaton` over a tokenizer's vocabulary and
-`LatexConstraint`, the sampler's per-batch constraint).
+the transition function and closing), wellformed.py (what a mathematician writes: balanced delimiters,
+operands, words; on by default in `SyntaxConfig`), constraint.py (`TokenAutomaton` over a tokenizer's
+vocabulary, `LatexConstraint`, the sampler's per-batch constraint, and `LengthPrior` for its length control).
 """
 from .automaton import START, SyntaxAutomaton, SyntaxConfig
-from .constraint import LatexConstraint, TokenAutomaton
+from .constraint import LatexConstraint, LengthPrior, TokenAutomaton
 from .tables import SyntaxVocabulary
 
-__all__ = ["START", "LatexConstraint", "SyntaxAutomaton", "SyntaxConfig", "SyntaxVocabulary", "TokenAutomaton"]
+__all__ = ["START", "LatexConstraint", "LengthPrior", "SyntaxAutomaton", "SyntaxConfig", "SyntaxVocabulary",
+           "TokenAutomaton"]

@@ -1,10 +1,19 @@
 """The automaton lifted to a tokenizer's vocabulary (`TokenAutomaton`: interned states, cached masks and
-transitions) and the per-batch constraint the sampler calls (`LatexConstraint`).
+transitions), the per-batch constraint the sampler calls (`LatexConstraint`), and its length control.
+
+Length control (`LengthPrior`, `LatexConstraint(targets=...)`): each sequence gets a target length in tokens,
+drawn from the lengths of the real training equations of its topic. Before the target, <eos> is masked out;
+from the target on, a complete equation may only end, an incomplete one may not open anything new (groups,
+arguments, delimiters, environments, scripts); past target × (1 + `grace`), the constraint writes the closing
+text token by token. So the lengths follow the topic's real distribution instead of the model's own, which
+sampling at T < 1 and the syntax mask both distort.
 """
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
 
 import torch
 
@@ -55,6 +64,11 @@ class TokenAutomaton:
             self.unconstrained_row[i] = False
         self.finished_row = torch.zeros(self.V, dtype=torch.bool)
         self.finished_row[self.eos_id] = True
+        # tokens that open something (a group, an argument, a delimiter, an environment, a script)
+        self.opener_row = torch.tensor([self._opens(plan) for plan in self._plan], dtype=torch.bool)
+        self._token_ids = {t: i for i, t in enumerate(self.vocab) if i not in self.special}
+        self._longest_token = max((len(t) for t in self._token_ids), default=1)
+        self._closing_token: dict[int, int] = {}
 
     def _plan_token(self, i, tok):
         """How a token is applied: ("special",) | ("lex", lexeme, is_word) | ("chars", text, is_word)."""
@@ -96,6 +110,37 @@ class TokenAutomaton:
             self._word_of.append(self._word_row(self.auto.word_of(state)))
             self._complete.append(self.auto.complete(state))
         return sid
+
+    def _opens(self, plan) -> bool:
+        if plan[0] == "special":
+            return False
+        if plan[0] == "chars":
+            return plan[3] in ("{", "(", "[", "^", "_")
+        kind, value = plan[1][0], plan[1][1]
+        if kind == "b":
+            return True
+        if kind == "y":
+            return value == "{"
+        a = self.auto
+        return kind == "w" and (value in a.arg_macros or value in a.bigs or value in ("left", "begin")
+                                or value in OPEN_WORDS)
+
+    def closing_token(self, sid: int) -> int:
+        """The first token of the closing text of state `sid` (longest vocabulary match), -1 if none."""
+        hit = self._closing_token.get(sid)
+        if hit is None:
+            hit = -1
+            try:
+                text = self.closing(sid)
+            except AssertionError:
+                text = ""
+            for n in range(min(len(text), self._longest_token), 0, -1):
+                ti = self._token_ids.get(text[:n])
+                if ti is not None and not (_WORD_TOKEN.match(text[:n]) and text[n:n + 1].isalpha()):
+                    hit = ti
+                    break
+            self._closing_token[sid] = hit
+        return hit
 
     def _word_row(self, word) -> int:
         row = self._word_rows.get(word)
@@ -210,15 +255,52 @@ class TokenAutomaton:
         return self.auto.text(START, text)
 
 
-class LatexConstraint:
-    """Per-batch syntax constraint (SequenceConstraint). Make one per sampler call; share the automaton."""
+class LengthPrior:
+    """Lengths in tokens of real training equations, per topic (and all together), to draw targets from.
 
-    def __init__(self, automaton: TokenAutomaton):
+    `from_equations(tokenizer, equations, topics)`: `topics[i]` is the dominant topic of equations[i] (None
+    for unknown); `targets(topic, n, seed)` draws n lengths of that topic's equations (of all equations for a
+    topic with fewer than `min_count`, or for topic None)."""
+
+    def __init__(self, lengths: Mapping[int | None, Sequence[int]], min_count: int = 20):
+        self.lengths = {k: np.asarray(v, dtype=np.int64) for k, v in lengths.items()}
+        self.min_count = min_count
+
+    @classmethod
+    def from_equations(cls, tokenizer, equations: Sequence[str], topics: Sequence[int | None] | None = None,
+                       min_count: int = 20) -> "LengthPrior":
+        by_topic: dict[int | None, list[int]] = {None: []}
+        for i, eq in enumerate(equations):
+            n = len(tokenizer.tokenize(eq))
+            by_topic[None].append(n)
+            topic = topics[i] if topics is not None else None
+            if topic is not None:
+                by_topic.setdefault(int(topic), []).append(n)
+        if not by_topic[None]:
+            raise ValueError("a length prior needs at least one equation")
+        return cls(by_topic, min_count)
+
+    def targets(self, topic: int | None, n: int, seed: int) -> list[int]:
+        pool = self.lengths.get(topic)
+        if pool is None or len(pool) < self.min_count:
+            pool = self.lengths[None]
+        return [int(x) for x in np.random.default_rng(seed).choice(pool, size=n)]
+
+
+class LatexConstraint:
+    """Per-batch syntax constraint (SequenceConstraint). Make one per sampler call; share the automaton.
+
+    `targets`: one target length in tokens per sequence (see the module's length control), or None."""
+
+    def __init__(self, automaton: TokenAutomaton, targets: Sequence[int] | None = None, grace: float = 0.25):
         self.automaton = automaton
         self.sids: list[int] = []
         self.finished: list[bool] = []
         self.broken: list[bool] = []
         self.closing_failures = 0  # prefixes closing() could not complete (see closing)
+        self.targets = None if targets is None else torch.as_tensor(list(targets), dtype=torch.long)
+        self.grace = grace
+        self.steps = torch.zeros(0, dtype=torch.long)
 
     @classmethod
     def from_equations(cls, equations: Iterable[str], vocab: Sequence[str], eos_id: int, *,
@@ -231,8 +313,9 @@ class LatexConstraint:
         return cls(TokenAutomaton(tokenizer.tokens, syntax, eos_id=tokenizer.eos_id,
                                   special_ids=tokenizer.special_ids, config=config))
 
-    def fresh(self) -> "LatexConstraint":
-        return LatexConstraint(self.automaton)
+    def fresh(self, targets: Sequence[int] | None = None) -> "LatexConstraint":
+        """A new constraint on the same automaton (caches shared), with its own target lengths."""
+        return LatexConstraint(self.automaton, targets, self.grace)
 
     # --- protocol ---
     def start(self, batch_size: int) -> None:
@@ -240,6 +323,9 @@ class LatexConstraint:
         self.sids = [a.start_id] * batch_size
         self.finished = [False] * batch_size
         self.broken = [False] * batch_size
+        self.steps = torch.zeros(batch_size, dtype=torch.long)
+        if self.targets is not None and len(self.targets) != batch_size:
+            raise ValueError(f"{len(self.targets)} target lengths for a batch of {batch_size}")
 
     def allowed_mask(self) -> torch.Tensor:
         a = self.automaton
@@ -251,6 +337,34 @@ class LatexConstraint:
                     mask[i] = a.finished_row
                 elif b:
                     mask[i] = a.unconstrained_row
+        if self.targets is not None:
+            mask = self._steer(mask)
+        return mask
+
+    def _steer(self, mask: torch.Tensor) -> torch.Tensor:
+        """Length control (see the module): no <eos> before the target, then end, close, or be closed."""
+        a = self.automaton
+        eos = a.eos_id
+        live = ~torch.tensor([f or b for f, b in zip(self.finished, self.broken)], dtype=torch.bool)
+        early = live & (self.steps < self.targets)
+        late = live & ~early
+        mask = mask.clone()
+        has_other = mask.clone()
+        has_other[:, eos] = False
+        mask[early & has_other.any(1), eos] = False
+        if bool(late.any()):
+            complete = torch.tensor([a.is_complete(max(s, 0)) for s in self.sids], dtype=torch.bool)
+            mask[late & complete] = a.finished_row
+            overdue = self.steps.float() >= self.targets.float() * (1 + self.grace)
+            closing = late & ~complete & ~overdue
+            calm = mask & ~a.opener_row
+            keep = closing & calm.any(1)
+            mask[keep] = calm[keep]
+            for i in (late & ~complete & overdue).nonzero().flatten().tolist():
+                ti = a.closing_token(self.sids[i])
+                if ti >= 0 and bool(mask[i, ti]):
+                    mask[i] = False
+                    mask[i, ti] = True
         return mask
 
     def advance(self, token_ids: Sequence[int]) -> None:
@@ -264,6 +378,7 @@ class LatexConstraint:
             if t == eos:
                 self.finished[i] = True
                 continue
+            self.steps[i] += 1
             nxt = a.step(sids[i], t)
             if nxt < 0:  # e.g. a prime the constraint cannot parse: stop constraining this sequence
                 self.broken[i] = True
