@@ -1,17 +1,22 @@
 """How real do generated equations look? Per model and decoder: the real-vs-fake detectors, well-formedness,
 compile rate and lengths, all against the real test equations, measured in one run.
 
-For every checkpoint × decoder × temperature × top-p (a "row"), `--n` equations are generated over all topics
-(θ = the topic's prototype, `--n / K` per topic, seeds as in the flow) with `topicrnn.equation_model`:
+For every checkpoint × decoder × temperature × top-p (a "row"), `--n` equations are generated with
+`topicrnn.equation_model` (θ = the topic's prototype), over the topics in the proportions of the real test
+equations' dominant topics (`--topic-mix test`, the default: the test split is mostly one book, and a
+detector would otherwise learn the subject) or evenly (`--topic-mix even`, as the flow does):
 
     free        no constraint
     tex         the syntax constraint with the TeX rules alone (the constraint before issue 20)
     wellformed  + balanced delimiters, operands, \\text/\\mathrm words from training (the new default)
-    length      wellformed + length control: target lengths from the topic's real training equations
+    length      wellformed + length control: target lengths from the topic's real training equations (no end
+                before the target, then steered to end)
+    cap         wellformed + the target length as a cap only (the model may end before it)
 
 Reported per row (pipeline.detector, pipeline.wellformed, pipeline.compile_check):
 * detector accuracy, char n-gram TF-IDF and bag of LaTeX tokens, each a logistic regression under stratified
-  5-fold CV against length-matched real test equations (chance 0.5; lower is better for the model);
+  5-fold CV against real test equations of the same topic and length (chance 0.5; lower is better for the
+  model); and the char n-gram one against length-matched real test equations of any topic ("pooled");
 * the same detectors on two disjoint halves of the real test equations, length-matched the same way: the
   control, measured in this run (it should be ~0.5), and each row's accuracy as a ratio to it;
 * balanced share, operators without operand, empty \\frac/\\sqrt arguments, compile rate (real pdflatex);
@@ -30,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -42,13 +46,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from pipeline.compile_check import check  # noqa: E402
-from pipeline.detector import DetectorConfig, detect, length_matched, telltale_features  # noqa: E402
+from pipeline.detector import (DetectorConfig, detect, detector_accuracy, length_matched,  # noqa: E402
+                               telltale_features)
 from pipeline.wellformed import balanced_share, dangling_operator, empty_argument  # noqa: E402
 from topicrnn import equation_model as em  # noqa: E402
 from topicrnn.latex_syntax import SyntaxConfig  # noqa: E402
 
 DECODERS = {"free": None, "tex": SyntaxConfig(balanced=False, operands=False, known_words=False),
-            "wellformed": SyntaxConfig(), "length": SyntaxConfig()}
+            "wellformed": SyntaxConfig(), "length": SyntaxConfig(), "cap": SyntaxConfig()}
+LENGTH_FLOOR = {"length": 1.0, "cap": 0.0}
 
 
 def floats(text: str) -> list[float]:
@@ -81,31 +87,45 @@ def real_with_topic_mix(train: list[dict], dominant: dict[str, int], topics: lis
     return out
 
 
-def generate_row(lm, topic_model, prototypes, prior, controls, decoder: str, n: int, temperature: float,
+def row_topics(k: int, n: int, mix: str, test_topics: list[int]) -> list[int]:
+    """The topic of each of n equations: evenly, or in the proportions of the test equations' topics
+    (largest remainders), sorted."""
+    if mix == "even":
+        share = np.full(k, 1.0 / k)
+    else:
+        share = np.bincount(test_topics, minlength=k) / max(len(test_topics), 1)
+    counts = np.floor(share * n).astype(int)
+    for t in np.argsort(-(share * n - counts), kind="stable")[: n - int(counts.sum())]:
+        counts[t] += 1
+    return [t for t in range(k) for _ in range(int(counts[t]))]
+
+
+def generate_row(lm, topic_model, prototypes, prior, controls, decoder: str, topics: list[int], temperature: float,
                  top_p: float, seed: int, max_len: int) -> tuple[list[str], list[int]]:
-    """n equations spread evenly over the topics, in batched sampler calls with one θ row (and one target
-    length) per equation."""
-    k = int(topic_model.k)
-    per_topic = max(1, math.ceil(n / k))
-    topics = [t for t in range(k) for _ in range(per_topic)]
+    """One equation per entry of `topics`, in batched sampler calls with one θ row (and one target length)
+    per equation."""
     thetas = np.stack([em.topic_theta(topic_model, t, prototypes=prototypes) for t in topics])
     targets = None
-    if decoder == "length":
-        targets = [x for t in range(k) for x in prior.targets(t, per_topic, seed + 7919 * t)]
+    if decoder in LENGTH_FLOOR:
+        targets = [x for t in sorted(set(topics)) for x in prior.targets(t, topics.count(t), seed + 7919 * t)]
     eqs = em.sample_equations(lm, thetas, n=len(topics), temperature=temperature, seed=seed, max_len=max_len,
                               control_sequences=controls, constrained=decoder != "free",
                               top_p=None if top_p >= 1.0 else top_p, syntax_config=DECODERS[decoder],
-                              target_lengths=targets)
+                              target_lengths=targets, length_floor=LENGTH_FLOOR.get(decoder, 1.0))
     return eqs, topics
 
 
-def measure(name: str, fakes: list[str], topics: list[int | None], reals_test: list[str], train: list[dict],
-            dominant: dict[str, int], config: DetectorConfig, compile_: bool, seed: int) -> dict:
-    det = detect(fakes, reals_test, seed=seed, config=config)
+def measure(name: str, fakes: list[str], topics: list[int | None], reals_test: list[str], test_topics: list[int],
+            train: list[dict], dominant: dict[str, int], config: DetectorConfig, compile_: bool, seed: int) -> dict:
+    known = [i for i, t in enumerate(topics) if t is not None]
+    det = detect([fakes[i] for i in known], reals_test, seed=seed, config=config,
+                 fake_topics=[topics[i] for i in known], real_topics=test_topics)
+    pooled = length_matched(fakes, reals_test, seed=seed)
     real_mix = real_with_topic_mix(train, dominant, topics, seed)
-    row = {"row": name, "n": len(fakes),
+    row = {"row": name, "n": len(fakes), "matched": det["char"].n_fake,
            "char_acc": det["char"].accuracy, "char_std": det["char"].std,
            "tokens_acc": det["tokens"].accuracy, "tokens_std": det["tokens"].std,
+           "char_pooled_acc": detector_accuracy([r for _, r in pooled], [f for f, _ in pooled], "char", config).accuracy,
            "balanced": balanced_share(fakes), "dangling": float(np.mean([dangling_operator(e) for e in fakes])),
            "empty_args": float(np.mean([empty_argument(e) for e in fakes])),
            "mean_len": float(np.mean([len(e) for e in fakes])), "real_mean_len": float(np.mean([len(e) for e in real_mix])),
@@ -113,8 +133,7 @@ def measure(name: str, fakes: list[str], topics: list[int | None], reals_test: l
     if compile_:
         verdicts = check(fakes, progress=True)
         row["compile"] = sum(v.ok for v in verdicts) / len(verdicts)
-    pairs = length_matched(fakes, reals_test, seed=seed)
-    row["telltale_tokens"] = telltale_features([r for _, r in pairs], [f for f, _ in pairs], "tokens", n=6)
+    row["telltale_tokens"] = telltale_features([r for _, r in pooled], [f for f, _ in pooled], "tokens", n=6)
     return row
 
 
@@ -127,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decoders", default="free,tex,wellformed,length", help=f"comma list of {', '.join(DECODERS)}")
     ap.add_argument("--temperatures", default="0.8", help="comma list")
     ap.add_argument("--top-p", default="1.0", help="comma list (1.0 = off)")
-    ap.add_argument("--n", type=int, default=500, help="equations per row, spread evenly over the topics")
+    ap.add_argument("--n", type=int, default=500, help="equations per row")
+    ap.add_argument("--topic-mix", choices=["test", "even"], default="test",
+                    help="topics of the generated equations: as the real test equations', or evenly")
     ap.add_argument("--max-len", type=int, default=300, help="tokens per equation at most")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
@@ -146,8 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     topic_model = em.load_topic_model(args.topics)
     train = em.read_split(args.data, "train")
-    reals_test = [r["equation"] for r in em.read_split(args.data, "test")]
+    test = em.read_split(args.data, "test")
     dominant = {i: int(np.argmax(th)) for i, th in topic_model.theta_by_id().items()}
+    test = [r for r in test if r["id"] in dominant]
+    reals_test, test_topics = [r["equation"] for r in test], [dominant[r["id"]] for r in test]
+    topics_of_rows = row_topics(int(topic_model.k), args.n, args.topic_mix, test_topics)
     prototypes = em.topic_prototypes(topic_model, train)
     config = DetectorConfig(folds=args.folds, seed=args.seed)
 
@@ -156,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(reals_test))
     half = min(args.n, len(reals_test) // 2)
-    control = measure("control: real vs real", [reals_test[i] for i in order[:half]], [None] * half,
-                      [reals_test[i] for i in order[half:]], train, dominant, config, False, args.seed)
+    control = measure("control: real vs real", [reals_test[i] for i in order[:half]],
+                      [test_topics[i] for i in order[:half]], [reals_test[i] for i in order[half:]],
+                      [test_topics[i] for i in order[half:]], train, dominant, config, False, args.seed)
     rows.append(control)
 
     bpc: dict[str, float] = {}
@@ -173,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                 for top_p in floats(args.top_p):
                     name = f"{lm.name} {decoder} T={temperature:g}" + (f" top-p={top_p:g}" if top_p < 1 else "")
                     t1 = time.perf_counter()
-                    fakes, topics = generate_row(lm, topic_model, prototypes, prior, controls, decoder, args.n,
-                                                 temperature, top_p, args.seed, args.max_len)
+                    fakes, topics = generate_row(lm, topic_model, prototypes, prior, controls, decoder,
+                                                 topics_of_rows, temperature, top_p, args.seed, args.max_len)
                     seconds = time.perf_counter() - t1
                     if args.save_fakes:
                         args.save_fakes.mkdir(parents=True, exist_ok=True)
@@ -182,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                                   encoding="utf-8") as fh:
                             for eq, topic in zip(fakes, topics):
                                 fh.write(json.dumps({"equation": eq, "topic": topic, "set": name}) + "\n")
-                    row = measure(name, fakes, topics, reals_test, train, dominant, config, not args.no_compile,
-                                  args.seed)
+                    row = measure(name, fakes, topics, reals_test, test_topics, train, dominant, config,
+                                  not args.no_compile, args.seed)
                     row.update(checkpoint=str(ck), bits_per_char=bpc.get(lm.name), generation_seconds=round(seconds, 1))
                     rows.append(row)
                     print(f"[bench] {name}: char {row['char_acc']:.3f}, tokens {row['tokens_acc']:.3f}, balanced "
@@ -195,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                 item = json.loads(line)
                 sets.setdefault(str(item.get("set") or Path(path).stem), []).append(item)
         for name, items in sets.items():
-            row = measure(name, [i["equation"] for i in items], [i.get("topic") for i in items], reals_test, train,
-                          dominant, config, not args.no_compile, args.seed)
+            row = measure(name, [i["equation"] for i in items], [i.get("topic") for i in items], reals_test,
+                          test_topics, train, dominant, config, not args.no_compile, args.seed)
             row.update(checkpoint=None, bits_per_char=None, source=str(path))
             rows.append(row)
 
@@ -206,15 +231,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"rows": rows, "seconds": round(time.perf_counter() - t0, 1)}))
         return 0
-    print(f"real test equations: {len(reals_test)}; detectors: {args.folds}-fold CV, length-matched; chance 0.5")
-    print("| row | n | char n-gram acc | tokens acc | balanced | no operand | empty arg | compile | mean len (real) "
-          "| length TV | test bpc |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"real test equations: {len(reals_test)}; detectors: {args.folds}-fold CV against real test equations of "
+          "the same topic and length (pooled: any topic); chance 0.5")
+    print("| row | n (matched) | char n-gram acc | tokens acc | char, pooled | balanced | no operand | empty arg "
+          "| compile | mean len (real) | length TV | test bpc |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         comp = f"{row['compile']:.1%}" if "compile" in row else "–"
         bits = f"{row['bits_per_char']:.4f}" if row.get("bits_per_char") else "–"
-        print(f"| {row['row']} | {row['n']} | {row['char_acc']:.3f} ± {row['char_std']:.3f} | "
-              f"{row['tokens_acc']:.3f} ± {row['tokens_std']:.3f} | {row['balanced']:.1%} | {row['dangling']:.1%} | "
+        print(f"| {row['row']} | {row['n']} ({row['matched']}) | {row['char_acc']:.3f} ± {row['char_std']:.3f} | "
+              f"{row['tokens_acc']:.3f} ± {row['tokens_std']:.3f} | {row['char_pooled_acc']:.3f} | "
+              f"{row['balanced']:.1%} | {row['dangling']:.1%} | "
               f"{row['empty_args']:.1%} | {comp} | {row['mean_len']:.0f} ({row['real_mean_len']:.0f}) | "
               f"{row['length_tv']:.3f} | {bits} |")
     for row in rows[1:]:

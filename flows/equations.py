@@ -216,20 +216,29 @@ def compile_check_batch(equations_file: Path, start: int, stop: int, workers: in
 
 
 @stage_task("judge", input_arg="equations_file", outputs=(), code=("pipeline.detector", "pipeline.wellformed"))
-def judge_generated(equations_file: Path, data_dir: Path, seed: int) -> dict[str, Any]:
+def judge_generated(equations_file: Path, data_dir: Path, topics_dir: Path, seed: int) -> dict[str, Any]:
     """How a generated set compares with real test equations: balanced ( ) [ ] \\{ \\} share
-    (`pipeline.wellformed`) and the cross-validated real-vs-fake detectors against length-matched real test
-    equations (`pipeline.detector.detect`; 0.5 = indistinguishable)."""
+    (`pipeline.wellformed`) and the cross-validated real-vs-fake detectors against real test equations of the
+    same topic and length (`pipeline.detector.detect`; 0.5 = indistinguishable)."""
+    import numpy as np
+
     from pipeline.detector import detect
     from pipeline.ingest import read_records
+    from pipeline.topics import TopicModel
     from pipeline.wellformed import balanced_share
 
-    fakes = [json.loads(line)["equation"] for line in equations_file.read_text(encoding="utf-8").splitlines()]
-    reals = [r["equation"] for r in read_records(data_dir) if r.get("split") == "test"]
+    generated = [json.loads(line) for line in equations_file.read_text(encoding="utf-8").splitlines()]
+    theta = TopicModel.load(topics_dir).theta_by_id()
+    test = [r for r in read_records(data_dir) if r.get("split") == "test" and r["id"] in theta]
+    fakes, reals = [g["equation"] for g in generated], [r["equation"] for r in test]
     out: dict[str, Any] = {"balanced": balanced_share(fakes), "real_balanced": balanced_share(reals)}
-    if min(len(fakes), len(reals)) >= 2:
-        result = detect(fakes, reals, seed=seed)
-        out.update(detector_char=result["char"].accuracy, detector_tokens=result["tokens"].accuracy)
+    try:
+        result = detect(fakes, reals, seed=seed, fake_topics=[g["topic"] for g in generated],
+                        real_topics=[int(np.argmax(theta[r["id"]])) for r in test])
+    except ValueError:  # fewer than 2 topic-matched pairs (a tiny corpus)
+        return out
+    out.update(detector_char=result["char"].accuracy, detector_tokens=result["tokens"].accuracy,
+               detector_pairs=result["char"].n_fake)
     return out
 
 
@@ -311,7 +320,7 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
             models[model_name], ingest_dir, topics_dir, run_dir / "generated" / f"{set_name}.jsonl", set_name,
             max(1, math.ceil(cfg.per_set / topics["k"])), cfg.temperature, constrained, seed, device, cfg.top_p,
             cfg.length_control)
-    judged = {set_name: t(judge_generated).submit(Path(info["file"]), ingest_dir, seed)
+    judged = {set_name: t(judge_generated).submit(Path(info["file"]), ingest_dir, topics_dir, seed)
               for set_name, info in generated.items()}
 
     # Compile checks: fixed-size batches fanned out over the task runner (threads or Dask workers).
@@ -351,7 +360,8 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
     report.table("wellformed", "Well-formed and hard to tell from real (detectors: 0.5 = chance; real test "
                  f"equations balanced: {next(iter(quality.values()))['real_balanced']:.1%})", [
         {"set": name, "balanced": round(q["balanced"], 4), "compile rate": overall_rates.get(name),
-         "char n-gram detector": q.get("detector_char"), "bag-of-tokens detector": q.get("detector_tokens")}
+         "char n-gram detector": q.get("detector_char"), "bag-of-tokens detector": q.get("detector_tokens"),
+         "pairs (same topic and length)": q.get("detector_pairs")}
         for name, q in quality.items()])
     report.markdown("samples", "Sample equations by topic (syntax-aware decoding, compiling)",
                     sample_markdown(Path(generated["topic"]["file"]), verdicts["topic"], per_topic=2))

@@ -6,12 +6,13 @@ classified by a model that never saw it), on strings only:
 * ``"char"``: TF-IDF of character n-grams (1–4 by default): spelling, spacing, short token runs;
 * ``"tokens"``: counts of LaTeX-token unigrams and bigrams (`\\frac`, `{`, `x`, ...), the quiz's old figure.
 
-The real set is length-matched to the fakes first (`length_matched`): for every fake, an unused real equation
-of the closest length, so that length alone says nothing. Accuracy 0.5 means indistinguishable; lower is
-better for the model. Example::
+The real set is matched to the fakes first (`length_matched`): for every fake, an unused real equation of the
+closest length, and of the same topic when topics are given, so that neither length nor subject matter (the
+test split is mostly one book) says which is which. Accuracy 0.5 means indistinguishable; lower is better
+for the model. Example::
 
     from pipeline.detector import detect
-    result = detect(fakes, real_test_equations, seed=0)
+    result = detect(fakes, real_test_equations, seed=0, fake_topics=topics, real_topics=real_topics)
     result["char"].accuracy, result["tokens"].accuracy
 """
 from __future__ import annotations
@@ -58,15 +59,28 @@ class DetectorResult:
         return asdict(self)
 
 
-def length_matched(fakes: Sequence[str], reals: Sequence[str], seed: int = 0) -> list[tuple[str, str]]:
+def length_matched(fakes: Sequence[str], reals: Sequence[str], seed: int = 0,
+                   fake_topics: Sequence[object] | None = None,
+                   real_topics: Sequence[object] | None = None) -> list[tuple[str, str]]:
     """(fake, real) pairs: each fake with an unused real equation of the closest length in characters (ties
-    and the order fakes are served in come from the seed). Fakes beyond the number of reals are dropped."""
+    and the order fakes are served in come from the seed). With topics (one label per fake and per real),
+    only a real of the fake's topic; fakes left without one are dropped, as are fakes beyond the reals."""
+    if fake_topics is not None or real_topics is not None:
+        if fake_topics is None or real_topics is None or len(fake_topics) != len(fakes) \
+                or len(real_topics) != len(reals):
+            raise ValueError("give one topic per fake and one per real equation, or none")
+        pairs: list[tuple[str, str]] = []
+        for j, topic in enumerate(sorted(set(fake_topics), key=str)):
+            group_fakes = [f for f, t in zip(fakes, fake_topics) if t == topic]
+            group_reals = [r for r, t in zip(reals, real_topics) if t == topic]
+            pairs += length_matched(group_fakes, group_reals, seed + j) if group_reals else []
+        return pairs
     rng = np.random.default_rng(seed)
     real_lengths = np.array([len(r) for r in reals], dtype=np.int64)
     order = np.argsort(real_lengths + rng.random(len(reals)), kind="stable")  # random ties
     sorted_lengths = real_lengths[order]
     used = np.zeros(len(reals), dtype=bool)
-    pairs: list[tuple[str, str]] = []
+    pairs = []
     for i in rng.permutation(len(fakes))[:len(reals)]:
         n = len(fakes[i])
         lo = hi = int(np.searchsorted(sorted_lengths, n))
@@ -119,11 +133,13 @@ def detector_accuracy(reals: Sequence[str], fakes: Sequence[str], features: str 
     return DetectorResult(features, float(np.mean(scores)), float(np.std(scores)), len(reals), len(fakes), folds)
 
 
-def detect(fakes: Sequence[str], reals: Sequence[str], *, seed: int = 0,
-           config: DetectorConfig | None = None) -> dict[str, DetectorResult]:
-    """Both detectors on `fakes` against length-matched equations drawn from `reals` (real test equations)."""
+def detect(fakes: Sequence[str], reals: Sequence[str], *, seed: int = 0, config: DetectorConfig | None = None,
+           fake_topics: Sequence[object] | None = None,
+           real_topics: Sequence[object] | None = None) -> dict[str, DetectorResult]:
+    """Both detectors on `fakes` against matched equations drawn from `reals` (real test equations): of the
+    same length, and of the same topic when topics are given (see `length_matched`)."""
     config = config or DetectorConfig(seed=seed)
-    pairs = length_matched(fakes, reals, seed=seed)
+    pairs = length_matched(fakes, reals, seed=seed, fake_topics=fake_topics, real_topics=real_topics)
     matched_fakes, matched_reals = [f for f, _ in pairs], [r for _, r in pairs]
     return {features: detector_accuracy(matched_reals, matched_fakes, features, config) for features in FEATURES}
 

@@ -659,17 +659,19 @@ def make_quiz(checkpoint: str | Path, data_dir: str | Path, topic_dir: str | Pat
     summary.update(generated=len(fakes), generated_compiling=sum(f.compiles for f in fakes),
                    files={name: str(path) for name, path in paths.items()},
                    detector=quiz_difficulty([f.equation for f in fakes if f.compiles], [r["equation"] for r in reals],
-                                            seed))
+                                            seed, [f.topic for f in fakes if f.compiles], [r["topic"] for r in reals]))
     return quiz, paths, summary
 
 
-def quiz_difficulty(fakes: Sequence[str], reals: Sequence[str], seed: int = 0) -> dict | None:
+def quiz_difficulty(fakes: Sequence[str], reals: Sequence[str], seed: int = 0, fake_topics: Sequence[int] | None = None,
+                    real_topics: Sequence[int] | None = None) -> dict | None:
     """How hard the quiz is: the cross-validated accuracy of the real-vs-fake detectors (pipeline.detector:
-    character n-grams, bag of LaTeX tokens) on the generated equations against length-matched real test
-    equations; 0.5 = indistinguishable. None when either side has fewer than 2 equations."""
-    if min(len(fakes), len(reals)) < 2:
+    character n-grams, bag of LaTeX tokens) on the generated equations against real test equations of the same
+    length (and topic, given topics); 0.5 = indistinguishable. None with fewer than 2 matched pairs."""
+    try:
+        result = detect(list(fakes), list(reals), seed=seed, fake_topics=fake_topics, real_topics=real_topics)
+    except ValueError:
         return None
-    result = detect(list(fakes), list(reals), seed=seed)
     return {"char_ngram_accuracy": result["char"].accuracy, "tokens_accuracy": result["tokens"].accuracy,
             "equations": result["char"].n_fake}
 

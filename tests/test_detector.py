@@ -59,3 +59,12 @@ def test_detect_runs_both_detectors_and_rejects_tiny_sets():
     assert set(out) == {"char", "tokens"} and all(r.accuracy > 0.9 and r.n_fake == 40 for r in out.values())
     with pytest.raises(ValueError, match="at least 2"):
         detector_accuracy(["x"], ["y", "z"])
+
+
+def test_topic_matching_pairs_within_a_topic_and_drops_the_rest():
+    fakes, fake_topics = ["aa", "bbbb", "cc", "dddddd"], [0, 0, 1, 2]
+    reals, real_topics = ["xx", "yyy", "zz", "wwwww"], [0, 0, 1, 1]
+    pairs = length_matched(fakes, reals, seed=0, fake_topics=fake_topics, real_topics=real_topics)
+    assert sorted(pairs) == [("aa", "xx"), ("bbbb", "yyy"), ("cc", "zz")]  # topic 2 has no real: dropped
+    with pytest.raises(ValueError, match="one topic per fake"):
+        length_matched(fakes, reals, fake_topics=fake_topics)

@@ -351,10 +351,11 @@ def allowed_control_sequences(lm: LoadedModel, data_dir: str | Path | None = Non
 syntax_vocabulary = allowed_control_sequences
 
 
-def make_constraint(lm: LoadedModel, syntax: Any, config: Any = None,
-                    targets: Sequence[int] | None = None) -> Any:
+def make_constraint(lm: LoadedModel, syntax: Any, config: Any = None, targets: Sequence[int] | None = None,
+                    length_floor: float = 1.0) -> Any:
     """A fresh `LatexConstraint` for one sampler call (`config`: a SyntaxConfig, default all rules; `targets`:
-    target lengths, one per sequence, or None); the automaton (and its mask cache) is shared per model."""
+    target lengths, one per sequence, or None; `length_floor`: no end before that fraction of the target); the
+    automaton (and its mask cache) is shared per model."""
     from topicrnn.latex_syntax import LatexConstraint
 
     key = ("constraint", id(syntax), repr(config))
@@ -362,7 +363,7 @@ def make_constraint(lm: LoadedModel, syntax: Any, config: Any = None,
     if proto is None:
         proto = LatexConstraint.for_tokenizer(lm.tokenizer, syntax, config)
         lm.cache[key] = proto
-    return proto.fresh(targets)
+    return proto.fresh(targets, length_floor)
 
 
 def length_prior(lm: LoadedModel, data_dir: str | Path, topic_model: Any = None) -> Any:
@@ -451,7 +452,7 @@ def sample_equations(lm: LoadedModel, theta: np.ndarray | None, *, n: int, tempe
                      max_len: int = 300, top_k: int | None = None,
                      control_sequences: Iterable[str] | None = None, constrained: bool = True,
                      batch_size: int = 250, top_p: float | None = None, syntax_config: Any = None,
-                     target_lengths: Sequence[int] | None = None) -> list[str]:
+                     target_lengths: Sequence[int] | None = None, length_floor: float = 1.0) -> list[str]:
     """n equations from the core sampler, θ [K] repeated for each (or θ [n, K], one row per equation); with
     `constrained`, a fresh syntax constraint per batch over `control_sequences` (a SyntaxVocabulary; default:
     `allowed_control_sequences`) with the rules of `syntax_config` (default: all) and, given
@@ -468,7 +469,8 @@ def sample_equations(lm: LoadedModel, theta: np.ndarray | None, *, n: int, tempe
             arr = np.asarray(theta, dtype=np.float32)
             th = torch.as_tensor(arr[start:start + m] if arr.ndim == 2 else np.tile(arr, (m, 1)))
         targets = None if target_lengths is None else list(target_lengths[start:start + m])
-        constraint = make_constraint(lm, control_sequences, syntax_config, targets) if constrained else None
+        constraint = make_constraint(lm, control_sequences, syntax_config, targets, length_floor) if constrained \
+            else None
         texts = sample(lm.model, lm.tokenizer, n=m, max_len=max_len, temperature=temperature, top_k=top_k,
                        top_p=top_p, theta=th, seed=seed + 1000003 * b, constraint=constraint, device=lm.device)
         out.extend(t.strip() for t in texts)

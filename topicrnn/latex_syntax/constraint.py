@@ -2,8 +2,8 @@
 transitions), the per-batch constraint the sampler calls (`LatexConstraint`), and its length control.
 
 Length control (`LengthPrior`, `LatexConstraint(targets=...)`): each sequence gets a target length in tokens,
-drawn from the lengths of the real training equations of its topic. Before the target, <eos> is masked out;
-from the target on, a complete equation may only end, an incomplete one may not open anything new (groups,
+drawn from the lengths of the real training equations of its topic. Before target × `floor`, <eos> is
+masked out (`floor` 0: the model ends where it likes, the target only caps); from the target on, a complete equation may only end, an incomplete one may not open anything new (groups,
 arguments, delimiters, environments, scripts); past target × (1 + `grace`), the constraint writes the closing
 text token by token. So the lengths follow the topic's real distribution instead of the model's own, which
 sampling at T < 1 and the syntax mask both distort.
@@ -292,14 +292,15 @@ class LatexConstraint:
 
     `targets`: one target length in tokens per sequence (see the module's length control), or None."""
 
-    def __init__(self, automaton: TokenAutomaton, targets: Sequence[int] | None = None, grace: float = 0.25):
+    def __init__(self, automaton: TokenAutomaton, targets: Sequence[int] | None = None, grace: float = 0.25,
+                 floor: float = 1.0):
         self.automaton = automaton
         self.sids: list[int] = []
         self.finished: list[bool] = []
         self.broken: list[bool] = []
         self.closing_failures = 0  # prefixes closing() could not complete (see closing)
         self.targets = None if targets is None else torch.as_tensor(list(targets), dtype=torch.long)
-        self.grace = grace
+        self.grace, self.floor = grace, floor
         self.steps = torch.zeros(0, dtype=torch.long)
 
     @classmethod
@@ -313,9 +314,9 @@ class LatexConstraint:
         return cls(TokenAutomaton(tokenizer.tokens, syntax, eos_id=tokenizer.eos_id,
                                   special_ids=tokenizer.special_ids, config=config))
 
-    def fresh(self, targets: Sequence[int] | None = None) -> "LatexConstraint":
+    def fresh(self, targets: Sequence[int] | None = None, floor: float | None = None) -> "LatexConstraint":
         """A new constraint on the same automaton (caches shared), with its own target lengths."""
-        return LatexConstraint(self.automaton, targets, self.grace)
+        return LatexConstraint(self.automaton, targets, self.grace, self.floor if floor is None else floor)
 
     # --- protocol ---
     def start(self, batch_size: int) -> None:
@@ -346,11 +347,11 @@ class LatexConstraint:
         a = self.automaton
         eos = a.eos_id
         live = ~torch.tensor([f or b for f, b in zip(self.finished, self.broken)], dtype=torch.bool)
-        early = live & (self.steps < self.targets)
-        late = live & ~early
+        late = live & (self.steps >= self.targets)
         mask = mask.clone()
         has_other = mask.clone()
         has_other[:, eos] = False
+        early = live & (self.steps.float() < self.targets.float() * self.floor)
         mask[early & has_other.any(1), eos] = False
         if bool(late.any()):
             complete = torch.tensor([a.is_complete(max(s, 0)) for s in self.sids], dtype=torch.bool)
