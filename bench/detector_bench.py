@@ -2,7 +2,8 @@
 compile rate and lengths, all against the real test equations, measured in one run.
 
 For every checkpoint × decoder × temperature × top-p (a "row"), `--n` equations are generated with
-`topicrnn.equation_model` (θ = the topic's prototype), over the topics in the proportions of the real test
+`topicrnn.generation.generate_for_topics` (θ = the topic's prototype; all topics' rows share the sampler
+calls), over the topics in the proportions of the real test
 equations' dominant topics (`--topic-mix test`, the default: the test split is mostly one book, and a
 detector would otherwise learn the subject) or evenly (`--topic-mix even`, as the flow does):
 
@@ -49,7 +50,12 @@ from pipeline.compile_check import check  # noqa: E402
 from pipeline.detector import (DetectorConfig, detect, detector_accuracy, length_matched,  # noqa: E402
                                telltale_features)
 from pipeline.wellformed import balanced_share, dangling_operator, empty_argument  # noqa: E402
-from topicrnn import equation_model as em  # noqa: E402
+from pipeline.ingest import read_records  # noqa: E402
+from pipeline.topics import ThetaTable  # noqa: E402
+from topicrnn.checkpoint import load_model  # noqa: E402
+from topicrnn.conditioning import topic_prototypes, topic_theta  # noqa: E402
+from topicrnn.evaluation import evaluate  # noqa: E402
+from topicrnn.generation import allowed_control_sequences, generate_for_topics, length_prior  # noqa: E402
 from topicrnn.latex_syntax import SyntaxConfig  # noqa: E402
 
 DECODERS = {"free": None, "tex": SyntaxConfig(balanced=False, operands=False, known_words=False),
@@ -100,19 +106,18 @@ def row_topics(k: int, n: int, mix: str, test_topics: list[int]) -> list[int]:
     return [t for t in range(k) for _ in range(int(counts[t]))]
 
 
-def generate_row(lm, topic_model, prototypes, prior, controls, decoder: str, topics: list[int], temperature: float,
+def generate_row(lm, topic_model, prototypes, prior, syntax, decoder: str, topics: list[int], temperature: float,
                  top_p: float, seed: int, max_len: int) -> tuple[list[str], list[int]]:
-    """One equation per entry of `topics`, in batched sampler calls with one θ row (and one target length)
-    per equation."""
-    thetas = np.stack([em.topic_theta(topic_model, t, prototypes=prototypes) for t in topics])
-    targets = None
-    if decoder in LENGTH_FLOOR:
-        targets = [x for t in sorted(set(topics)) for x in prior.targets(t, topics.count(t), seed + 7919 * t)]
-    eqs = em.sample_equations(lm, thetas, n=len(topics), temperature=temperature, seed=seed, max_len=max_len,
-                              control_sequences=controls, constrained=decoder != "free",
-                              top_p=None if top_p >= 1.0 else top_p, syntax_config=DECODERS[decoder],
-                              target_lengths=targets, length_floor=LENGTH_FLOOR.get(decoder, 1.0))
-    return eqs, topics
+    """One equation per entry of `topics` (sorted), through the one generation path with all topics' rows in
+    shared sampler calls (one θ row and one target length per equation)."""
+    counts = {t: topics.count(t) for t in sorted(set(topics))}
+    generated = generate_for_topics(
+        lm, {t: topic_theta(topic_model, t, prototypes=prototypes) for t in counts}, counts,
+        temperature=temperature, seed=seed, max_len=max_len, mix_topics=True, constrained=decoder != "free",
+        syntax=syntax if decoder != "free" else None, top_p=None if top_p >= 1.0 else top_p,
+        syntax_config=DECODERS[decoder], lengths=prior if decoder in LENGTH_FLOOR else None,
+        length_floor=LENGTH_FLOOR.get(decoder, 1.0))
+    return [g.equation for g in generated], [g.topic for g in generated]
 
 
 def measure(name: str, fakes: list[str], topics: list[int | None], reals_test: list[str], test_topics: list[int],
@@ -122,14 +127,14 @@ def measure(name: str, fakes: list[str], topics: list[int | None], reals_test: l
                  fake_topics=[topics[i] for i in known], real_topics=test_topics)
     pooled = length_matched(fakes, reals_test, seed=seed)
     real_mix = real_with_topic_mix(train, dominant, topics, seed)
+    pooled_acc = detector_accuracy([r for _, r in pooled], [f for f, _ in pooled], "char", config).accuracy
     row = {"row": name, "n": len(fakes), "matched": det["char"].n_fake,
            "char_acc": det["char"].accuracy, "char_std": det["char"].std,
-           "tokens_acc": det["tokens"].accuracy, "tokens_std": det["tokens"].std,
-           "char_pooled_acc": detector_accuracy([r for _, r in pooled], [f for f, _ in pooled], "char", config).accuracy,
+           "tokens_acc": det["tokens"].accuracy, "tokens_std": det["tokens"].std, "char_pooled_acc": pooled_acc,
            "balanced": balanced_share(fakes), "dangling": float(np.mean([dangling_operator(e) for e in fakes])),
            "empty_args": float(np.mean([empty_argument(e) for e in fakes])),
-           "mean_len": float(np.mean([len(e) for e in fakes])), "real_mean_len": float(np.mean([len(e) for e in real_mix])),
-           "length_tv": length_tv(fakes, real_mix)}
+           "mean_len": float(np.mean([len(e) for e in fakes])),
+           "real_mean_len": float(np.mean([len(e) for e in real_mix])), "length_tv": length_tv(fakes, real_mix)}
     if compile_:
         verdicts = check(fakes, progress=True)
         row["compile"] = sum(v.ok for v in verdicts) / len(verdicts)
@@ -165,14 +170,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give --checkpoint CKPT ... and/or --fakes FILE.jsonl ...")
 
     t0 = time.perf_counter()
-    topic_model = em.load_topic_model(args.topics)
-    train = em.read_split(args.data, "train")
-    test = em.read_split(args.data, "test")
+    topic_model = ThetaTable(args.topics)  # θ and labels: no LDA needed
+    train = list(read_records(args.data, "train"))
+    test = list(read_records(args.data, "test"))
     dominant = {i: int(np.argmax(th)) for i, th in topic_model.theta_by_id().items()}
     test = [r for r in test if r["id"] in dominant]
     reals_test, test_topics = [r["equation"] for r in test], [dominant[r["id"]] for r in test]
     topics_of_rows = row_topics(int(topic_model.k), args.n, args.topic_mix, test_topics)
-    prototypes = em.topic_prototypes(topic_model, train)
+    prototypes = topic_prototypes(topic_model, train)
     config = DetectorConfig(folds=args.folds, seed=args.seed)
 
     rows: list[dict] = []
@@ -187,11 +192,11 @@ def main(argv: list[str] | None = None) -> int:
 
     bpc: dict[str, float] = {}
     for ck in args.checkpoint:
-        lm = em.load_model(ck, device=args.device)
-        prior = em.length_prior(lm, args.data, topic_model)
-        controls = em.allowed_control_sequences(lm, args.data)
+        lm = load_model(ck, device=args.device)
+        prior = length_prior(lm, args.data, topic_model)
+        controls = allowed_control_sequences(lm, args.data)
         if args.bpc:
-            table = em.evaluate(args.data, topic_model, [lm], split="test", max_equations=args.bpc, seed=args.seed)
+            table = evaluate(args.data, topic_model, [lm], split="test", max_equations=args.bpc, seed=args.seed)
             bpc[lm.name] = table.rows[0].bits_per_char
         for decoder in args.decoders.split(","):
             for temperature in floats(args.temperatures):

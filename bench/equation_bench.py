@@ -54,9 +54,11 @@ def train_models(args) -> dict[str, Path]:
     return out
 
 
-def bpc_table(args, em, topic_model, models, order) -> dict:
+def bpc_table(args, topic_model, models, order) -> dict:
+    from topicrnn.evaluation import evaluate
+
     t0 = time.perf_counter()
-    table = em.evaluate(args.data, topic_model, [models[m] for m in order], max_equations=args.max_test,
+    table = evaluate(args.data, topic_model, [models[m] for m in order], max_equations=args.max_test,
                         seed=args.seed, progress=True)
     eval_s = time.perf_counter() - t0
     print("\n## test bits per character (same data, tokenizer and budget)\n")
@@ -92,23 +94,25 @@ def main(argv=None) -> int:
 
     import torch
 
-    from topicrnn import equation_model as em
+    from bench.compile_rates import compile_rate_by_topic, compile_rates_markdown
+    from pipeline.topics import TopicModel
+    from topicrnn.checkpoint import load_model
 
     if args.device == "cpu":
         torch.set_num_threads(min(2, torch.get_num_threads()))
-    topic_model = em.load_topic_model(args.topics)
+    topic_model = TopicModel.load(args.topics)
     ckpts = train_models(args)
-    models = {mode: em.load_model(path, name=mode) for mode, path in ckpts.items()}
+    models = {mode: load_model(path, name=mode) for mode, path in ckpts.items()}
     order = [m for m in ("none", "input", "init", "bias") if m in models]
 
     result = {"preset": args.preset, "max_steps": args.max_steps, "checkpoints": {m: str(p) for m, p in ckpts.items()}}
     if not args.skip_table:
-        result.update(bpc_table(args, em, topic_model, models, order))
+        result.update(bpc_table(args, topic_model, models, order))
     if not args.skip_compile:
         lm = models.get("input") or models[order[0]]
         reports = []
         for constrained in (True, False):
-            rep = em.compile_rate_by_topic(lm, topic_model, n=args.n, temperature=args.temperature,
+            rep = compile_rate_by_topic(lm, topic_model, n=args.n, temperature=args.temperature,
                                            seed=args.seed, constrained=constrained, data_dir=args.data,
                                            progress=True, keep_examples=20)
             reports.append(rep)
@@ -117,7 +121,7 @@ def main(argv=None) -> int:
                   f"top errors {rep.top_errors[:3]}", file=sys.stderr)
         with_c, without_c = reports
         print(f"\n## compile rate of {args.n} generated equations ({lm.name} model, T = {args.temperature})\n")
-        print(em.compile_rates_markdown(reports))
+        print(compile_rates_markdown(reports))
         ratio = with_c.rate / without_c.rate if without_c.rate else float("inf")
         print(f"\nratio with/without constraint = {ratio:.3f}; with constraint vs the lecture's 80%: "
               f"{with_c.rate * 100:.1f}% vs 80%; without vs anchors.md's plain 64.3%: {without_c.rate * 100:.1f}%")

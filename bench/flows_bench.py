@@ -89,20 +89,19 @@ def main() -> int:
     # The charlm flow against its functions called directly, same inputs.
     from flows.charlm import CHARLM_PRESETS, charlm_flow
     from flows.launch import run_flow
+    from topicrnn.checkpoint import load_model
     from topicrnn.data import read_text, split_text
-    from topicrnn.interface import TorchLM
     from topicrnn.presets import get_preset
-    from topicrnn.train import train
+    from topicrnn.trainers import train_preset
 
     text = work / "text.txt"
     text.write_text(TEXT.read_text(encoding="utf-8")[: args.chars], encoding="utf-8")
 
     def direct(model_dir: Path) -> None:
         p = get_preset(CHARLM_PRESETS["tiny"])
-        train(p.model, p.train, model_dir, data_path=str(text), max_steps=args.steps, progress=False,
-              preset=p.name)
-        lm = TorchLM.from_checkpoint(model_dir)
-        lm.sample(n=3, max_len=300, temperature=0.8, seed=0)
+        train_preset(p, model_dir, data_path=str(text), max_steps=args.steps, progress=False)
+        lm = load_model(model_dir)
+        lm.sample(3, 300, temperature=0.8, seed=0)
         lm.score(split_text(read_text(text), 0.1)[1][:20000])
 
     direct(work / "warm-up")  # first calls pay for lazy imports and allocator warm-up: not Prefect's cost

@@ -37,18 +37,20 @@ sys.path.insert(0, str(REPO))
 def cmd_bundle(args) -> int:
     import numpy as np
 
-    from topicrnn.data import read_equations
+    from pipeline.ingest import read_records
+    from pipeline.topics import read_theta
 
     out = Path(args.out)
     (out / "ingest").mkdir(parents=True, exist_ok=True)
     (out / "topics").mkdir(parents=True, exist_ok=True)
-    recs = read_equations(args.data)
+    recs = list(read_records(args.data))
     with open(out / "ingest" / "equations.jsonl", "w", encoding="utf-8") as f:
         for r in recs:  # only what training, scoring and prototypes read
             f.write(json.dumps({k: r[k] for k in ("id", "paper", "area", "split", "equation")}) + "\n")
     src = Path(args.topics)
-    with np.load(src / "theta.npz") as z:
-        np.savez_compressed(out / "topics" / "theta.npz", ids=z["ids"], theta=z["theta"])
+    theta_by_id, _ = read_theta(src)
+    np.savez_compressed(out / "topics" / "theta.npz", ids=np.array(list(theta_by_id)),
+                        theta=np.stack(list(theta_by_id.values())))
     if (src / "topics.json").is_file():
         shutil.copyfile(src / "topics.json", out / "topics" / "topics.json")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
@@ -138,8 +140,11 @@ def cmd_run(args) -> int:
     import numpy as np
     import torch
 
-    from topicrnn import equation_model as em
-    from topicrnn.checkpoint import read_checkpoint, save_checkpoint
+    from pipeline.topics import ThetaTable
+    from topicrnn.checkpoint import load_model, read_checkpoint, save_checkpoint
+    from topicrnn.conditioning import training_prototypes
+    from topicrnn.evaluation import evaluate
+    from topicrnn.generation import allowed_control_sequences, sample_equations
     from topicrnn.presets import apply_overrides, get_preset
     from topicrnn.train import prepare_data, resolve_device, train
 
@@ -205,39 +210,39 @@ def cmd_run(args) -> int:
         save_summary()
 
     # 3. test bits per char/token, same test equations and θ for both
-    table_model = em.ThetaTable(topics)
-    models = {m: em.load_model(trained[m], device=str(device), name=m) for m in args.modes}
+    table_model = ThetaTable(topics)
+    models = {m: load_model(trained[m], device=str(device), name=m) for m in args.modes}
     try:
-        table = em.evaluate(data, table_model, [models[m] for m in args.modes], by="area")
+        table = evaluate(data, table_model, [models[m] for m in args.modes], by="area")
     except Exception as e:  # noqa: BLE001 - same figures on the CPU, slower; the error is kept
         summary["evaluate_error"] = repr(e)
-        models = {m: em.load_model(trained[m], device="cpu", name=m) for m in args.modes}
-        table = em.evaluate(data, table_model, [models[m] for m in args.modes], by="area")
+        models = {m: load_model(trained[m], device="cpu", name=m) for m in args.modes}
+        table = evaluate(data, table_model, [models[m] for m in args.modes], by="area")
     summary["test_table"] = table.to_json()
     summary["test_table_md"] = table.to_markdown()
     print(table.to_markdown(), flush=True)
     save_summary()
 
     # 4. generation: N per (model, constrained), θ = per-topic prototypes; compile-check if pdflatex exists
-    protos = em.topic_prototypes(table_model, em.read_split(data, "train"))
+    protos = training_prototypes(table_model, data)
     k = table_model.k
     gen_rows = []
     for mode in ("input", "none"):
         lm = models[mode]
-        syntax = em.allowed_control_sequences(lm, data)
+        syntax = allowed_control_sequences(lm, data)
         for constrained in (True, False):
             t0 = time.perf_counter()
             owner = [t for t in range(k) for _ in range(args.n // k + (1 if t < args.n % k else 0))]
             # one batch of n on the GPU, each row with its topic's prototype θ
             try:
-                eqs = em.sample_equations(lm, protos[owner], n=len(owner), temperature=args.temperature,
-                                          seed=args.seed, control_sequences=syntax, constrained=constrained,
+                eqs = sample_equations(lm, protos[owner], n=len(owner), temperature=args.temperature,
+                                          seed=args.seed, syntax=syntax, constrained=constrained,
                                           batch_size=len(owner))
             except Exception as e:  # noqa: BLE001 - kept in the summary; retried on the CPU
                 summary.setdefault("sampling_errors", []).append(f"{mode} constrained={constrained}: {e!r}")
-                lm = em.load_model(trained[mode], device="cpu", name=mode)
-                eqs = em.sample_equations(lm, protos[owner], n=len(owner), temperature=args.temperature,
-                                          seed=args.seed, control_sequences=syntax, constrained=constrained,
+                lm = load_model(trained[mode], device="cpu", name=mode)
+                eqs = sample_equations(lm, protos[owner], n=len(owner), temperature=args.temperature,
+                                          seed=args.seed, syntax=syntax, constrained=constrained,
                                           batch_size=250)
             gen_rows += [{"model": mode, "constrained": constrained, "topic": t, "equation": e}
                          for t, e in zip(owner, eqs)]

@@ -16,6 +16,9 @@
 #      area); 1,000 generated equations per model (plain, input) with and without the syntax constraint ~5 min
 #   3. issue 5 quality: `topiceq train --preset shakespeare-lstm` on Tiny Shakespeare (nanoGPT split) with the
 #      time left (max_seconds <= 200), best validation nats/char (goal <= 1.45), three samples from "Q"
+#   4. issue 17 (only when PARTS names it: PARTS=hmm): bench/hmm_bench.py, the instability grid at 50 x 50 and
+#      200 x 200 and a 256-state EM iteration, GPU against our CPU path; `topiceq hmm charlm` 128 and 256 states
+#      (EM capped at 90 s each); the JSON figures and charhmm.md come back in logs.tar.gz          ~10 min
 # Back come (8 files at most): report.txt, eq_summary.json, generated.jsonl, logs.tar.gz, eq-lstm-*.pt (3),
 # shakespeare-lstm.pt (model-only; its history holds the curve).
 # The device image has python3 with torch, numpy, tqdm and matplotlib (no gensim): nothing is installed.
@@ -110,6 +113,25 @@ if os.path.getsize(sys.argv[2]) > 15 * 2**20:  # files back from the device: 16 
 print("shakespeare best step", p["step"], "best val", p["best_val"])
 PYEOF
         cp "$work"/shk/*.png "$work/logs/" 2>/dev/null
+    fi
+    # 4. HMM (issue 17; only with PARTS containing hmm): the GPU against our own CPU path (the device image has no
+    #    hmmlearn), the 50 x 50 and 200 x 200 instability grids, a 256-state EM iteration, 128/256-state char HMMs
+    if [[ $parts == *" hmm "* ]]; then
+        local g50=(--grid 50) g200=(--grid 200) it256=(--states 256 --iterations 2) chm=(--states 128 256
+              --iterations 100 --max-seconds 90) text="$BUNDLE/tinyshakespeare.txt"
+        [ -f "$text" ] || text=../shared/data/text/tinyshakespeare.txt
+        if [ "$QUICK" = 1 ]; then
+            g50=(--grid 4 --bits 200); g200=(--grid 6 --bits 200); it256=(--states 8 --iterations 1 --length 5000)
+            chm=(--states 4 --iterations 3)
+        fi
+        step hmm_grid50 60 "$PY" bench/hmm_bench.py --device "$DEVICE" --part grid --rounds 2 --cpu-path \
+            "${g50[@]}" --json "$work/logs/hmm_grid50.json"
+        step hmm_grid200 120 "$PY" bench/hmm_bench.py --device "$DEVICE" --part grid --rounds 1 --cpu-path --threads 0 \
+            "${g200[@]}" --json "$work/logs/hmm_grid200.json"
+        step hmm_iter256 150 "$PY" bench/hmm_bench.py --device "$DEVICE" --part iteration --rounds 1 --cpu-path \
+            --threads 0 --text "$text" "${it256[@]}" --json "$work/logs/hmm_iter256.json"
+        step hmm_charlm 240 "$PY" -m topiceq.cli hmm charlm --text "$text" --out "$work/logs/charhmm" \
+            --device "$DEVICE" "${chm[@]}"
     fi
     tar -czf "$out/logs.tar.gz" -C "$work" logs
     note "done"

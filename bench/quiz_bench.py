@@ -90,24 +90,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fakes", help="read generated equations from a --save-fakes file instead of sampling")
     args = parser.parse_args(argv)
 
-    from pipeline.ingest import read_records
-    from pipeline.quiz import (FakeEquation, GenerationConfig, QuizConfig, attach_dominant_topics, build_quiz,
-                               choose_topics, generate_fakes)
-    from topicrnn import equation_model as em
+    from pipeline.quiz import FakeEquation, QuizConfig, build_quiz, choose_topics, quiz_reals
+    from pipeline.topics import TopicModel
+    from topicrnn.checkpoint import load_model
+    from topicrnn.generation import quiz_fakes
 
     t0 = time.perf_counter()
-    topic_model = em.load_topic_model(args.topics)
-    records = list(read_records(args.data))
-    reals = attach_dominant_topics(records, topic_model.theta_by_id(), split="test")
-    lm = None if args.fakes else em.load_model(args.checkpoint, device=args.device)
+    topic_model = TopicModel.load(args.topics)
+    records, reals = quiz_reals(args.data, topic_model.theta_by_id())
     topics = choose_topics(sorted({r["topic"] for r in reals}), args.pairs, args.seed)
     per_topic = max(1, math.ceil(args.pairs * args.candidates / len(topics)))
     if args.fakes:
         fakes = [FakeEquation(**json.loads(line)) for line in open(args.fakes, encoding="utf-8")]
         topics = sorted({f.topic for f in fakes})
     else:
-        fakes = generate_fakes(lm, topic_model, topics, per_topic, data_dir=args.data, seed=args.seed,
-                               generation=GenerationConfig(temperature=args.temperature, device=args.device))
+        fakes = quiz_fakes(load_model(args.checkpoint, device=args.device), topic_model, topics, per_topic,
+                           data_dir=args.data, seed=args.seed, temperature=args.temperature)
     if args.save_fakes:
         with open(args.save_fakes, "w", encoding="utf-8") as fh:
             for f in fakes:

@@ -2,123 +2,53 @@
 rules alone and with the well-formedness rules (topicrnn/latex_syntax/wellformed.py), and each one's cost.
 
 A Kneser-Ney n-gram (topicrnn.ngram.NGramLM) is fitted on the training equations of an ingest dir, over
-characters (`--unit char`) or over LaTeX tokens (`--unit latex`: each token mapped to one private-use
-character so the same n-gram code applies); an end-of-equation symbol is learned too. The same model then
-writes `--n` equations from the same seeds: free, and under `LatexConstraint` built from the same training
-equations for each constraint config (at `--max-len` the constraint's closing() is appended). Every set goes
-through the real compile rule (pipeline.compile_check) and the balance check (pipeline.wellformed). The
-baseline of the timing part is one step of a 2x512 LSTM at the same batch size, measured in the same run;
-the new rules' cost is also given as a ratio to the TeX rules'.
+characters (`--unit char`) or over LaTeX tokens (`--unit latex`), each equation framed <bos> ... <eos> so
+that the end is learned too. The same model then writes `--n` equations from the same seed through the one
+sampler (topicrnn.sampling): free, and under `LatexConstraint` built from the same training equations for each
+constraint config (the TeX rules alone; + the well-formedness rules), at `--max-len` the constraint's closing()
+appended. Every set goes through the real compile rule (pipeline.compile_check) and the balance check
+(pipeline.wellformed). The baseline of the timing part is one step of a 2x512 LSTM at the same batch size,
+measured in the same run; the new rules' cost is also given as a ratio to the TeX rules'.
 
     .venv/bin/python bench/syntax_bench.py --data data/ingest --n 300 --unit latex
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.compile_check import check  # noqa: E402
+from pipeline.ingest import read_records  # noqa: E402
 from pipeline.wellformed import balanced_share  # noqa: E402
+from topicrnn.interface import LoadedModel  # noqa: E402
 from topicrnn.latex_syntax import LatexConstraint, SyntaxConfig, SyntaxVocabulary, TokenAutomaton  # noqa: E402
-from topicrnn.ngram import UNK, NGramLM  # noqa: E402
-from topicrnn.tokenizers import LatexTokenizer  # noqa: E402
-
-END = "\x00"  # end of an equation in the n-gram's text
-BASE = 0xE000  # LaTeX token i <-> chr(BASE + i)
+from topicrnn.ngram import NGramConfig, NGramLM  # noqa: E402
+from topicrnn.tokenizers import make_tokenizer  # noqa: E402
 
 
 def load_train(data: Path, limit: int | None, seed: int) -> list[str]:
-    eqs = []
-    with open(data / "equations.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            r = json.loads(line)
-            if r.get("split") == "train":
-                eqs.append(r["equation"])
+    eqs = [r["equation"] for r in read_records(data, "train")]
     if limit and len(eqs) > limit:
         rng = np.random.default_rng(seed)
         eqs = [eqs[i] for i in sorted(rng.choice(len(eqs), limit, replace=False))]
     return eqs
 
 
-class Units:
-    """Text <-> n-gram symbols (characters, or one private-use character per LaTeX token)."""
-
-    def __init__(self, unit: str, equations: list[str]):
-        self.unit = unit
-        if unit == "latex":
-            self.tok = LatexTokenizer().fit(equations)
-            self.to_sym = {t: chr(BASE + i) for i, t in enumerate(self.tok.tokens)}
-
-    def encode(self, eq: str) -> str:
-        if self.unit == "char":
-            return eq
-        return "".join(self.to_sym[t] for t in self.tok.tokenize(eq))
-
-    def token_text(self, sym: str) -> str:
-        return sym if self.unit == "char" else self.tok.tokens[ord(sym) - BASE]
-
-    def detok(self, syms: list[str]) -> str:
-        if self.unit == "char":
-            return "".join(syms)
-        return self.tok.detokenize(self.token_text(s) for s in syms)
-
-
-def generate(lm: NGramLM, units: Units, auto: TokenAutomaton | None, n: int, max_len: int,
-             temperature: float, seed: int) -> list[str]:
-    rng = np.random.default_rng(seed)
-    unk, end = lm.index[UNK], lm.index[END]
-    ctxs = [[end] * (lm.order - 1) for _ in range(n)]  # an equation starts after the end of another
-    out: list[list[str]] = [[] for _ in range(n)]
-    done = [False] * n
-    c = None
-    if auto is not None:
-        c = LatexConstraint(auto)
-        c.start(n)
-    for _ in tqdm(range(max_len), desc="constrained" if auto else "free", file=sys.stderr, leave=False):
-        mask = c.allowed_mask().numpy() if c is not None else None
-        step = []
-        for i in range(n):
-            if done[i]:
-                step.append(end)
-                continue
-            p = lm.distribution(tuple(ctxs[i][len(ctxs[i]) - (lm.order - 1):]))
-            p[unk] = 0.0
-            if mask is not None:
-                p = p * mask[i]
-            p = p ** (1.0 / temperature)
-            w = int(rng.choice(len(p), p=p / p.sum()))
-            step.append(w)
-            ctxs[i].append(w)
-            if w == end:
-                done[i] = True
-            else:
-                out[i].append(lm.vocab[w])
-        if c is not None:
-            c.advance(step)
-        if all(done):
-            break
-    closing = c.closing() if c is not None else [""] * n
-    return [units.detok(syms) + (closing[i] if not done[i] else "") for i, syms in enumerate(out)]
+def fit_ngram(unit: str, order: int, equations: list[str]) -> LoadedModel:
+    tokenizer = make_tokenizer(unit).fit(equations)
+    model = NGramLM(tokenizer, NGramConfig(order=order, tokenizer=unit, records=True)).fit_records(equations)
+    return LoadedModel(model, tokenizer, add_eos=True)
 
 
 CONFIGS = {"tex": SyntaxConfig(balanced=False, operands=False, known_words=False), "wellformed": SyntaxConfig()}
-
-
-def automaton_for(lm: NGramLM, units: Units, syntax: SyntaxVocabulary, config: SyntaxConfig) -> TokenAutomaton:
-    vocab = []
-    for s in lm.vocab:
-        vocab.append("<eos>" if s == END else "<unk>" if s == UNK else units.token_text(s))
-    return TokenAutomaton(vocab, syntax, eos_id=lm.index[END], special_ids=[lm.index[UNK]], config=config)
 
 
 def time_masks(auto: TokenAutomaton, batch: int, steps: int, seed: int) -> tuple[float, float, float]:
@@ -175,18 +105,19 @@ def main(argv=None) -> int:
 
     train = load_train(args.data, args.train_limit or None, args.seed)
     syntax = SyntaxVocabulary.from_equations(train)
-    units = Units(args.unit, train)
     t0 = time.perf_counter()
-    lm = NGramLM(order=args.order, unit="char").fit("".join(units.encode(e) + END for e in train))
-    print(f"train equations {len(train)}, {args.unit} {args.order}-gram, vocab {len(lm.vocab)}, "
+    lm = fit_ngram(args.unit, args.order, train)
+    print(f"train equations {len(train)}, {args.unit} {args.order}-gram, vocab {lm.tokenizer.vocab_size}, "
           f"fit {time.perf_counter() - t0:.1f}s; unsupported seen names: {syntax.unsupported()}")
     sets: dict[str, list[str]] = {}
-    autos: dict[str, TokenAutomaton] = {}
+    autos: dict[str, TokenAutomaton | None] = {}
     seconds: dict[str, float] = {}
     for name in ("free",) + tuple(CONFIGS):
-        auto = autos[name] = automaton_for(lm, units, syntax, CONFIGS[name]) if name in CONFIGS else None
+        proto = LatexConstraint.for_tokenizer(lm.tokenizer, syntax, CONFIGS[name]) if name in CONFIGS else None
+        autos[name] = proto.automaton if proto is not None else None
         t0 = time.perf_counter()
-        sets[name] = generate(lm, units, auto, args.n, max_len, args.temperature, args.seed)
+        sets[name] = lm.sample(args.n, max_len, temperature=args.temperature, seed=args.seed,
+                               constraint=proto.fresh() if proto is not None else None)
         seconds[name] = time.perf_counter() - t0
     verdicts = check([e for eqs in sets.values() for e in eqs], progress=True)
     print(f"{args.unit} {args.order}-gram, T={args.temperature}, n={args.n}, max_len={max_len}:")
@@ -212,7 +143,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(max(1, torch.get_num_threads()))
         costs = {}
         for name in CONFIGS:
-            auto = automaton_for(lm, units, syntax, CONFIGS[name])  # fresh caches: the cold pass is real
+            # fresh caches: the cold pass is real
+            auto = LatexConstraint.for_tokenizer(lm.tokenizer, syntax, CONFIGS[name]).automaton
             cold, per_step, model_step = time_masks(auto, args.timing_batch, args.timing_steps, args.seed)
             costs[name] = per_step
             print(f"{name}: per step at batch {args.timing_batch}: mask+advance {per_step * 1e3:.1f} ms warm, "

@@ -26,21 +26,16 @@ BUCKETS = [(1, 1), (2, 5), (6, 10), (11, 20), (21, 40), (41, 80), (81, None)]
 def nats_by_position(lm, records, thetas, buckets=BUCKETS) -> tuple[np.ndarray, np.ndarray]:
     """Summed negative log-probability (nats) and token count per position bucket (position 1 = first token
     after <bos>; the end counts as a token)."""
-    import torch
-
-    from topicrnn.equation_model import encode_equation
+    from topicrnn.evaluation import encode_equation
+    from topicrnn.scoring import token_logprobs
 
     sums, counts = np.zeros(len(buckets)), np.zeros(len(buckets), dtype=np.int64)
-    with torch.no_grad():
-        for i, rec in enumerate(records):
-            ids = torch.tensor(encode_equation(lm.tokenizer, rec["equation"]))[None]
-            theta = torch.from_numpy(thetas[i:i + 1]) if lm.conditioned else None
-            logits, _ = lm.model(ids[:, :-1], theta)
-            lp = torch.log_softmax(logits.float(), -1)[0].gather(1, ids[0, 1:, None])[:, 0].numpy()
-            for b, (lo, hi) in enumerate(buckets):
-                seg = lp[lo - 1:hi]
-                sums[b] -= seg.sum()
-                counts[b] += len(seg)
+    seqs = [encode_equation(lm.tokenizer, rec["equation"]) for rec in records]
+    for lp in token_logprobs(lm.model, seqs, thetas if lm.conditioned else None, pad_id=lm.tokenizer.pad_id):
+        for b, (lo, hi) in enumerate(buckets):
+            seg = lp[lo - 1:hi]
+            sums[b] -= seg.sum()
+            counts[b] += len(seg)
     return sums, counts
 
 
@@ -58,19 +53,22 @@ def main(argv=None) -> int:
 
     import torch
 
-    from topicrnn import equation_model as em
+    from pipeline.ingest import read_records
+    from pipeline.topics import TopicModel
+    from topicrnn.checkpoint import load_model
+    from topicrnn.conditioning import thetas_for
 
     torch.set_num_threads(args.threads)
-    records = em.read_split(args.data, args.split)
+    records = list(read_records(args.data, args.split))
     if args.max_equations and len(records) > args.max_equations:
         keep = sorted(np.random.default_rng(args.seed).choice(len(records), args.max_equations, replace=False))
         records = [records[i] for i in keep]
-    plain, topic = em.load_model(args.plain), em.load_model(args.topic)
+    plain, topic = load_model(args.plain), load_model(args.topic)
     if plain.conditioned or not topic.conditioned:
         raise SystemExit("--plain must be an unconditioned checkpoint and --topic a topic-conditioned one")
     if list(plain.tokenizer.tokens) != list(topic.tokenizer.tokens):
         raise SystemExit("the two checkpoints have different tokenizers: train both on the same ingest dir")
-    thetas = em.thetas_for(records, em.load_topic_model(args.topics)).astype(np.float32)
+    thetas = thetas_for(records, TopicModel.load(args.topics)).astype(np.float32)
     base, base_n = nats_by_position(plain, records, thetas)
     cond, _ = nats_by_position(topic, records, thetas)
     total_gain = float((base - cond).sum())

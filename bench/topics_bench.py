@@ -21,7 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.topics import TopicConfig, TopicModel, fit_topics, read_equations  # noqa: E402
+from pipeline.topic_fit import fit_topics  # noqa: E402
+from pipeline.topics import TopicConfig, read_equations  # noqa: E402
 
 
 def default_data() -> Path:

@@ -1,18 +1,30 @@
-"""Content-keyed caching and stage error reporting for topiceq's Prefect tasks.
+"""Caching, crash safety and stage error reporting for topiceq's Prefect tasks.
 
-A task made with `stage_task` is recomputed only when something it depends on changed:
+A task made with `stage_task` is recomputed only when something it depends on changed. Its cache policy is
+Prefect's own, composed: `StageCache(PathContent(...) + RepoCode(...) + INPUTS + TASK_SOURCE)`.
+Prefect gives the value of every argument (INPUTS) and the task's source (TASK_SOURCE); this module adds
+what Prefect lacks:
 
-* the *content* of every `pathlib.Path` argument (a file's bytes, or a folder's relative paths and bytes),
-* every other argument (config dataclasses by their fields, numbers, strings, lists, dicts),
-* the source of the task function and of the stage modules it wraps (`pipeline.ingest`, ...) with every
-  repository module they import, so editing a stage's code invalidates its results (and only its own).
+* `PathContent`: the *content* of every `pathlib.Path` argument that is an input (a file's bytes, a folder's
+  relative paths and bytes); output arguments (`outputs=("out_dir",)`) take part by their path only, through
+  INPUTS, since their content is what the task produces;
+* `RepoCode`: the source of the stage modules a task wraps (`pipeline.ingest`, ...) and of every repository
+  module they import, so editing a stage's code invalidates its results (and only its own);
+* `StageCache`: a record is valid only while the task's outputs carry its completion marker.
 
-Output arguments (`outputs=("out_dir",)`) take part by their path only (their content is what the task
-produces). When the task finishes it writes a marker `.topiceq-task.json` holding its key and the outputs'
-content hash into each output (next to it, for a file); a later run whose outputs are missing, edited, or
-carry another key (a run that crashed half-way through writing them) forgets the stale record and recomputes. Results are persisted by
-Prefect in the flow's result storage (`RUNDIR/.prefect-results`), so a new process finds them: that is how
-a second run with nothing changed is fast and how a crashed run resumes from the last completed task.
+Crash safety (kill -9 at any moment, then run again): before a task writes its outputs it removes their
+markers, and when it has finished it writes into each output (next to it, for a file) a marker
+`.topiceq-task.json` holding its key and the outputs' content hash, renamed into place last. An output is
+finished exactly when its marker carries the current key and its content still has that hash; anything
+else (missing, half-written, edited by hand, written under another key) makes the task run again. Results
+are persisted in the run folder (`RUNDIR/.prefect-results`) by `RunResultStorage`, which writes every record
+under a temporary name and renames it, sets a damaged record aside, and turns a write that fails (read-only,
+disk full) into a warning: a cache never fails a run. Warnings reach the run's report (`take_warnings`).
+
+Locks: a run folder is used by one run at a time (flows.launch holds an exclusive flock for the whole run),
+so Prefect's record locks (`isolation_level=SERIALIZABLE` with a `FileSystemLockManager`) would add nothing;
+they would also outlive a run killed with SIGKILL (their files carry no expiry unless given one), where the
+kernel drops a flock by itself.
 
 Failures: the task body's exception is re-raised as `StageFailed`, whose message names the stage and its
 input (`stage 'ingest' failed on input /path/corpus: ...`). Only transient failures (`TransientError`, I/O
@@ -20,13 +32,14 @@ errors other than a missing file, time-outs, broken connections) are retried; ba
 """
 from __future__ import annotations
 
-import contextvars
-import dataclasses
+import ast
 import functools
 import hashlib
 import inspect
 import json
+import logging
 import os
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,16 +47,41 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from prefect import task
-from prefect.cache_policies import CachePolicy
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CachePolicy
 from prefect.context import TaskRunContext
 from prefect.filesystems import LocalFileSystem
+from prefect.results import ResultRecord
+from prefect.transactions import get_transaction
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MARKER_NAME = ".topiceq-task.json"
-# Bump to invalidate every cached result after a change in how keys are made.
-KEY_VERSION = "topiceq-cache-v1"
+STARTED_NAME = ".topiceq-started.json"
 # Names never part of a folder's content: our own markers, Python byte code, editor/OS debris.
-IGNORED_NAMES = {MARKER_NAME, ".topiceq-started.json", "__pycache__", ".DS_Store"}
+IGNORED_NAMES = {MARKER_NAME, STARTED_NAME, "__pycache__", ".DS_Store"}
+CODE_PACKAGES = ("pipeline", "topicrnn", "flows")
+
+logger = logging.getLogger("topiceq.cache")
+
+
+# -------------------------------------------------------------------------------------------------- warnings
+_warnings: list[str] = []
+_warnings_lock = threading.Lock()
+
+
+def note_warning(message: str) -> None:
+    """A cache in trouble: the run goes on without it; the message goes to the log now and the report later."""
+    with _warnings_lock:
+        if message not in _warnings:
+            _warnings.append(message)
+    logger.warning(message)
+
+
+def take_warnings() -> list[str]:
+    """The warnings noted in this process since the last call (the flow puts them into its report)."""
+    with _warnings_lock:
+        out = list(_warnings)
+        _warnings.clear()
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- hashing
@@ -52,8 +90,8 @@ _hash_lock = threading.Lock()
 
 
 def _file_digest(path: Path, st: os.stat_result) -> str:
-    # Memoised by (path, size, mtime, inode): the cache key is computed by Prefect and again by the task
-    # body, and a corpus folder is hashed by several tasks of one run.
+    # Memoised by (path, size, mtime, inode): the cache key is computed by Prefect for every task, and a
+    # corpus folder is hashed by several tasks of one run.
     memo_key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
     with _hash_lock:
         hit = _hash_memo.get(memo_key)
@@ -72,8 +110,8 @@ def _file_digest(path: Path, st: os.stat_result) -> str:
 def content_hash(path: str | os.PathLike) -> str:
     """A digest of a file's bytes, or of a folder's relative file paths and their bytes (recursive, sorted).
 
-    Symbolic links are followed; markers and `__pycache__` are left out. A missing path is a
-    FileNotFoundError that names it.
+    Symbolic links are followed; markers, `__pycache__` and half-written `*.part` files are left out. A missing
+    path is a FileNotFoundError that names it.
     """
     path = Path(path)
     if not path.exists():
@@ -84,7 +122,7 @@ def content_hash(path: str | os.PathLike) -> str:
     for root, dirs, files in os.walk(path, followlinks=True):
         dirs[:] = sorted(d for d in dirs if d not in IGNORED_NAMES)
         for name in sorted(files):
-            if name in IGNORED_NAMES or name.endswith(".pyc"):
+            if name in IGNORED_NAMES or name.endswith((".pyc", ".part")):  # .part: a write a kill cut short
                 continue
             full = Path(root, name)
             try:
@@ -106,8 +144,6 @@ def _module_file(module: str) -> Path | None:
 
 def _imported_modules(module: str, file: Path) -> set[str]:
     """Repository modules that `module` imports anywhere in its source (also inside functions)."""
-    import ast
-
     tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
     package = module if file.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
@@ -124,9 +160,6 @@ def _imported_modules(module: str, file: Path) -> set[str]:
             found.add(target)
             found.update(f"{target}.{alias.name}" for alias in node.names)  # `from pkg import module`
     return {m for m in found if m.split(".")[0] in CODE_PACKAGES and _module_file(m) is not None}
-
-
-CODE_PACKAGES = ("pipeline", "topicrnn", "flows")
 
 
 # ast.parse is not thread-safe in CPython 3.11 ("AST constructor recursion depth mismatch" when two task
@@ -165,39 +198,147 @@ def code_hash(modules: tuple[str, ...]) -> str:
     return h.hexdigest()
 
 
-def fingerprint(value: Any) -> Any:
-    """A JSON-able stand-in for a task argument: Paths by content, dataclasses by fields, the rest by value."""
+def _paths_in(value: Any) -> list[Path]:
     if isinstance(value, Path):
-        return {"path-content": content_hash(value)}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {"dataclass": f"{type(value).__module__}.{type(value).__qualname__}",
-                "fields": fingerprint(dataclasses.asdict(value))}
+        return [value]
     if isinstance(value, dict):
-        return {"dict": [[fingerprint(k), fingerprint(v)] for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))]}
-    if isinstance(value, (list, tuple)):
-        return {"seq": [fingerprint(v) for v in value]}
-    if isinstance(value, (set, frozenset)):
-        return {"set": sorted(json.dumps(fingerprint(v), sort_keys=True) for v in value)}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise TypeError(f"cannot make a cache key from a {type(value).__name__}; pass paths, numbers, strings, "
-                    "dataclasses or containers of them")
+        value = list(value.values())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [p for v in value for p in _paths_in(v)]
+    return []
 
 
-def task_key(stage: str, source: str, arguments: dict[str, Any], outputs: Iterable[str],
-             code: tuple[str, ...]) -> str:
-    """The cache key of one call of a stage task: stage, code, inputs by content, outputs by path."""
-    outputs = set(outputs)
-    payload = {
-        "version": KEY_VERSION,
-        "stage": stage,
-        "source": hashlib.blake2b(source.encode(), digest_size=20).hexdigest(),
-        "code": code_hash(tuple(code)) if code else None,
-        "inputs": {name: fingerprint(value) for name, value in sorted(arguments.items()) if name not in outputs},
-        "outputs": {name: str(Path(arguments[name]).resolve()) if arguments.get(name) is not None else None
-                    for name in sorted(outputs)},
-    }
-    return stage + "-" + hashlib.blake2b(json.dumps(payload, sort_keys=True).encode(), digest_size=20).hexdigest()
+# ---------------------------------------------------------------------------------------- cache policies
+@dataclass
+class PathContent(CachePolicy):
+    """Key part: the content of every Path among the task's inputs (also inside lists and dicts), except the
+    arguments named in `exclude` (the outputs). A missing path is a part too: the task body then reports it."""
+
+    exclude: tuple[str, ...] = ()
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any],
+                    **kwargs: Any) -> str | None:
+        parts = {}
+        for name in sorted(inputs or {}):
+            if name in self.exclude:
+                continue
+            paths = _paths_in(inputs[name])
+            if paths:
+                parts[name] = [content_hash(p) if p.exists() else f"missing:{p}" for p in paths]
+        if not parts:
+            return None
+        return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=20).hexdigest()
+
+
+@dataclass
+class RepoCode(CachePolicy):
+    """Key part: the source of `modules` and of the repository modules they import (see code_hash)."""
+
+    modules: tuple[str, ...] = ()
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any],
+                    **kwargs: Any) -> str | None:
+        return code_hash(self.modules) if self.modules else None
+
+
+@dataclass
+class StageCache(CachePolicy):
+    """The key of `key_parts`, prefixed with the stage's name; a persisted record is reused only while the
+    outputs named in `outputs` carry the completion marker of this very key, and a damaged one is set aside."""
+
+    stage: str = ""
+    key_parts: CachePolicy = field(default_factory=lambda: INPUTS + TASK_SOURCE)
+    outputs: tuple[str, ...] = ()
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any],
+                    **kwargs: Any) -> str | None:
+        key = self.key_parts.compute_key(task_ctx=task_ctx, inputs=inputs, flow_parameters=flow_parameters,
+                                         **kwargs)
+        if key is None:
+            return None
+        key = f"{self.stage}-{key}"
+        storage = getattr(getattr(task_ctx, "result_store", None), "result_storage", None)
+        if isinstance(storage, LocalFileSystem):  # ours, or Prefect's default (deployments)
+            record = storage._resolve_path(key)  # where Prefect's LocalFileSystem keeps the record of KEY
+            if self.outputs and not outputs_complete(inputs, self.outputs, key):
+                forget_record(record)
+            else:
+                set_aside_if_damaged(record)
+        return key
+
+
+def stage_policy(stage: str, outputs: tuple[str, ...], code: tuple[str, ...]) -> StageCache:
+    """Prefect's INPUTS and TASK_SOURCE with the parts Prefect lacks, valid while the outputs are intact."""
+    parts = PathContent(exclude=tuple(outputs)) + INPUTS + TASK_SOURCE
+    if code:
+        parts = parts + RepoCode(modules=tuple(code))
+    return StageCache(stage=stage, key_parts=parts, outputs=tuple(outputs))
+
+
+# ----------------------------------------------------------------------------------------- result storage
+class RunResultStorage(LocalFileSystem):
+    """Prefect's local result storage for a run folder, safe against a crash and a disk in trouble.
+
+    Prefect's LocalFileSystem writes a record in place, so a run killed mid-write leaves a torn record.
+    Here a record is written under a temporary name and renamed; a write that fails (read-only, disk full)
+    is a warning (the result is not kept: the next run computes it again), never a failed task."""
+
+    _block_type_name = "topiceq run result storage"
+
+    def write_path(self, path: str, content: bytes, _sync: bool | None = None) -> str:
+        target = self._resolve_path(path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(target, content)
+        except OSError as exc:
+            note_warning(f"could not keep a task result in {target.parent} ({exc}); the next run computes "
+                         "it again")
+        return str(target)
+
+    async def awrite_path(self, path: str, content: bytes) -> str:
+        return self.write_path(path, content)
+
+
+def forget_record(path: Path) -> None:
+    """Remove a task record whose outputs are gone or stale, so that Prefect computes the task again."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        note_warning(f"could not remove the stale task result {path} ({exc})")
+
+
+def set_aside_if_damaged(path: Path) -> None:
+    """A record that cannot be read back is renamed `KEY.damaged-<time>` (Prefect then computes it again)."""
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        note_warning(f"could not read the task result {path} ({exc}); computing it again")
+        return
+    try:
+        ResultRecord.deserialize(content)
+    except Exception as exc:  # any failure to parse or unpickle: the record is of no use
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            os.replace(path, aside)
+        except OSError:
+            pass
+        note_warning(f"the task result {path} was damaged ({type(exc).__name__}); set aside as {aside.name}, "
+                     "computing it again")
+
+
+# ------------------------------------------------------------------------------------- markers, atomic files
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write DATA to PATH under a temporary name in the same folder, then rename: readers see all or none."""
+    path = Path(path)
+    part = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+    try:
+        part.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+    return path
 
 
 def marker_path(output: str | os.PathLike) -> Path:
@@ -212,14 +353,21 @@ def outputs_complete(arguments: dict[str, Any], outputs: Iterable[str], key: str
         value = arguments.get(name)
         if value is None:
             continue
-        marker = marker_path(value)
         try:
-            recorded = json.loads(marker.read_text())
+            recorded = json.loads(marker_path(value).read_text())
             if recorded["key"] != key or recorded["content"] != content_hash(value):
                 return False
-        except (OSError, ValueError, KeyError):  # no marker, no output, or an unreadable one
+        except (OSError, ValueError, KeyError, TypeError):  # no marker, no output, or an unreadable one
             return False
     return True
+
+
+def clear_markers(arguments: dict[str, Any], outputs: Iterable[str]) -> None:
+    """Before a task writes its outputs: they are unfinished until it has written its markers again."""
+    for name in outputs:
+        value = arguments.get(name)
+        if value is not None:
+            marker_path(value).unlink(missing_ok=True)
 
 
 def write_markers(arguments: dict[str, Any], outputs: Iterable[str], key: str, stage: str) -> None:
@@ -227,36 +375,8 @@ def write_markers(arguments: dict[str, Any], outputs: Iterable[str], key: str, s
         value = arguments.get(name)
         if value is None or not Path(value).exists():
             continue
-        tmp = marker_path(value).with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": key, "stage": stage, "content": content_hash(value),
-                                   "finished": time.time()}))
-        os.replace(tmp, marker_path(value))
-
-
-def _forget(task_ctx: TaskRunContext, key: str) -> None:
-    """Delete a persisted record whose outputs are gone, so that Prefect recomputes instead of reusing it."""
-    store = getattr(task_ctx, "result_store", None)
-    for storage in (getattr(store, "metadata_storage", None), getattr(store, "result_storage", None)):
-        if isinstance(storage, LocalFileSystem):
-            base = Path(storage.basepath or ".").expanduser()
-            (base / key).unlink(missing_ok=True)
-
-
-@dataclass
-class ContentCache(CachePolicy):
-    """Prefect cache policy: the key of `task_key`, valid only while the outputs carry its marker."""
-
-    stage: str = ""
-    source: str = ""
-    outputs: tuple[str, ...] = ()
-    code: tuple[str, ...] = ()
-
-    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any],
-                    **kwargs: Any) -> str | None:
-        key = task_key(self.stage, self.source, inputs, self.outputs, self.code)
-        if self.outputs and not outputs_complete(inputs, self.outputs, key):
-            _forget(task_ctx, key)
-        return key
+        write_atomic(marker_path(value), json.dumps({"key": key, "stage": stage, "content": content_hash(value),
+                                                     "finished": time.time()}))
 
 
 # ---------------------------------------------------------------------------------------------- failures
@@ -306,22 +426,10 @@ def describe_input(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- decorator
-_current_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("topiceq_stage_key", default=None)
-
-
 def current_key() -> str | None:
     """Inside a stage task's body: its cache key (e.g. to resume a crashed training of the same key only)."""
-    return _current_key.get()
-
-
-def _call_with_key(key: str, fn: Callable, args: tuple, kwargs: dict) -> Any:
-    # A module-level helper: the task wrapper below must not refer to the ContextVar itself, because Dask
-    # ships the wrapper to its workers with cloudpickle, which cannot pickle a ContextVar.
-    token = _current_key.set(key)
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        _current_key.reset(token)
+    txn = get_transaction()
+    return getattr(txn, "key", None) if txn is not None else None
 
 
 def started_with_same_key(out_dir: str | os.PathLike) -> bool:
@@ -330,13 +438,14 @@ def started_with_same_key(out_dir: str | os.PathLike) -> bool:
     key = current_key()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    started = out / ".topiceq-started.json"
+    started = out / STARTED_NAME
     try:
         same = json.loads(started.read_text()).get("key") == key and key is not None
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         same = False
-    started.write_text(json.dumps({"key": key, "started": time.time()}))
+    write_atomic(started, json.dumps({"key": key, "started": time.time()}))
     return same
+
 
 def stage_task(stage: str, *, input_arg: str, outputs: tuple[str, ...] = ("out_dir",),
                code: tuple[str, ...] = (), retries: int = 2, retry_delay_seconds: float = 3.0,
@@ -345,43 +454,35 @@ def stage_task(stage: str, *, input_arg: str, outputs: tuple[str, ...] = ("out_d
 
     `input_arg` names the argument that failure messages quote; `outputs` the arguments that are paths the
     stage writes; `code` the modules (e.g. "pipeline.ingest") whose source, with their imports, is part of
-    the key. Extra keyword arguments go to
-    `prefect.task` (e.g. `tags`, `timeout_seconds`).
+    the key. Extra keyword arguments go to `prefect.task` (e.g. `tags`, `timeout_seconds`).
     """
 
     def decorate(fn: Callable) -> Any:
         signature = inspect.signature(fn)
-        try:
-            source = inspect.getsource(fn)
-        except OSError:  # defined interactively: fall back to the byte code
-            source = fn.__code__.co_code.hex()
 
         @functools.wraps(fn)
         def run_stage(*args: Any, **kwargs: Any) -> Any:
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             arguments = dict(bound.arguments)
+            key = current_key() if cache else None
             try:
-                key = task_key(stage, source, arguments, outputs, code)
-                result = _call_with_key(key, fn, args, kwargs)
+                clear_markers(arguments, outputs)
+                result = fn(*args, **kwargs)
+                if key is not None:
+                    write_markers(arguments, outputs, key, stage)  # last: the outputs are finished now
             except StageFailed:
                 raise
             except Exception as exc:
                 raise StageFailed(stage, describe_input(arguments.get(input_arg)), f"{type(exc).__name__}: {exc}",
                                   transient=is_transient(exc)) from exc
-            if cache and outputs:
-                write_markers(arguments, outputs, key, stage)
             return result
 
         options: dict[str, Any] = dict(name=stage, retries=retries, retry_delay_seconds=retry_delay_seconds,
                                        retry_condition_fn=_retry_only_transient, log_prints=True)
         if cache:
-            options.update(cache_policy=ContentCache(stage=stage, source=source, outputs=tuple(outputs),
-                                                     code=tuple(code)),
-                           persist_result=True)
+            options.update(cache_policy=stage_policy(stage, tuple(outputs), tuple(code)), persist_result=True)
         else:
-            from prefect.cache_policies import NO_CACHE
-
             options.update(cache_policy=NO_CACHE, persist_result=False)
         options.update(task_options)
         return task(**options)(run_stage)

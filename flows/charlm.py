@@ -1,6 +1,6 @@
-"""The `charlm` flow: a text file -> train a character language model -> sample -> score held-out text.
+"""The `charlm` flow: a text file -> train a character language model (any kind) -> sample -> score held-out text.
 
-Tasks are thin wrappers over `topicrnn` (presets, the one training loop, the sampler, the model interface);
+Tasks are thin wrappers over `topicrnn` (presets, the trainers, the sampler, the model interface);
 each is cached by the content of its inputs (see flows/caching.py). A training run that crashed is resumed
 from its `last.pt` when the next run has the same key.
 """
@@ -11,52 +11,53 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.caching import stage_task, started_with_same_key
+from flows.caching import stage_task, started_with_same_key, take_warnings, write_atomic
 from flows.reporting import RunReport, format_summary
 
 # `topiceq run --preset` -> the topicrnn preset of the character model.
 CHARLM_PRESETS = {"tiny": "tiny", "cpu": "cpu-lstm", "gpu": "shakespeare-lstm"}
 
 
-@stage_task("charlm-train", input_arg="text", outputs=("out_dir",), code=("topicrnn.train", "topicrnn.presets"),
-            retries=1)
+@stage_task("charlm-train", input_arg="text", outputs=("out_dir",),
+            code=("topicrnn.trainers", "topicrnn.presets"), retries=1)
 def train_charlm(text: Path, out_dir: Path, preset: str, overrides: list[str], max_steps: int | None,
                  device: str = "auto") -> dict[str, Any]:
-    """`topicrnn.train.train` on one text file; resumes a crashed attempt of the same key from last.pt."""
+    """`topicrnn.trainers.train_preset` on one text file; resumes a crashed attempt of the same key from
+    last.pt (the torch loop writes one)."""
     from topicrnn.presets import apply_overrides, get_preset
-    from topicrnn.train import train
+    from topicrnn.trainers import train_preset
 
     resume = started_with_same_key(out_dir) and (Path(out_dir) / "last.pt").is_file()
     p = apply_overrides(get_preset(preset), list(overrides))
     if p.train.data_kind != "text":
         raise ValueError(f"preset {preset!r} is not a character-text preset")
-    result = train(p.model, p.train, out_dir, data_path=str(text), resume=resume, device=device,
-                   max_steps=max_steps, progress=True, preset=p.name)
+    result = train_preset(p, out_dir, data_path=str(text), resume=resume, device=device, max_steps=max_steps,
+                          progress=True)
     result = {k: v for k, v in result.items() if k != "history"}
     result["resumed"] = resume
     return result
 
 
-@stage_task("charlm-sample", input_arg="checkpoint_dir", outputs=("out_file",), code=("topicrnn.interface",))
+@stage_task("charlm-sample", input_arg="checkpoint_dir", outputs=("out_file",), code=("topicrnn.checkpoint",))
 def sample_charlm(checkpoint_dir: Path, out_file: Path, n: int, length: int, temperature: float, prime: str,
                   seed: int) -> list[str]:
-    """n samples from the trained model (`TorchLM.sample`), written one block per sample to out_file."""
-    from topicrnn.interface import TorchLM
+    """n samples from the trained model (`LoadedModel.sample`), written one block per sample to out_file."""
+    from topicrnn.checkpoint import load_model
 
-    lm = TorchLM.from_checkpoint(checkpoint_dir, device="cpu")
+    lm = load_model(checkpoint_dir, device="cpu")
     texts = lm.sample(n=n, max_len=length, temperature=temperature, prime=prime, seed=seed)
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text("".join(f"--- sample {i + 1}\n{t}\n" for i, t in enumerate(texts)), encoding="utf-8")
+    write_atomic(out_file, "".join(f"--- sample {i + 1}\n{t}\n" for i, t in enumerate(texts)))
     return texts
 
 
-@stage_task("charlm-score", input_arg="text", outputs=(), code=("topicrnn.interface", "topicrnn.data"))
+@stage_task("charlm-score", input_arg="text", outputs=(), code=("topicrnn.checkpoint", "topicrnn.data"))
 def score_charlm(checkpoint_dir: Path, text: Path, max_chars: int) -> dict[str, Any]:
-    """Bits per character (`TorchLM.score`) of the held-out end of the text (the training run's val split)."""
+    """Bits per character (`LoadedModel.score`) of the held-out end of the text (the training run's val split)."""
+    from topicrnn.checkpoint import load_model
     from topicrnn.data import read_text, split_text
-    from topicrnn.interface import TorchLM
 
-    lm = TorchLM.from_checkpoint(checkpoint_dir, device="cpu")
+    lm = load_model(checkpoint_dir, device="cpu")
     val_fraction = float(lm.metadata.get("train_config", {}).get("val_fraction", 0.1))
     _, held_out = split_text(read_text(text), val_fraction)
     held_out = held_out[:max_chars] if max_chars else held_out
@@ -74,6 +75,7 @@ def charlm_flow(text: str, out: str, preset: str = "tiny", max_steps: int | None
     `preset` is a run preset (tiny|cpu|gpu) or any topicrnn preset name; `refresh` recomputes every task.
     """
     logger = get_run_logger()
+    take_warnings()  # from earlier flows in this process: not this run's
     run_dir = Path(out).resolve()
     text_path = Path(text).resolve()
     if not text_path.is_file():
@@ -99,10 +101,12 @@ def charlm_flow(text: str, out: str, preset: str = "tiny", max_steps: int | None
          "held-out bits/char (scored)": scored["bits_per_char"], "held-out chars": scored["chars"],
          "train tokens/s": trained["tokens_per_s"], "device": trained["device"]}])
     report.markdown("samples", "Samples", "\n\n".join(f"```\n{t}\n```" for t in samples))
+    warnings = take_warnings()
+    report.warnings(warnings)
     summary = {"flow": "charlm", "text": str(text_path), "preset": model_preset, "steps": trained["step"],
                "best_val_bits_per_char": trained["best_val_bits_per_char"],
                "held_out_bits_per_char": scored["bits_per_char"], "resumed_training": trained["resumed"],
-               "samples": samples}
+               "samples": samples, "warnings": warnings}
     outputs = {"checkpoint": str(ckpt_dir / "best.pt"), "loss curve": str(ckpt_dir / "loss_curve.png"),
                "samples": str(samples_file)}
     outputs.update(report.write({**summary, "outputs": outputs}))

@@ -8,13 +8,13 @@ worker thread and merged back (same bytes as one ingest). Outputs, all under the
 
     ingest/        equations.jsonl, report.json            (pipeline.ingest.ingest, or merge_shards)
     ingest-shards/ NNN-of-MMM/ per shard (Dask runner only) (pipeline.ingest.ingest with shard_index)
-    topics/        the topic model                         (pipeline.topics.fit_topics)
+    topics/        the topic model                         (pipeline.topic_fit.fit_topics)
     models/topic/  best.pt of the θ-conditioned LSTM       (topicrnn.train.train)
     models/plain/  best.pt of the unconditioned baseline   (same budget, topic_dim=0)
-    generated/     equations.jsonl: topic, set, equation   (topicrnn.equation_model.sample_equations)
+    generated/     equations.jsonl: topic, set, equation   (topicrnn.generation.generate_for_topics)
     compile/       verdicts.jsonl, one per generated line  (pipeline.compile_check.check)
                    + per set: balanced share and real-vs-fake detector accuracy (pipeline.wellformed, .detector)
-    quiz/          quiz.json, answers.json, quiz.html, quiz.pdf (pipeline.quiz)
+    quiz/          quiz.json, answers.json, quiz.html, quiz.pdf (pipeline.quiz, pipeline.quiz_export)
     report.md, summary.json
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.caching import stage_task, started_with_same_key
+from flows.caching import stage_task, started_with_same_key, take_warnings, write_atomic
 from flows.reporting import RunReport, format_summary
 
 
@@ -124,10 +124,11 @@ def ingest_stage(corpus: list[Path], ingest_dir: Path, workers: int, task_option
     return merge_ingest_shards.with_options(**task_options)(shard_dirs, ingest_dir)
 
 
-@stage_task("topics", input_arg="data_dir", outputs=("out_dir",), code=("pipeline.topics",))
+@stage_task("topics", input_arg="data_dir", outputs=("out_dir",), code=("pipeline.topic_fit",))
 def fit_topic_model(data_dir: Path, out_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
-    """`pipeline.topics.fit_topics` on the ingest dir's train split."""
-    from pipeline.topics import TopicConfig, fit_topics
+    """`pipeline.topic_fit.fit_topics` on the ingest dir's train split."""
+    from pipeline.topic_fit import fit_topics
+    from pipeline.topics import TopicConfig
 
     model = fit_topics(data_dir, out_dir, TopicConfig(**overrides), progress=True)
     return {"k": int(model.k), "labels": list(model.labels),
@@ -135,106 +136,106 @@ def fit_topic_model(data_dir: Path, out_dir: Path, overrides: dict[str, Any]) ->
             "metrics": _jsonable(getattr(model, "metrics", None) or {})}
 
 
-@stage_task("train", input_arg="data_dir", outputs=("out_dir",), code=("topicrnn.train", "topicrnn.presets"),
+@stage_task("train", input_arg="data_dir", outputs=("out_dir",), code=("topicrnn.trainers", "topicrnn.presets"),
             retries=1)
 def train_equation_model(data_dir: Path, topics_dir: Path | None, out_dir: Path, preset: str,
                          overrides: list[str], max_steps: int | None, device: str) -> dict[str, Any]:
-    """`topicrnn.train.train` on the ingested equations (with θ from topics_dir, or none for the baseline);
-    resumes a crashed attempt of the same key from its last.pt."""
+    """`topicrnn.trainers.train_preset` on the ingested equations (with θ from topics_dir, or none for the
+    baseline); resumes a crashed attempt of the same key from its last.pt."""
     from topicrnn.presets import apply_overrides, get_preset
-    from topicrnn.train import train
+    from topicrnn.trainers import train_preset
 
     resume = started_with_same_key(out_dir) and (Path(out_dir) / "last.pt").is_file()
     p = apply_overrides(get_preset(preset), list(overrides))
-    result = train(p.model, p.train, out_dir, data_path=str(data_dir),
-                   topics_dir=None if topics_dir is None else str(topics_dir), resume=resume, device=device,
-                   max_steps=max_steps, progress=True, preset=p.name)
+    result = train_preset(p, out_dir, data_path=str(data_dir),
+                          topics_dir=None if topics_dir is None else str(topics_dir), resume=resume, device=device,
+                          max_steps=max_steps, progress=True)
     result = {k: v for k, v in result.items() if k != "history"}
     result["resumed"] = resume
     return result
 
 
-@stage_task("evaluate", input_arg="checkpoints", outputs=(), code=("topicrnn.equation_model",))
+@stage_task("evaluate", input_arg="checkpoints", outputs=(), code=("topicrnn.evaluation", "topicrnn.checkpoint"))
 def evaluate_models(data_dir: Path, topics_dir: Path, checkpoints: list[Path], max_equations: int | None,
                     seed: int, device: str = "cpu") -> dict[str, Any]:
-    """`topicrnn.equation_model.evaluate`: bits per character of the test split for each checkpoint (on
+    """`topicrnn.evaluation.evaluate`: bits per character of the test split for each checkpoint (on
     `device`), overall and per area (where the topic helps is rarely uniform)."""
-    from topicrnn.equation_model import evaluate, load_model
+    from topicrnn.checkpoint import load_model
+    from topicrnn.evaluation import evaluate
     from topicrnn.train import resolve_device
 
-    models = [load_model(c, device=str(resolve_device(device))) for c in checkpoints]
+    models = [load_model(c, device=resolve_device(device)) for c in checkpoints]
     table = evaluate(data_dir, topics_dir, models, split="test", max_equations=max_equations, seed=seed,
                      by="area", progress=True)
     return {"json": table.to_json(), "markdown": table.to_markdown()}
 
 
 @stage_task("generate", input_arg="checkpoint", outputs=("out_file",),
-            code=("topicrnn.equation_model", "topicrnn.train"))
+            code=("topicrnn.generation", "topicrnn.checkpoint", "topicrnn.train"))
 def generate_by_topic(checkpoint: Path, data_dir: Path, topics_dir: Path, out_file: Path, set_name: str,
                       per_topic: int, temperature: float, constrained: bool, seed: int,
                       device: str, top_p: float | None = None, length_control: bool = False) -> dict[str, Any]:
     """`per_topic` equations for every topic (θ = the topic's prototype; ignored by an unconditioned model)
-    with `topicrnn.equation_model.sample_equations`, under the syntax constraint with target lengths drawn from
+    with `topicrnn.generation.generate_for_topics`, under the syntax constraint with target lengths drawn from
     the topic's real training equations when `length_control`; one JSON line each in out_file."""
-    from topicrnn import equation_model as em
+    from pipeline.topics import ThetaTable
+    from topicrnn.checkpoint import load_model
+    from topicrnn.conditioning import topic_labels, topic_theta, training_prototypes
+    from topicrnn.generation import allowed_control_sequences, generate_for_topics, length_prior
     from topicrnn.train import resolve_device
 
-    lm = em.load_model(checkpoint, device=str(resolve_device(device)))
-    topic_model = em.load_topic_model(topics_dir)
-    prototypes = em.topic_prototypes(topic_model, em.read_split(data_dir, "train"))
-    controls = em.allowed_control_sequences(lm, data_dir) if constrained else None
-    prior = em.length_prior(lm, data_dir, topic_model) if constrained and length_control else None
-    labels = em.topic_labels(topic_model)
+    lm = load_model(checkpoint, device=resolve_device(device))
+    topic_model = ThetaTable(topics_dir)  # θ and labels only: no LDA needed
+    prototypes = training_prototypes(topic_model, data_dir)
+    generated = generate_for_topics(
+        lm, {t: topic_theta(topic_model, t, prototypes=prototypes) for t in range(int(topic_model.k))}, per_topic,
+        temperature=temperature, seed=seed, constrained=constrained, top_p=top_p,
+        syntax=allowed_control_sequences(lm, data_dir) if constrained else None,
+        lengths=length_prior(lm, data_dir, topic_model) if constrained and length_control else None)
+    labels = topic_labels(topic_model)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.with_name(out_file.name + ".part")
-    n = 0
     with open(tmp, "w", encoding="utf-8") as fh:
-        for topic in range(int(topic_model.k)):
-            theta = em.topic_theta(topic_model, topic, prototypes=prototypes)
-            targets = prior.targets(topic, per_topic, seed + 7919 * topic) if prior is not None else None
-            equations = em.sample_equations(lm, theta, n=per_topic, temperature=temperature,
-                                            seed=seed + 7919 * topic, control_sequences=controls,
-                                            constrained=constrained, top_p=top_p, target_lengths=targets)
-            for eq in equations:
-                fh.write(json.dumps({"set": set_name, "topic": topic, "label": labels[topic], "equation": eq},
-                                    ensure_ascii=False) + "\n")
-                n += 1
+        for g in generated:
+            fh.write(json.dumps({"set": set_name, "topic": g.topic, "label": labels[g.topic], "equation": g.equation},
+                                ensure_ascii=False) + "\n")
     tmp.replace(out_file)
-    return {"set": set_name, "equations": n, "file": str(out_file)}
+    return {"set": set_name, "equations": len(generated), "file": str(out_file)}
 
 
 @stage_task("compile-check", input_arg="equations_file", outputs=(), code=("pipeline.compile_check",))
 def compile_check_batch(equations_file: Path, start: int, stop: int, workers: int,
-                        use_cache: bool = True) -> list[list[Any]]:
-    """`pipeline.compile_check.check` on lines [start, stop) of a JSONL file: [[ok, error], ...] in order."""
-    from pipeline.compile_check import check
+                        use_cache: bool = True) -> dict[str, list]:
+    """`pipeline.compile_check.check` on lines [start, stop) of a JSONL file: {"verdicts": [[ok, error], ...]
+    in order, "warnings": [...] (a verdict cache in trouble: the check went on without it)}."""
+    from pipeline.compile_check import CheckStats, check
 
     with open(equations_file, encoding="utf-8") as fh:
         lines = [line for i, line in enumerate(fh) if start <= i < stop]
     equations = [json.loads(line)["equation"] for line in lines]
-    return [[bool(v.ok), v.error] for v in check(equations, workers=workers, use_cache=use_cache)]
+    stats = CheckStats()
+    verdicts = check(equations, workers=workers, use_cache=use_cache, stats=stats)
+    return {"verdicts": [[bool(v.ok), v.error] for v in verdicts], "warnings": list(stats.warnings)}
 
 
-@stage_task("judge", input_arg="equations_file", outputs=(), code=("pipeline.detector", "pipeline.wellformed"))
+@stage_task("judge", input_arg="equations_file", outputs=(),
+            code=("pipeline.detector", "pipeline.quiz", "pipeline.topics", "pipeline.wellformed"))
 def judge_generated(equations_file: Path, data_dir: Path, topics_dir: Path, seed: int) -> dict[str, Any]:
     """How a generated set compares with real test equations: balanced ( ) [ ] \\{ \\} share
     (`pipeline.wellformed`) and the cross-validated real-vs-fake detectors against real test equations of the
     same topic and length (`pipeline.detector.detect`; 0.5 = indistinguishable)."""
-    import numpy as np
-
     from pipeline.detector import detect
-    from pipeline.ingest import read_records
-    from pipeline.topics import TopicModel
+    from pipeline.quiz import quiz_reals
+    from pipeline.topics import ThetaTable
     from pipeline.wellformed import balanced_share
 
     generated = [json.loads(line) for line in equations_file.read_text(encoding="utf-8").splitlines()]
-    theta = TopicModel.load(topics_dir).theta_by_id()
-    test = [r for r in read_records(data_dir) if r.get("split") == "test" and r["id"] in theta]
+    _, test = quiz_reals(data_dir, ThetaTable(topics_dir).theta_by_id())  # test split, dominant topics
     fakes, reals = [g["equation"] for g in generated], [r["equation"] for r in test]
     out: dict[str, Any] = {"balanced": balanced_share(fakes), "real_balanced": balanced_share(reals)}
     try:
         result = detect(fakes, reals, seed=seed, fake_topics=[g["topic"] for g in generated],
-                        real_topics=[int(np.argmax(theta[r["id"]])) for r in test])
+                        real_topics=[r["topic"] for r in test])
     except ValueError:  # fewer than 2 topic-matched pairs (a tiny corpus)
         return out
     out.update(detector_char=result["char"].accuracy, detector_tokens=result["tokens"].accuracy,
@@ -243,29 +244,23 @@ def judge_generated(equations_file: Path, data_dir: Path, topics_dir: Path, seed
 
 
 @stage_task("quiz", input_arg="fakes_file", outputs=("out_dir",),
-            code=("pipeline.quiz", "pipeline.ingest", "topicrnn.equation_model"))
+            code=("pipeline.quiz", "pipeline.quiz_export", "pipeline.topics"))
 def export_quiz_files(data_dir: Path, topics_dir: Path, fakes_file: Path, verdicts_file: Path, out_dir: Path,
                       n: int, seed: int) -> dict[str, Any]:
-    """`pipeline.quiz.build_quiz` + `export_quiz`: real test-split equations against generated ones."""
-    from pipeline.ingest import read_records
-    from pipeline.quiz import FakeEquation, attach_dominant_topics, build_quiz, export_quiz, quiz_summary
-    from topicrnn import equation_model as em
+    """`pipeline.quiz_export.assemble_quiz`: real test-split equations against the generated ones."""
+    from pipeline.quiz import FakeEquation, quiz_reals
+    from pipeline.quiz_export import assemble_quiz
+    from pipeline.topics import ThetaTable
 
-    topic_model = em.load_topic_model(topics_dir)
-    reals = attach_dominant_topics(read_records(data_dir), topic_model.theta_by_id(), split="test")
-    if not reals:
-        raise ValueError(f"no test-split equation of {data_dir} has a topic: the corpus is too small for a quiz")
+    topic_table = ThetaTable(topics_dir)
+    _, reals = quiz_reals(data_dir, topic_table.theta_by_id())
     fakes = []
     with open(fakes_file, encoding="utf-8") as gf, open(verdicts_file, encoding="utf-8") as vf:
         for g_line, v_line in zip(gf, vf):
             g, v = json.loads(g_line), json.loads(v_line)
             fakes.append(FakeEquation(equation=g["equation"], topic=int(g["topic"]), compiles=bool(v["ok"]),
                                       error=v.get("error")))
-    quiz = build_quiz(reals, fakes, n, seed, topic_labels=em.topic_labels(topic_model))
-    paths = export_quiz(quiz, out_dir, progress=True)
-    summary = quiz_summary(quiz)
-    summary["files"] = {name: str(path) for name, path in paths.items()}
-    return summary
+    return assemble_quiz(reals, fakes, n, seed, out_dir, topic_labels=topic_table.labels)[2]
 
 
 # --------------------------------------------------------------------------------------------------- flow
@@ -281,6 +276,7 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
     import os
 
     logger = get_run_logger()
+    take_warnings()  # from earlier flows in this process: not this run's
     if preset not in RUN_PRESETS:
         raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(RUN_PRESETS)}")
     cfg = RUN_PRESETS[preset]
@@ -299,6 +295,10 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
 
     ingest_dir, topics_dir = run_dir / "ingest", run_dir / "topics"
     corpus_stats = ingest_stage(corpus_paths, ingest_dir, workers, opts)
+    if not corpus_stats["equations"]:
+        raise ValueError(f"the corpus {', '.join(map(str, corpus_paths))} has no display equations "
+                         f"({corpus_stats['papers_read']} papers read; see {ingest_dir / 'report.json'}): "
+                         "give papers with \\[...\\], equation or align environments")
     logger.info("ingest: %s equations from %s papers", corpus_stats["equations"], corpus_stats["papers_read"])
     topics = t(fit_topic_model)(ingest_dir, topics_dir, dict(cfg.topics, seed=seed))
     logger.info("topics: K = %s", topics["k"])
@@ -330,14 +330,17 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
         verdict_futures[set_name] = [
             t(compile_check_batch).submit(path, start, min(start + cfg.compile_batch, n), 1)
             for start in range(0, n, cfg.compile_batch)]
-    verdicts: dict[str, list] = {s: [v for f in fs for v in f.result()] for s, fs in verdict_futures.items()}
+    checked = {s: [f.result() for f in fs] for s, fs in verdict_futures.items()}
+    verdicts: dict[str, list] = {s: [v for r in rs for v in r["verdicts"]] for s, rs in checked.items()}
+    # Warnings of the checks made in this run (a result from the task cache repeats a past run's).
+    cache_warnings = sorted({w for fs in verdict_futures.values() for f in fs if f.state.name != "Cached"
+                             for w in f.result()["warnings"]})
     compile_dir = run_dir / "compile"
     compile_dir.mkdir(parents=True, exist_ok=True)
     verdict_files = {}
     for set_name, vs in verdicts.items():
-        verdict_files[set_name] = compile_dir / f"{set_name}.verdicts.jsonl"
-        verdict_files[set_name].write_text("".join(json.dumps({"ok": ok, "error": err}) + "\n" for ok, err in vs),
-                                           encoding="utf-8")
+        verdict_files[set_name] = write_atomic(compile_dir / f"{set_name}.verdicts.jsonl",
+                                               "".join(json.dumps({"ok": ok, "error": err}) + "\n" for ok, err in vs))
 
     quiz = t(export_quiz_files)(ingest_dir, topics_dir, Path(generated["topic"]["file"]), verdict_files["topic"],
                                 run_dir / "quiz", cfg.quiz_questions, seed)
@@ -366,6 +369,8 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
     report.markdown("samples", "Sample equations by topic (syntax-aware decoding, compiling)",
                     sample_markdown(Path(generated["topic"]["file"]), verdicts["topic"], per_topic=2))
     report.link("quiz", "Quiz", Path(quiz["files"]["quiz.html"]))
+    warnings = cache_warnings + take_warnings()
+    report.warnings(warnings)
 
     overall = {r["set"]: r for r in rates if r["topic"] == "all"}
     summary = {
@@ -377,6 +382,7 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
         "detector_accuracy": {s: q.get("detector_char") for s, q in quality.items()},
         "quiz_questions": quiz["questions"],
         "train_steps": {m: r["step"] for m, r in trained.items()},
+        "warnings": warnings,
     }
     outputs = {"ingest": str(ingest_dir / "equations.jsonl"), "topics": str(topics_dir),
                "topic model": str(models["topic"] / "best.pt"), "baseline": str(models["plain"] / "best.pt"),

@@ -6,10 +6,13 @@ from the cache still shows every table in the Prefect UI. Each artifact is also 
 """
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
 from typing import Any, Sequence
+
+from flows.caching import write_atomic
 
 
 def artifact_key(text: str) -> str:
@@ -42,6 +45,22 @@ class RunReport:
             create_table_artifact(table=[{k: _cell(v) for k, v in r.items()} for r in rows],
                                   key=artifact_key(f"{self.flow_name}-{key}"), description=title)
 
+    def figure(self, key: str, title: str, path: Path) -> None:
+        """A PNG: an image in report.md (path relative to the run folder) and, in Prefect, a markdown artifact
+        holding the image itself (a data URI, so the UI shows it without access to this machine's disk)."""
+        path = Path(path)
+        try:
+            shown = path.resolve().relative_to(self.run_dir.resolve())
+        except ValueError:
+            shown = path
+        self.sections.append(f"## {title}\n\n![{title}]({shown})\n")
+        if self.prefect_artifacts:
+            from prefect.artifacts import create_markdown_artifact
+
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+            create_markdown_artifact(markdown=f"## {title}\n\n![{title}](data:image/png;base64,{data})\n\n`{path}`",
+                                     key=artifact_key(f"{self.flow_name}-{key}"), description=title)
+
     def link(self, key: str, title: str, path: Path) -> None:
         self.sections.append(f"## {title}\n\n`{path}`\n")
         if self.prefect_artifacts:
@@ -50,13 +69,19 @@ class RunReport:
             create_link_artifact(link=Path(path).resolve().as_uri(), link_text=str(path),
                                  key=artifact_key(f"{self.flow_name}-{key}"), description=title)
 
+    def warnings(self, warnings: Sequence[str]) -> None:
+        """A section for the caches that were in trouble (the run went on without them), when there were any."""
+        if warnings:
+            self.markdown("warnings", "Warnings (caches in trouble: the run went on without them)",
+                          "\n".join(f"- {w}" for w in warnings))
+
     def write(self, summary: dict[str, Any]) -> dict[str, str]:
         """Write report.md and summary.json into the run folder; returns their paths."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         report = self.run_dir / "report.md"
-        report.write_text("\n".join(self.sections), encoding="utf-8")
+        write_atomic(report, "\n".join(self.sections))  # a run killed here leaves the old report whole
         summary_path = self.run_dir / "summary.json"
-        summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+        write_atomic(summary_path, json.dumps(summary, indent=2, default=str) + "\n")
         return {"report": str(report), "summary": str(summary_path)}
 
 

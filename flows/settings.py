@@ -3,8 +3,12 @@
 `make run` and `topiceq run` must work on a fresh machine with nothing to set up: Prefect's embedded
 (ephemeral) server, no telemetry, a start-up timeout long enough for a busy 2-core machine, and Prefect's
 home inside the project's git-ignored `data/` folder so runs leave nothing in the user's home directory.
-Every value is a default: a variable already set in the environment (e.g. PREFECT_API_URL pointing at a
-real `prefect server`, or a test's temporary PREFECT_HOME) wins.
+`topiceq run` puts Prefect's home into its run folder (`RUNDIR/.prefect`): the embedded server keeps its
+sqlite database there, and two runs at once on different folders must not share one database (two
+servers migrating and writing one sqlite file is where Prefect itself answers "database is locked"); one run
+per folder is guaranteed by flows.launch. Every value is a default: a variable already set in the
+environment (e.g. PREFECT_API_URL pointing at a real `prefect server`, or a test's temporary PREFECT_HOME)
+wins.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PREFECT_HOME = REPO_ROOT / "data" / "prefect-home"
+RUN_PREFECT_HOME = ".prefect"  # a run folder's own Prefect home (topiceq run)
 
 PREFECT_ENV_DEFAULTS: dict[str, str] = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

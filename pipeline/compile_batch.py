@@ -23,23 +23,19 @@ that was undefined and is now defined, a group that would not close, an open con
 stops the run, and the rest start in a fresh one. After every equation, clean or not, the first-use state of
 the math alphabets is put back (FIRST_USE_SETUP), so that the next equation meets them as it would alone.
 
-Speed: a run starts from the preamble's format stored uncompressed (FormatCache), in a folder in /dev/shm
+Speed: a run starts from the preamble's format stored uncompressed (compile_cache.FormatCache), in a folder in /dev/shm
 (compile_tex.scratch_root); an equation inside a run costs ~0.5 ms, a start ~70 ms.
 """
 from __future__ import annotations
 
-import gzip
-import hashlib
-import os
 import re
 import secrets
 import subprocess
-import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.compile_tex import SandboxConfig, error_text, is_error_line, read_log, run_tex, scratch_root
+from pipeline.compile_tex import (SandboxConfig, error_text, is_error_line, read_log, run_tex,
+                                  scratch_folder)
 
 BATCH_SETUP = r"""\makeatletter
 % Uncompressed PDF streams: the batch's PDF is thrown away, and no TeX error depends on compression.
@@ -266,64 +262,6 @@ def preamble_line_count(preamble: str) -> int:
     return preamble.count("\n") + (0 if preamble.endswith("\n") else 1) + 1  # + \begin{document}
 
 
-def uncompressed_format(data: bytes) -> bytes:
-    """The format as pdftex reads it. pdftex writes formats gzip-compressed and reads them through zlib's
-    gzread, which returns the bytes of a file that is not gzip-compressed as they are: the decompressed file
-    gives pdftex exactly the same bytes to undump, and a start from it skips ~100 ms of inflating 18 MB."""
-    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-
-
-class FormatCache:
-    """A pdflatex format with the preamble preloaded (`pdflatex -ini "&pdflatex" ... \\dump`), one per preamble
-    and engine, built once into the cache folder; None when the preamble cannot be dumped."""
-
-    def __init__(self, cache_dir: Path, engine: str, config: SandboxConfig) -> None:
-        self.dir = cache_dir / "formats"
-        self.engine = engine
-        self.config = config
-        self._lock = threading.Lock()
-        self._known: dict[str, Path | None] = {}
-
-    def standard(self) -> Path | None:
-        """An uncompressed copy of pdflatex's own format (None when it cannot be found)."""
-        with self._lock:
-            if "" not in self._known:
-                self._known[""] = None
-                src = subprocess.run(["kpsewhich", "-engine=pdftex", "pdflatex.fmt"], capture_output=True,
-                                     text=True).stdout.strip()
-                if src:
-                    fmt = self.dir / f"pdflatex-{self.engine}-u.fmt"  # engine: version, format size and time
-                    if not fmt.exists():
-                        self.dir.mkdir(parents=True, exist_ok=True)
-                        part = fmt.with_suffix(f".{os.getpid()}.{secrets.token_hex(4)}.part")
-                        part.write_bytes(uncompressed_format(Path(src).read_bytes()))
-                        os.replace(part, fmt)
-                    self._known[""] = fmt
-            return self._known[""]
-
-    def get(self, preamble: str) -> Path | None:
-        key = hashlib.sha256((self.engine + "\0" + preamble).encode()).hexdigest()[:20]
-        with self._lock:
-            if key in self._known:
-                return self._known[key]
-            fmt = self.dir / f"teq-{key}-u.fmt"
-            if not fmt.exists():
-                self.dir.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryDirectory(prefix="teq-fmt-") as tmp:
-                    tmpdir = Path(tmp)
-                    (tmpdir / "pre.tex").write_text(preamble + "\n\\dump\n", encoding="utf-8")
-                    res = run_tex(["-ini", "-jobname=teqfmt", "-interaction=nonstopmode", "-halt-on-error",
-                                   "-no-shell-escape", "&pdflatex", "pre.tex"], tmpdir, 120.0, self.config)
-                    built = tmpdir / "teqfmt.fmt"
-                    if res.returncode == 0 and built.exists():
-                        # Copied under a temporary name, then renamed: other processes see all of it or none.
-                        part = fmt.with_suffix(f".{os.getpid()}.{secrets.token_hex(4)}.part")
-                        part.write_bytes(uncompressed_format(built.read_bytes()))
-                        os.replace(part, fmt)
-            self._known[key] = fmt if fmt.exists() else None
-            return self._known[key]
-
-
 def run_batch(equations: list[str], preamble: str, fmt: Path | None, timeout: float, config: SandboxConfig,
               state_tex: str | None = None, check_every: bool = False,
               raw_log: list[str] | None = None,
@@ -333,23 +271,21 @@ def run_batch(equations: list[str], preamble: str, fmt: Path | None, timeout: fl
     preamble's math versions, whose alphabets' first-use state is put back after every equation."""
     nonce = secrets.token_hex(6)
     lines_before = preamble_line_count(preamble)
-    with tempfile.TemporaryDirectory(prefix="teq-batch-", dir=scratch_root()) as tmp:
-        tmpdir = Path(tmp)
-        for k, eq in enumerate(equations):
-            (tmpdir / f"tq{k}.tex").write_bytes(equation_file_text(eq, lines_before).encode("utf-8"))
-        body = ["\\begin{document}", BATCH_SETUP.replace("NONCE", nonce)]
-        if versions:
-            body.append(first_use_tex(versions).replace("NONCE", nonce))
-        if state_tex is not None:
-            (tmpdir / "teqstate.tex").write_text(state_tex.replace("NONCE", nonce), encoding="latin-1")
-            body.append("\\begingroup\\catcode`\\@=11 \\catcode`\\_=11 \\catcode`\\:=11 "
-                        "\\pdfprimitive\\input ./teqstate.tex \\endgroup")
-            body.append("\\makeatletter\\def\\teq@unclean{\\teq@check\\ifx\\teq@tainted\\relax\\teq@stop\\fi}"
-                        + ("\\let\\teq@clean\\teq@check" if check_every else "") + "\\makeatother")
-        body += [f"\\csname teq@do\\endcsname{{{k}}}" for k in range(len(equations))]
-        body.append("\\clearpage\\deadcycles0 \\csname @@end\\endcsname")
-        args, text = tex_job(body, preamble, fmt)
-        (tmpdir / "batch.tex").write_text(text, encoding="utf-8")
+    files = {f"tq{k}.tex": equation_file_text(eq, lines_before).encode("utf-8") for k, eq in enumerate(equations)}
+    body = ["\\begin{document}", BATCH_SETUP.replace("NONCE", nonce)]
+    if versions:
+        body.append(first_use_tex(versions).replace("NONCE", nonce))
+    if state_tex is not None:
+        files["teqstate.tex"] = state_tex.replace("NONCE", nonce).encode("latin-1")
+        body.append("\\begingroup\\catcode`\\@=11 \\catcode`\\_=11 \\catcode`\\:=11 "
+                    "\\pdfprimitive\\input ./teqstate.tex \\endgroup")
+        body.append("\\makeatletter\\def\\teq@unclean{\\teq@check\\ifx\\teq@tainted\\relax\\teq@stop\\fi}"
+                    + ("\\let\\teq@clean\\teq@check" if check_every else "") + "\\makeatother")
+    body += [f"\\csname teq@do\\endcsname{{{k}}}" for k in range(len(equations))]
+    body.append("\\clearpage\\deadcycles0 \\csname @@end\\endcsname")
+    args, text = tex_job(body, preamble, fmt)
+    files["batch.tex"] = text.encode("utf-8")
+    with scratch_folder("teq-batch-", files) as tmpdir:
         # An equation takes ~0.5 ms here and the start ~70 ms, so this leaves a wide margin; an equation that
         # hangs only in a shared run (it reads past its file into the driver, e.g. `\\bm` cut off in `aligned`)
         # costs this much instead of twice the rule's limit: its run is killed, what the log holds is judged,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
+import secrets
 import sys
 import tempfile
 import threading
@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import compile_safety
-from pipeline.compile_batch import (CALIBRATION_EQUATIONS, BatchOutcome, FormatCache, math_versions, run_batch,
-                                    state_check_tex, state_names, tex_job)
-from pipeline.compile_tex import (PDFLATEX_RUNS, SandboxConfig, engine_id, first_error, read_log, run_tex,
-                                  sandbox_env, scratch_root)
+from pipeline.compile_cache import FormatCache, VerdictCache, warn
+from pipeline.compile_batch import (CALIBRATION_EQUATIONS, BatchOutcome, math_versions, run_batch, state_check_tex,
+                                    state_names, tex_job)
+from pipeline.compile_tex import (PDFLATEX_RUNS, SandboxConfig, engine_id, first_error, pdflatex_path, read_log,
+                                  run_tex, sandbox_env, scratch_folder)
 
 DEFAULT_PREAMBLE = "\\documentclass{article}\n\\usepackage{amsmath,amssymb,amsfonts,mathtools,bm}\n"
 
@@ -65,7 +66,7 @@ def check_one_document(equation: str, preamble: str | None = None, timeout: floa
 def _one_document(equation: str, preamble: str | None, timeout: float, config: CompileConfig,
                   standard_format: Path | None) -> Verdict:
     """The rule's run; STANDARD_FORMAT: an uncompressed copy of pdflatex's own format to start from (the same
-    bytes undumped, see compile_batch.uncompressed_format; -progname keeps kpathsea's settings pdflatex's)."""
+    bytes undumped, see compile_cache.uncompressed_format; -progname keeps kpathsea's settings pdflatex's)."""
     fmt_args = [f"-fmt={standard_format.with_suffix('')}", "-progname=pdflatex"] if standard_format else []
     # On disk, not in /dev/shm: an equation checked alone may write files (\openout, up to the file-size cap each).
     with tempfile.TemporaryDirectory(prefix="teq-one-") as tmp:
@@ -90,58 +91,6 @@ def _one_document(equation: str, preamble: str | None, timeout: float, config: C
         return Verdict(False, err, res.seconds)
 
 
-class VerdictCache:
-    """sqlite file of verdicts and of control-sequence meanings, safe to share between processes."""
-
-    def __init__(self, cache_dir: Path) -> None:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        self.path = cache_dir / "verdicts.sqlite"
-        self._local = threading.local()
-        with self._conn() as con:
-            con.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, ok INTEGER, error TEXT, "
-                        "seconds REAL)")
-            con.execute("CREATE TABLE IF NOT EXISTS meanings (pkey TEXT, name TEXT, meaning TEXT, "
-                        "PRIMARY KEY (pkey, name))")
-
-    def _conn(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = sqlite3.connect(self.path, timeout=60)
-            con.execute("PRAGMA journal_mode=WAL")
-            self._local.con = con
-        return con
-
-    def get_verdicts(self, keys: list[str]) -> dict[str, Verdict]:
-        out: dict[str, Verdict] = {}
-        con = self._conn()
-        for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
-            rows = con.execute(f"SELECT key, ok, error, seconds FROM verdicts WHERE key IN "
-                               f"({','.join('?' * len(chunk))})", chunk).fetchall()
-            out.update({k: Verdict(bool(ok), err, sec) for k, ok, err, sec in rows})
-        return out
-
-    def put_verdicts(self, items: list[tuple[str, Verdict]]) -> None:
-        with self._conn() as con:
-            con.executemany("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?)",
-                            [(k, int(v.ok), v.error, v.seconds) for k, v in items])
-
-    def get_meanings(self, pkey: str, names: list[str]) -> dict[str, str | None]:
-        out: dict[str, str | None] = {}
-        con = self._conn()
-        for i in range(0, len(names), 500):
-            chunk = names[i:i + 500]
-            rows = con.execute(f"SELECT name, meaning FROM meanings WHERE pkey = ? AND name IN "
-                               f"({','.join('?' * len(chunk))})", [pkey, *chunk]).fetchall()
-            out.update(dict(rows))
-        return out
-
-    def put_meanings(self, pkey: str, meanings: dict[str, str | None]) -> None:
-        with self._conn() as con:
-            con.executemany("INSERT OR REPLACE INTO meanings VALUES (?, ?, ?)",
-                            [(pkey, k, v) for k, v in meanings.items()])
-
-
 def query_meanings(names: list[str], preamble: str, fmt: Path | None, config: CompileConfig) -> dict[str, str | None]:
     """`\\meaning` of each control-sequence name in the document body under PREAMBLE (None: undefined)."""
     out: dict[str, str | None] = {}
@@ -153,9 +102,7 @@ def query_meanings(names: list[str], preamble: str, fmt: Path | None, config: Co
     body += [f"\\teq@q{{{name}}}" for name in names]
     body.append("\\csname @@end\\endcsname")
     args, text = tex_job(body, preamble, fmt)
-    with tempfile.TemporaryDirectory(prefix="teq-names-", dir=scratch_root()) as tmp:
-        tmpdir = Path(tmp)
-        (tmpdir / "names.tex").write_text(text, encoding="utf-8")
+    with scratch_folder("teq-names-", {"names.tex": text.encode("utf-8")}) as tmpdir:
         run_tex(args + ["names.tex"], tmpdir, 60.0, config.sandbox)
         for line in read_log(tmpdir / "names.log"):
             if line.startswith("@@Q") and "=" in line:
@@ -182,6 +129,7 @@ class CheckStats:
     batch_runs: int = 0  # shared pdflatex runs (a run stopped early and restarted counts twice)
     in_doubt: int = 0  # batch equations re-checked alone
     alone: int = 0  # equations checked alone because they may leave a trace
+    warnings: list[str] = field(default_factory=list)  # cache trouble: the check went on without it
 
     def add(self, **kw: int) -> None:
         with _STATS_LOCK:
@@ -205,17 +153,18 @@ class _Checker:
     """One call of `check`: the shared state of its worker threads."""
 
     def __init__(self, preamble: str, cache_dir: Path, timeout: float, config: CompileConfig,
-                 use_cache: bool) -> None:
+                 use_cache: bool, stats: CheckStats | None = None) -> None:
         self.preamble = preamble
         self.timeout = timeout
         self.config = config
+        pdflatex_path()  # TeX missing: its message, before anything else (engine_id is remembered per process)
         self.engine = engine_id()
         self.use_cache = use_cache
+        self.stats = stats if stats is not None else CheckStats()
         # The sqlite file also keeps control-sequence meanings: those are kept even without the verdict cache.
-        self.cache = VerdictCache(cache_dir)
-        self.formats = FormatCache(cache_dir, self.engine, config.sandbox)
+        self.cache = VerdictCache(cache_dir, self.stats.warnings)
+        self.formats = FormatCache(cache_dir, self.engine, config.sandbox, self.stats.warnings)
         self._meaning_memo: dict[tuple[str, str], str | None] = {}
-        self.stats = CheckStats()
         self.cache_dir = cache_dir
         self._state_lock = threading.Lock()
         self._state_tex: str | None | bool = False  # False: not built yet
@@ -252,7 +201,8 @@ class _Checker:
         if volatile_file.is_file():
             try:
                 volatile = set(json.loads(volatile_file.read_text()))
-            except (ValueError, OSError):
+            except (ValueError, OSError, TypeError) as exc:  # damaged: computed again and replaced below
+                warn(self.stats.warnings, f"{volatile_file} was unreadable ({exc}); rebuilt")
                 volatile = None
         if volatile is None:
             # Names that change while valid equations are typeset are caches or scratch: not watched.
@@ -264,10 +214,13 @@ class _Checker:
             if not any(line.startswith(f"@@NONCE E{len(CALIBRATION_EQUATIONS) - 1} ") for line in log):
                 return None  # calibration did not run through: no state check, runs stop instead
             volatile = {line.split()[2] for line in log if line.startswith("@@NONCE S ")}
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = volatile_file.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(sorted(volatile)))
-            os.replace(tmp, volatile_file)
+            try:
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+                tmp = volatile_file.with_suffix(f".{os.getpid()}.{secrets.token_hex(4)}.tmp")
+                tmp.write_text(json.dumps(sorted(volatile)))
+                os.replace(tmp, volatile_file)
+            except OSError as exc:  # read-only or full: computed again next time
+                warn(self.stats.warnings, f"could not keep {volatile_file.name} in the compile cache ({exc})")
         return state_check_tex(meanings, volatile)
 
     def alone(self, equation: str) -> Verdict:
@@ -348,17 +301,28 @@ class _Checker:
 
 def check(equations, *, workers: int | None = None, preamble: str | None = None, use_cache: bool = True,
           cache_dir: str | Path | None = None, timeout: float = 10.0, progress: bool = False,
-          config: CompileConfig | None = None) -> list[Verdict]:
-    """Verdicts for EQUATIONS in input order, each the same as `check_one_document`'s."""
+          config: CompileConfig | None = None, stats: CheckStats | None = None) -> list[Verdict]:
+    """Verdicts for EQUATIONS in input order, each the same as `check_one_document`'s.
+
+    STATS, when given, is filled with what the call did, including the warnings of a cache in trouble (the
+    check then went on without it); `last_stats()` returns the same object."""
     equations = [str(e) for e in equations]
     config = config or CompileConfig()
     preamble = preamble if preamble is not None else DEFAULT_PREAMBLE
     workers = max(1, workers or os.cpu_count() or 1)
     checker = _Checker(preamble, Path(cache_dir) if cache_dir else default_cache_dir(), timeout, config,
-                       use_cache)
-    results: list[Verdict | None] = [None] * len(equations)
+                       use_cache, stats)
     global _LAST_STATS
     _LAST_STATS = checker.stats
+    try:
+        return _check(checker, equations, workers, preamble, use_cache, timeout, progress, config)
+    finally:
+        checker.cache.close()
+
+
+def _check(checker: _Checker, equations: list[str], workers: int, preamble: str, use_cache: bool,
+           timeout: float, progress: bool, config: CompileConfig) -> list[Verdict]:
+    results: list[Verdict | None] = [None] * len(equations)
     checker.stats.equations = len(equations)
 
     keys: list[str] = []
@@ -368,7 +332,7 @@ def check(equations, *, workers: int | None = None, preamble: str | None = None,
         hits = checker.cache.get_verdicts(sorted(set(keys)))
         for i, key in enumerate(keys):
             if key in hits:
-                results[i] = hits[key]
+                results[i] = Verdict(*hits[key])
 
     # Identical equations are checked once.
     todo_by_eq: dict[str, list[int]] = {}
@@ -435,7 +399,7 @@ def check(equations, *, workers: int | None = None, preamble: str | None = None,
         if bar is not None:
             bar.close()
         if use_cache and fresh:
-            checker.cache.put_verdicts(fresh)
+            checker.cache.put_verdicts([(k, v.ok, v.error, v.seconds) for k, v in fresh])
     return results  # type: ignore[return-value]
 
 

@@ -15,9 +15,12 @@ import select
 import signal
 import subprocess
 import threading
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 
 @dataclass
@@ -51,23 +54,67 @@ PDFLATEX_RUNS = RunCounter()
 def pdflatex_path() -> str:
     path = shutil.which("pdflatex")
     if path is None:
-        raise RuntimeError("pdflatex not found: install TeX Live (texlive-latex-base, texlive-latex-recommended), "
-                           "e.g. `sudo make setup`")
+        raise RuntimeError("pdflatex not found: install TeX Live, e.g. `sudo apt-get install texlive-latex-base "
+                           "texlive-latex-recommended texlive-fonts-recommended` on Debian/Ubuntu, or `sudo make "
+                           "setup` in the repository")
     return path
 
 
 _SCRATCH: list[str | None] = []
+STALE_SCRATCH_S = 3600.0  # a run lasts seconds; a folder this old was left by a killed process
 
 
 def scratch_root() -> str | None:
     """Parent of the temporary folders the runs work in: /dev/shm (memory) where it is a writable folder, else
     the system default (None). A batch writes one small file per equation; on this machine's disk creating a
     file costs ~0.9 ms, in /dev/shm ~0.02 ms. Only for runs of batch-safe equations, which cannot open files for
-    writing (\\openout, \\write are not on the reviewed list): memory is not filled by a hostile equation."""
+    writing (\\openout, \\write are not on the reviewed list): memory is not filled by a hostile equation.
+    The first call also removes this user's scratch folders that a killed process left, there and in the
+    system's temporary folder."""
     if not _SCRATCH:
         root = "/dev/shm"
-        _SCRATCH.append(root if os.path.isdir(root) and os.access(root, os.W_OK | os.X_OK) else None)
+        usable = os.path.isdir(root) and os.access(root, os.W_OK | os.X_OK)
+        _SCRATCH.append(root if usable else None)
+        for folder in ([root] if usable else []) + [tempfile.gettempdir()]:
+            _remove_stale_scratch(Path(folder))
     return _SCRATCH[0]
+
+
+def _remove_stale_scratch(root: Path) -> None:
+    now = time.time()
+    try:
+        entries = list(root.glob("teq-*"))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            st = entry.lstat()
+            if entry.is_dir() and st.st_uid == os.getuid() and now - st.st_mtime > STALE_SCRATCH_S:
+                shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            continue
+
+
+@contextmanager
+def scratch_folder(prefix: str, files: dict[str, bytes]) -> Iterator[Path]:
+    """A temporary folder holding FILES, in memory (scratch_root) when it has room, else on disk; removed
+    after use. A full /dev/shm (shared by every process on the machine) costs speed, never a verdict."""
+    roots = [scratch_root()] + ([None] if scratch_root() is not None else [])
+    for n, root in enumerate(roots):
+        tmp = None
+        try:
+            tmp = tempfile.TemporaryDirectory(prefix=prefix, dir=root)
+            for name, content in files.items():
+                (Path(tmp.name) / name).write_bytes(content)
+        except OSError:
+            if tmp is not None:
+                tmp.cleanup()
+            if n + 1 == len(roots):
+                raise
+            continue
+        with tmp:
+            yield Path(tmp.name)
+        return
 
 
 def sandbox_env() -> dict[str, str]:

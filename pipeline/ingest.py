@@ -1,18 +1,21 @@
 """Corpus stage: LaTeX sources -> `DIR/equations.jsonl` (one display equation per line) + `DIR/report.json`.
 
 `ingest(sources, out_dir, config)` reads files/folders/archives (see `pipeline.sources`), processes papers
-in worker processes (`config.workers`), and streams records to `equations.jsonl` in a deterministic order.
-Nothing is written outside `out_dir`. `read_records(dir)` reads the records back.
+in worker processes (`config.workers`) and streams raw records in a deterministic order; a finishing pass
+then gives every paper the split of its identity, reads the same paper once and keeps val/test equations
+that a train paper holds out of val/test (`pipeline.splits`). Nothing is written outside `out_dir`.
+`read_records(dir)` reads the records back; `report.json` accounts for every input (`pipeline.ingest_report`).
 
 Sharding (scale-out over machines): `IngestConfig(shard_index=i, shard_count=n)` processes only the papers at
-positions p of the job list with p % n == i (every shard walks the same sorted job list) and also writes
-`DIR/papers.jsonl` (one line per paper: its position, record count and report entries); `merge_shards(dirs,
-out_dir)` interleaves n such shard folders back into exactly the `equations.jsonl` and report counts of an
-unsharded run.
+positions p of the job list with p % n == i (every shard walks the same sorted job list) and writes its raw
+records and `DIR/papers.jsonl` (one line per paper: its position, record count, identity keys, equation keys
+and report entries); `merge_shards(dirs, out_dir)` interleaves n such shard folders and runs the finishing
+pass, giving exactly the `equations.jsonl` and report counts of an unsharded run.
 """
 from __future__ import annotations
 
-import hashlib
+import functools
+import heapq
 import json
 import os
 import re
@@ -25,11 +28,17 @@ from typing import Iterator
 
 import logging
 
-from pipeline.latex_clean import (ContextExtractor, RawDisplay, find_displays, normalise_display,
-                                  remove_verbatim, _WORD_RE)
+from pipeline.arxiv_meta import expand_download_folders
+from pipeline.latex_clean import RawDisplay, find_displays, normalise_display, remove_verbatim
+from pipeline.latex_prose import (WORD_RE, ContextExtractor, context_pairs, prose_macros, prose_mask,
+                                  segments_between, strip_non_words)
 from pipeline.latex_macros import ExpandConfig, MacroLimitError, MacroTable, collect_macros, expand_macros
-from pipeline.package_macros import conventional_macro, package_macros, structure_problem, undefined_commands
-from pipeline.sources import IngestLimits, PaperJob, flatten_paper, iter_jobs
+from pipeline.package_macros import (conventional_macro, known_commands, package_macros, structure_problem,
+                                     undefined_commands)
+from pipeline.paper_files import flatten_paper
+from pipeline.ingest_report import InputLedger, ReportTally
+from pipeline.sources import IngestLimits, PaperJob, iter_jobs
+from pipeline.splits import SplitPlan, equation_key, paper_keys, split_for
 
 logging.getLogger("pylatexenc").setLevel(logging.ERROR)  # its warnings are about our windows
 
@@ -55,12 +64,6 @@ class IngestConfig:
     shard_count: int = 1                 # number of shards the job list is dealt into (see merge_shards)
 
 
-def split_for(paper: str) -> str:
-    """80/10/10 train/val/test, deterministic from the paper id."""
-    bucket = int.from_bytes(hashlib.sha1(paper.encode("utf-8")).digest()[:8], "big") % 10
-    return "train" if bucket < 8 else "val" if bucket == 8 else "test"
-
-
 # ----------------------------------------------------------------------------------------------- one paper
 
 @dataclass
@@ -74,6 +77,7 @@ class PaperResult:
     guessed: Counter = field(default_factory=Counter)       # undefined command -> equations given a guess
     problems: list[str] = field(default_factory=list)
     displays_found: int = 0
+    keys: list[str] = field(default_factory=list)            # paper identity keys (pipeline.splits)
 
 
 _CONTEXT: ContextExtractor | None = None
@@ -86,60 +90,6 @@ def _context() -> ContextExtractor:
     return _CONTEXT
 
 
-class _Segments:
-    """Words of the prose between displays, converted lazily and only near its ends (bounded work)."""
-
-    def __init__(self, texts: list[str], window: int, words_of) -> None:
-        self.texts = texts
-        self.window = window
-        self.words_of = words_of
-        self._head: dict[int, list[str]] = {}
-        self._tail: dict[int, list[str]] = {}
-
-    def _full_if_short(self, k: int) -> list[str] | None:
-        t = self.texts[k]
-        if len(t) <= 2 * self.window:
-            if k not in self._head:
-                w = self.words_of(t) if t.strip() else []
-                self._head[k] = self._tail[k] = w
-            return self._head[k]
-        return None
-
-    def head(self, k: int) -> list[str]:
-        full = self._full_if_short(k)
-        if full is not None:
-            return full
-        if k not in self._head:
-            self._head[k] = self.words_of(self.texts[k][: self.window])[:-1]  # last word may be cut
-        return self._head[k]
-
-    def tail(self, k: int) -> list[str]:
-        full = self._full_if_short(k)
-        if full is not None:
-            return full
-        if k not in self._tail:
-            self._tail[k] = self.words_of(self.texts[k][-self.window:])[1:]
-        return self._tail[k]
-
-
-def _context_pairs(seg: _Segments, n: int, count: int) -> list[tuple[str, str]]:
-    """(before, after) words for display i, i in range(count); segment i is before display i."""
-    out = []
-    for i in range(count):
-        before: list[str] = []
-        k = i
-        while k >= 0 and len(before) < n and i - k < 20:
-            before = seg.tail(k) + before
-            k -= 1
-        after: list[str] = []
-        k = i + 1
-        while k < len(seg.texts) and len(after) < n and k - i < 21:
-            after = after + seg.head(k)
-            k += 1
-        out.append((" ".join(before[-n:]), " ".join(after[:n])))
-    return out
-
-
 def process_job(job: PaperJob, config: IngestConfig) -> PaperResult:
     """Everything for one paper: flatten, collect macros, find displays, expand, normalise, contexts."""
     res = PaperResult(job.paper, job.area, job.source, problems=list(job.problems))
@@ -150,18 +100,19 @@ def process_job(job: PaperJob, config: IngestConfig) -> PaperResult:
             pieces = _latex_pieces(job, config, res)
     except RecursionError:
         res.problems.append("nesting too deep: paper not read")
+        res.keys = paper_keys(job.arxiv_id, "", job.paper)
         return res
-    table, raw_displays, segments, offsets = pieces
+    table, raw_displays, segments, words_of = pieces
     res.displays_found = len(raw_displays)
     macros = dict(package_macros())
     macros.update(table.macros)
     exp_cfg = ExpandConfig(max_expansions=config.max_expansions, max_length=max(20000, config.max_equation_chars * 20))
     n = config.context_words
     window = max(400, 24 * n)
-    seg = _Segments(segments, window, _context().words if job.kind != "unarxive" else _plain_words)
-    contexts = _context_pairs(seg, n, len(raw_displays)) if n > 0 else [("", "")] * len(raw_displays)
+    contexts = context_pairs(segments, n, window, words_of) if n > 0 else [("", "")] * len(raw_displays)
     seen: set[str] = set()
-    for d, offset, (before, after) in zip(raw_displays, offsets, contexts):
+    for d, (before, after) in zip(raw_displays, contexts):
+        offset = d.start
         try:
             expanded_body = expand_macros(d.body, macros, exp_cfg)
         except MacroLimitError:
@@ -201,8 +152,8 @@ def process_job(job: PaperJob, config: IngestConfig) -> PaperResult:
         res.records.append({
             "id": f"{job.paper}#{index}", "paper": job.paper, "area": job.area, "source": job.source,
             "env": getattr(d, "shown", d.env), "equation": eq, "context": (before + " " + after).strip(),
-            "context_before": before, "context_after": after, "split": split_for(job.paper),
-            "offset": offset, "index": index,
+            "context_before": before, "context_after": after,
+            "split": split_for(res.keys[0]), "identity": res.keys[0], "offset": offset, "index": index,
             **({"arxiv_id": job.arxiv_id} if job.arxiv_id else {}),
             **({"categories": job.categories} if job.categories else {}),
         })
@@ -213,11 +164,13 @@ _ENV_SHORTCUT_RE = re.compile(r"^\s*(?:\\(?:begin|end)\{[a-zA-Z]+\*?\}\s*|\$\$|\
 
 
 def _latex_pieces(job: PaperJob, config: IngestConfig, res: PaperResult):
-    doc, sty_text, problems = flatten_paper(job, int(config.max_paper_mb * 2**20))
+    doc, style_text, problems = flatten_paper(job.files, job.root, int(config.max_paper_mb * 2**20))
     res.problems.extend(problems)
+    res.keys = paper_keys(job.arxiv_id, doc, job.paper)
     table = MacroTable()
-    if sty_text:
-        table, _ = collect_macros(sty_text, table)
+    if style_text:
+        table, _ = collect_macros(style_text, table)
+        table.unsupported.clear()  # class and package internals: their delimited \defs are not the paper's
     table, doc = collect_macros(doc, table)
     for k, v in table.unsupported.items():
         res.problems.append(f"{k}: {v} (not expanded)")
@@ -228,18 +181,20 @@ def _latex_pieces(job: PaperJob, config: IngestConfig, res: PaperResult):
         doc = re.sub(r"\\(" + "|".join(sorted(map(re.escape, shortcuts), key=len, reverse=True)) + r")(?![a-zA-Z@])",
                      lambda m: shortcuts[m.group(1)].body, doc)
     doc = remove_verbatim(doc)
-    displays, probs = find_displays(doc, table.envs)
+    inline_math: list[tuple[int, int]] = []
+    displays, probs = find_displays(doc, table.envs, inline_math)
     for k, v in probs.items():
         res.problems.append(f"{k} ({v}x): rest of that environment skipped")
     start = doc.find("\\begin{document}")
     start = start + len("\\begin{document}") if start != -1 else 0
-    segments = []
-    prev = start
-    for d in displays:
-        segments.append(doc[prev:d.start] if d.start >= prev else "")
-        prev = max(prev, d.end)
-    segments.append(doc[prev:])
-    return table, displays, segments, [d.start for d in displays]
+    segments: list = []
+    words_of = None
+    if config.context_words > 0:
+        prose, barriers = prose_mask(doc, table, inline_math)
+        segments = segments_between(prose, [(d.start, d.end) for d in displays], start, barriers)
+        macros = prose_macros(table, known_commands())
+        words_of = functools.partial(_context().words, macros=macros)
+    return table, displays, segments, words_of
 
 
 _FORMULA_RE = re.compile(r"\{\{formula:([^{}]+)\}\}")
@@ -247,17 +202,23 @@ _PLACEHOLDER_RE = re.compile(r"\{\{(?:cite|formula|figure|table|footnote):[^{}]*
 
 
 def _plain_words(text: str) -> list[str]:
-    return _WORD_RE.findall(_PLACEHOLDER_RE.sub(" ", text))
+    return WORD_RE.findall(strip_non_words(_PLACEHOLDER_RE.sub(" ", text)))
 
 
 def _unarxive_pieces(job: PaperJob, res: PaperResult):
     """unarXive: formulas alone on their line (`\\n{{formula:ID}} \\n`) are display math."""
     obj = json.loads(job.payload)
     refs = obj.get("ref_entries") or {}
-    text = "\n".join(str(p.get("text", "")) for p in obj.get("body_text") or [] if isinstance(p, dict))
+    paragraphs = [p for p in obj.get("body_text") or [] if isinstance(p, dict)]
+    text = "\n".join(str(p.get("text", "")) for p in paragraphs)
+    res.keys = paper_keys(job.arxiv_id, text, job.paper)
+    barriers = []  # a new section starts a new context
+    offset = 0
+    for k, p in enumerate(paragraphs):
+        if k and p.get("section") != paragraphs[k - 1].get("section"):
+            barriers.append(offset)
+        offset += len(str(p.get("text", ""))) + 1
     displays: list[RawDisplay] = []
-    segments: list[str] = []
-    prev = 0
     for m in _FORMULA_RE.finditer(text):
         line_start = text.rfind("\n", 0, m.start()) + 1
         line_end = text.find("\n", m.end())
@@ -276,10 +237,8 @@ def _unarxive_pieces(job: PaperJob, res: PaperResult):
             displays.append(UnarxiveDisplay(d.env, body, m.start(), m.end(), d.arg, shown="unarxive:" + d.env))
         else:
             displays.append(UnarxiveDisplay("equation", latex, m.start(), m.end(), shown="unarxive"))
-        segments.append(text[prev:m.start()])
-        prev = m.end()
-    segments.append(text[prev:])
-    return MacroTable(), displays, segments, [d.start for d in displays]
+    segments = segments_between(text, [(d.start, d.end) for d in displays], 0, barriers)
+    return MacroTable(), displays, segments, _plain_words
 
 
 @dataclass
@@ -298,93 +257,71 @@ def _run_job(args: tuple[PaperJob, IngestConfig]) -> PaperResult:
     try:
         return process_job(job, config)
     except Exception as exc:  # one broken paper never stops the run; it is reported
-        res = PaperResult(job.paper, job.area, job.source)
+        res = PaperResult(job.paper, job.area, job.source, keys=paper_keys(job.arxiv_id, "", job.paper))
         res.problems.append(f"internal error, paper skipped: {type(exc).__name__}: {exc}")
         return res
 
 
-class _Tally:
-    """The counts and capped lists of a report, fed one paper at a time in job order (by `ingest` directly,
-    by `merge_shards` from the shards' `papers.jsonl`), so that both make the same report."""
-
-    def __init__(self) -> None:
-        self.per_area: Counter = Counter()
-        self.papers_per_area: Counter = Counter()
-        self.per_env: Counter = Counter()
-        self.per_split: Counter = Counter()
-        self.dropped: Counter = Counter()
-        self.undefined: Counter = Counter()
-        self.guessed: Counter = Counter()
-        self.partly: list[dict] = []
-        self.partly_count = 0
-        self.papers_read = 0
-        self.papers_with_eq = 0
-        self.papers_without: list[str] = []
-        self.n_records = 0
-        self.displays_found = 0
-
-    def add(self, paper: dict, records: list[dict]) -> None:
-        """`paper`: the entry of `paper_entry`; `records`: the paper's records."""
-        self.papers_read += 1
-        self.papers_per_area[paper["area"]] += 1
-        self.displays_found += paper["displays_found"]
-        self.dropped.update(paper["dropped"])
-        self.undefined.update(paper["undefined"])
-        self.guessed.update(paper["guessed"])
-        if paper["problems"]:
-            self.partly_count += 1
-            if len(self.partly) < 1000:  # lists in the report are capped; counts are not
-                self.partly.append({"paper": paper["paper"], "source": paper["source"],
-                                    "problems": paper["problems"][:20]})
-        if records:
-            self.papers_with_eq += 1
-        elif len(self.papers_without) < 1000:
-            self.papers_without.append(paper["paper"])
-        for r in records:
-            self.per_area[r["area"]] += 1
-            self.per_env[r["env"]] += 1
-            self.per_split[r["split"]] += 1
-        self.n_records += len(records)
-
-    def report(self, sources: list, out: Path, config: dict, skipped_count: int, skipped_by_reason: dict,
-               skipped: list[dict], seconds: float, workers: int) -> dict:
-        return {
-            "sources": [str(s) for s in sources],
-            "out": str(out),
-            "config": config,
-            "papers_read": self.papers_read,
-            "papers_with_equations": self.papers_with_eq,
-            "papers_without_equations": self.papers_without,
-            "displays_found": self.displays_found,
-            "equations": self.n_records,
-            "equations_per_area": dict(sorted(self.per_area.items())),
-            "papers_per_area": dict(sorted(self.papers_per_area.items())),
-            "equations_per_env": dict(self.per_env.most_common()),
-            "equations_per_split": dict(sorted(self.per_split.items())),
-            "dropped": dict(self.dropped.most_common()),
-            "undefined_commands": dict(self.undefined.most_common(100)),
-            "guessed_commands": dict(self.guessed.most_common(100)),
-            "skipped_count": skipped_count,
-            "skipped_by_reason": skipped_by_reason,
-            "skipped": skipped,
-            "partly_read": self.partly[:1000],
-            "partly_read_count": self.partly_count,
-            "seconds": round(seconds, 3),
-            "workers": workers,
-        }
-
-
 def paper_entry(res: PaperResult, position: int) -> dict:
-    """What the report needs of one paper besides its records (full counters: a shard's are merged)."""
+    """What the finishing pass needs of one paper besides its records (full counters: shards are merged)."""
     return {"position": position, "paper": res.paper, "area": res.area, "source": res.source,
             "records": len(res.records), "displays_found": res.displays_found, "dropped": dict(res.dropped),
-            "undefined": dict(res.undefined), "guessed": dict(res.guessed), "problems": list(res.problems)}
+            "undefined": dict(res.undefined), "guessed": dict(res.guessed), "problems": list(res.problems),
+            "keys": res.keys, "equations": [equation_key(r["equation"]) for r in res.records]}
 
 
 def _no_input_error(skipped: list[dict], report_file: Path) -> RuntimeError:
     return RuntimeError("no input could be read: " + (
         "; ".join(f"{s['input']}: {s['reason']}" for s in skipped[:5]) or "no LaTeX, archive or JSONL found")
         + f" (details in {report_file})")
+
+
+def _jsonl(path: Path) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+_HELD_OUT_REPEAT = "also in a train paper (kept out of val/test)"
+_READ_ONCE = "same paper as an earlier input (read once)"
+
+
+def _finish(out: Path, raw_records: Path, entries: Path, report_args: dict) -> dict:
+    """The finishing pass over a whole run's raw records and paper entries (walk order): one split per paper
+    identity, each paper read once, val/test equations that a train paper holds left out; writes
+    `out/equations.jsonl` and returns the report (the caller writes it)."""
+    plan = SplitPlan.from_entries(lambda: _jsonl(entries))
+    tally = ReportTally()
+    tmp = out / (EQUATIONS_FILE + ".tmp")
+    with open(raw_records, encoding="utf-8") as rf, open(tmp, "w", encoding="utf-8") as fh:
+        for entry in _jsonl(entries):
+            lines = [rf.readline() for _ in range(entry["records"])]
+            if any(not line.endswith("\n") for line in lines):
+                raise ValueError(f"{raw_records} has fewer records than {entries} lists: re-run the ingest")
+            decision = plan.decisions[entry["paper"]]
+            if decision.same_as is not None:
+                tally.dropped[_READ_ONCE] += len(lines)
+                tally.add(entry, [], same_as=decision.same_as)
+                continue
+            kept = []
+            for line, eq in zip(lines, entry["equations"]):
+                if plan.in_other_paper(eq):
+                    tally.cross_paper_records += 1
+                if plan.held_out_repeat(eq, decision.split):
+                    tally.dropped[_HELD_OUT_REPEAT] += 1
+                    continue
+                record = json.loads(line)
+                record["split"] = decision.split
+                record["identity"] = decision.identity
+                kept.append(record)
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            tally.add(entry, kept)
+        if rf.read(1):
+            raise ValueError(f"{raw_records} has more records than {entries} lists: re-run the ingest")
+    os.replace(tmp, out / EQUATIONS_FILE)
+    identities = len({d.identity for d in plan.decisions.values() if d.same_as is None})
+    return tally.report(identities=identities, **report_args)
 
 
 def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, config: IngestConfig | None = None
@@ -406,93 +343,94 @@ def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, config:
     out.mkdir(parents=True, exist_ok=True)
     limits = IngestLimits(max_paper_bytes=int(cfg.max_paper_mb * 2**20),
                           max_archive_bytes=int(cfg.max_archive_mb * 2**20))
-    skipped: list[dict] = []
-    skipped_by_reason: Counter = Counter()
-
-    def skip(label: str, reason: str) -> None:
-        key = re.sub(r"'[^']*'|\d+", "N", reason)
-        skipped_by_reason[key] += 1
-        if len(skipped) < cfg.max_skipped_listed:
-            skipped.append({"input": label, "reason": reason})
-
+    ledger = InputLedger(cfg.max_skipped_listed)
     workers = cfg.workers or (os.cpu_count() or 1)
-    tally = _Tally()
     jobs_seen = 0
-    tmp_path = out / (EQUATIONS_FILE + ".part")
-    papers_fh = open(out / (SHARD_PAPERS_FILE + ".part"), "w", encoding="utf-8") if sharded else None
+    # a `topiceq download` folder is read as its papers, each with its arXiv categories and id
+    read_sources, downloaded = expand_download_folders(sources)
+    # Raw records and paper entries in walk order; the finishing pass (here, or merge_shards for shards)
+    # decides splits and duplicates over the whole run.
+    raw_path = out / (EQUATIONS_FILE + ".part")
+    entries_path = out / (SHARD_PAPERS_FILE + ".part")
+    shard_tally = ReportTally()
     bar = None
     if cfg.progress:
         from tqdm import tqdm
         desc = f"ingest {cfg.shard_index + 1}/{cfg.shard_count}" if sharded else "ingest"
         bar = tqdm(desc=desc, unit=" papers", file=sys.stderr, dynamic_ncols=True)
+    n_records = 0
 
-    def consume(res: PaperResult, position: int, fh) -> None:
+    def consume(res: PaperResult, position: int, fh, papers_fh) -> None:
+        nonlocal n_records
         entry = paper_entry(res, position)
-        tally.add(entry, res.records)
         for r in res.records:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-        if papers_fh is not None:
-            papers_fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        papers_fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        if sharded:
+            shard_tally.add(entry, res.records)
+        n_records += len(res.records)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(equations=tally.n_records, refresh=False)
+            bar.set_postfix(equations=n_records, refresh=False)
 
     def my_jobs() -> Iterator[tuple[int, PaperJob]]:
         # Every shard walks the whole (sorted, deterministic) job list and keeps every shard_count-th job.
         nonlocal jobs_seen
-        for position, job in enumerate(iter_jobs([str(s) for s in sources], limits, skip)):
+        for position, job in enumerate(iter_jobs(read_sources, limits, ledger.skip, ledger.account)):
+            downloaded.apply(job)
             jobs_seen += 1
             if not sharded or position % cfg.shard_count == cfg.shard_index:
                 yield position, job
 
-    try:
-        with open(tmp_path, "w", encoding="utf-8") as fh:
-            if workers <= 1:
-                for position, job in my_jobs():
-                    consume(_run_job((job, cfg)), position, fh)
-            else:
-                import multiprocessing as mp
+    with open(raw_path, "w", encoding="utf-8") as fh, open(entries_path, "w", encoding="utf-8") as papers_fh:
+        if workers <= 1:
+            for position, job in my_jobs():
+                consume(_run_job((job, cfg)), position, fh, papers_fh)
+        else:
+            import multiprocessing as mp
 
-                ctx = mp.get_context("spawn")
-                max_inflight = workers * 6
-                max_bytes = 256 * 2**20
-                with ctx.Pool(workers, initializer=_worker_init) as pool:
-                    inflight: deque = deque()
-                    inflight_bytes = 0
-                    for position, job in my_jobs():
-                        size = job.size()
-                        inflight.append((pool.apply_async(_run_job, ((job, cfg),)), size, position))
-                        inflight_bytes += size
-                        while inflight and (len(inflight) >= max_inflight or inflight_bytes > max_bytes):
-                            fut, sz, pos = inflight.popleft()
-                            consume(fut.get(), pos, fh)
-                            inflight_bytes -= sz
-                    while inflight:
+            ctx = mp.get_context("spawn")
+            max_inflight = workers * 6
+            max_bytes = 256 * 2**20
+            with ctx.Pool(workers, initializer=_worker_init) as pool:
+                inflight: deque = deque()
+                inflight_bytes = 0
+                for position, job in my_jobs():
+                    size = job.size()
+                    inflight.append((pool.apply_async(_run_job, ((job, cfg),)), size, position))
+                    inflight_bytes += size
+                    while inflight and (len(inflight) >= max_inflight or inflight_bytes > max_bytes):
                         fut, sz, pos = inflight.popleft()
-                        consume(fut.get(), pos, fh)
-    finally:
-        if papers_fh is not None:
-            papers_fh.close()
+                        consume(fut.get(), pos, fh, papers_fh)
+                        inflight_bytes -= sz
+                while inflight:
+                    fut, sz, pos = inflight.popleft()
+                    consume(fut.get(), pos, fh, papers_fh)
     if bar is not None:
         bar.close()
-    os.replace(tmp_path, out / EQUATIONS_FILE)
-    if papers_fh is not None:
-        os.replace(out / (SHARD_PAPERS_FILE + ".part"), out / SHARD_PAPERS_FILE)
-    report = tally.report(sources, out, asdict(cfg), sum(skipped_by_reason.values()),
-                          dict(skipped_by_reason.most_common()), skipped, time.perf_counter() - t0, workers)
+    report_args = dict(sources=sources, out=out, config=asdict(cfg), ledger=ledger.as_report(), workers=workers)
     if sharded:
+        os.replace(raw_path, out / EQUATIONS_FILE)
+        os.replace(entries_path, out / SHARD_PAPERS_FILE)
+        report = shard_tally.report(seconds=time.perf_counter() - t0, **report_args)
         report["shard"] = {"index": cfg.shard_index, "count": cfg.shard_count, "jobs_seen": jobs_seen}
+    else:
+        report = _finish(out, raw_path, entries_path, dict(report_args, seconds=time.perf_counter() - t0))
+        report["seconds"] = round(time.perf_counter() - t0, 3)
+        raw_path.unlink()
+        entries_path.unlink()
     with open(out / REPORT_FILE, "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=1, ensure_ascii=False)
     if jobs_seen == 0:
-        raise _no_input_error(skipped, out / REPORT_FILE)
+        raise _no_input_error(ledger.skipped, out / REPORT_FILE)
     return report
 
 
 def merge_shards(shard_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
     """Merge the folders of shards 0..n-1 of one corpus (written by `ingest` with `shard_index`/`shard_count`,
     any order) into `out_dir/equations.jsonl` + `out_dir/report.json`, byte for byte the equations and the
-    counts that an unsharded `ingest` of the same sources and config writes.
+    counts that an unsharded `ingest` of the same sources and config writes (a shard's own equations.jsonl
+    is raw: splits and duplicates across papers are decided here, over all shards).
 
     The report's "seconds" is the shards' seconds summed plus the merge's (work done, not wall time),
     "workers" the shards' workers summed; "shards" says how many were merged. Raises ValueError when the
@@ -522,7 +460,7 @@ def merge_shards(shard_dirs: list[str | os.PathLike], out_dir: str | os.PathLike
     def settings(rep: dict) -> tuple:
         return (rep["sources"], {k: v for k, v in rep["config"].items() if k not in ("shard_index", "workers",
                                                                                     "progress")},
-                rep["shard"]["jobs_seen"], rep["skipped_by_reason"])
+                rep["shard"]["jobs_seen"], rep["skipped_by_reason"], rep["inputs"])
 
     for d, rep in shards[1:]:
         if settings(rep) != settings(first):
@@ -530,29 +468,27 @@ def merge_shards(shard_dirs: list[str | os.PathLike], out_dir: str | os.PathLike
                              "re-run every shard with the same sources and config")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tally = _Tally()
-    tmp_path = out / (EQUATIONS_FILE + ".part")
+    raw_path = out / (EQUATIONS_FILE + ".part")
+    entries_path = out / (SHARD_PAPERS_FILE + ".part")
     paper_files = [open(d / SHARD_PAPERS_FILE, encoding="utf-8") for d, _ in shards]
     record_files = [open(d / EQUATIONS_FILE, encoding="utf-8") for d, _ in shards]
     try:
-        def entries(i: int) -> Iterator[tuple[int, int, dict]]:
+        def entries(i: int) -> Iterator[tuple[int, int, str]]:
             for line in paper_files[i]:
                 if line.strip():
-                    entry = json.loads(line)
-                    yield entry["position"], i, entry
+                    yield json.loads(line)["position"], i, line
 
-        import heapq
-
-        with open(tmp_path, "w", encoding="utf-8") as fh:
-            # Papers back in job order; each shard's records are in its own job order, so the next
+        with open(raw_path, "w", encoding="utf-8") as fh, open(entries_path, "w", encoding="utf-8") as pf:
+            # Papers back in walk order; each shard's records are in its own walk order, so the next
             # `records` lines of the paper's shard are that paper's records.
-            for _position, i, entry in heapq.merge(*(entries(i) for i in range(len(shards)))):
-                lines = [record_files[i].readline() for _ in range(entry["records"])]
-                if any(not line.endswith("\n") for line in lines):
+            for _position, i, line in heapq.merge(*(entries(i) for i in range(len(shards)))):
+                n = json.loads(line)["records"]
+                lines = [record_files[i].readline() for _ in range(n)]
+                if any(not rec.endswith("\n") for rec in lines):
                     raise ValueError(f"{shards[i][0] / EQUATIONS_FILE} has fewer records than its "
                                      f"{SHARD_PAPERS_FILE} lists: re-run that shard")
                 fh.writelines(lines)
-                tally.add(entry, [json.loads(line) for line in lines])
+                pf.write(line if line.endswith("\n") else line + "\n")
         for i, f in enumerate(record_files):
             if f.read(1):
                 raise ValueError(f"{shards[i][0] / EQUATIONS_FILE} has more records than its "
@@ -560,11 +496,13 @@ def merge_shards(shard_dirs: list[str | os.PathLike], out_dir: str | os.PathLike
     finally:
         for f in paper_files + record_files:
             f.close()
-    os.replace(tmp_path, out / EQUATIONS_FILE)
-    config = dict(first["config"], shard_index=None)
-    report = tally.report(first["sources"], out, config, first["skipped_count"], first["skipped_by_reason"],
-                          first["skipped"], sum(rep["seconds"] for _, rep in shards) + time.perf_counter() - t0,
-                          sum(rep["workers"] for _, rep in shards))
+    ledger = {k: first[k] for k in ("skipped_count", "skipped_by_reason", "skipped", "inputs")}
+    report = _finish(out, raw_path, entries_path, dict(
+        sources=first["sources"], out=out, config=dict(first["config"], shard_index=None), ledger=ledger,
+        seconds=sum(rep["seconds"] for _, rep in shards) + time.perf_counter() - t0,
+        workers=sum(rep["workers"] for _, rep in shards)))
+    raw_path.unlink()
+    entries_path.unlink()
     report["shards"] = count
     with open(out / REPORT_FILE, "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=1, ensure_ascii=False)
@@ -573,12 +511,18 @@ def merge_shards(shard_dirs: list[str | os.PathLike], out_dir: str | os.PathLike
     return report
 
 
-def read_records(ingest_dir: str | os.PathLike) -> Iterator[dict]:
-    """The records of `ingest_dir/equations.jsonl`, in file order."""
+def read_records(ingest_dir: str | os.PathLike, split: str | None = None) -> Iterator[dict]:
+    """The records of `ingest_dir/equations.jsonl`, in file order (only those of `split` when given): the one
+    reader of the file `ingest` writes."""
     path = Path(ingest_dir) / EQUATIONS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run `topiceq ingest SOURCE --out {ingest_dir}` first")
     with open(path, encoding="utf-8") as fh:
-        for line in fh:
+        for line_no, line in enumerate(fh, 1):
             if line.strip():
-                yield json.loads(line)
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{line_no}: not JSON ({exc}); re-run ingest") from exc
+                if split is None or record.get("split") == split:
+                    yield record

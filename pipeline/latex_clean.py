@@ -1,4 +1,4 @@
-"""LaTeX source cleaning, display-math extraction, normalisation and context words.
+"""LaTeX source cleaning, display-math extraction and normalisation (context words: `pipeline.latex_prose`).
 
 Everything here works on already-decoded text of one paper. The functions are pure and bounded: a 10 MB line,
 an environment that never closes or a stray `\\iffalse` cost linear time and never raise.
@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from pipeline.latex_groups import group_end, has_top_level, split_top_level
 
 # ----------------------------------------------------------------------------------------------- cleaning
 
@@ -114,7 +116,7 @@ def strip_rnw(text: str) -> str:
         out.append(text[pos:i])
         j = i + len("\\Sexpr")
         if j < len(text) and text[j] == "{":
-            end = find_group_end(text, j)
+            end = group_end(text, j)
             pos = end if end != -1 else j
             out.append(" ")
         else:
@@ -144,45 +146,6 @@ def remove_verbatim(text: str) -> str:
     return _VERBATIM_RE.sub(lambda m: " " * len(m.group(0)), text)
 
 
-# ----------------------------------------------------------------------------------------------- groups
-
-def find_group_end(text: str, start: int, open_: str = "{", close: str = "}", limit: int | None = None) -> int:
-    """Index just past the group that opens at text[start] (== open_), or -1 when it never closes."""
-    depth = 0
-    i = start
-    n = len(text) if limit is None else min(len(text), start + limit)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == open_:
-            depth += 1
-        elif c == close:
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return -1
-
-
-_GROUP_SCAN_RE = re.compile(r"\\.|[{}]", re.S)
-
-
-def find_brace_end(text: str, start: int) -> int:
-    """Like find_group_end for braces, but regex-driven (fast on long bodies)."""
-    depth = 0
-    for m in _GROUP_SCAN_RE.finditer(text, start):
-        t = m.group(0)
-        if t == "{":
-            depth += 1
-        elif t == "}":
-            depth -= 1
-            if depth == 0:
-                return m.end()
-    return -1
-
-
 # ----------------------------------------------------------------------------------------------- display math
 
 DISPLAY_ENVS = ("equation", "align", "alignat", "gather", "multline", "eqnarray", "flalign", "displaymath",
@@ -203,12 +166,12 @@ class RawDisplay:
     arg: str = ""   # alignat's column count
 
 
-def find_displays(text: str, env_args: dict[str, tuple[int, str | None]] | None = None
-                  ) -> tuple[list[RawDisplay], dict[str, int]]:
+def find_displays(text: str, env_args: dict[str, tuple[int, str | None]] | None = None,
+                  inline: list[tuple[int, int]] | None = None) -> tuple[list[RawDisplay], dict[str, int]]:
     """All display equations of a cleaned document in order, plus problem counts (unclosed environments, ...).
 
-    Inline math (`$..$`, `\\(..\\)`) is skipped. Display math nested inside another display is part of the outer
-    one. An environment that never closes is reported and scanning goes on after its opening.
+    Inline math (`$..$`, `\\(..\\)`) is skipped; its spans are appended to `inline` when given. Display math
+    nested inside another display is part of the outer one. An environment that never closes is reported and scanning goes on after its opening.
     """
     displays: list[RawDisplay] = []
     problems: dict[str, int] = {}
@@ -226,10 +189,14 @@ def find_displays(text: str, env_args: dict[str, tuple[int, str | None]] | None 
         if tok == "$":
             # inline math: skip to the closing single `$`
             close = _find_inline_dollar_close(text, m.end())
+            if close != -1 and inline is not None and text[close - 1] == "$":
+                inline.append((m.start(), close))
             pos = close if close != -1 else m.end()
             continue
         if tok == "\\(":
             close = text.find("\\)", m.end())
+            if close != -1 and inline is not None:
+                inline.append((m.start(), close + 2))
             pos = close + 2 if close != -1 else m.end()
             continue
         if tok == "$$":
@@ -262,7 +229,7 @@ def find_displays(text: str, env_args: dict[str, tuple[int, str | None]] | None 
             if env_args and env in env_args:  # a display environment the paper redefined with arguments
                 nargs, default = env_args[env]
                 body_start = _skip_env_args(text, body_start, nargs, default is not None)
-            close = _find_env_end(text, env, body_start)
+            close = find_env_end(text, env, body_start)
             if close is None:
                 problem(f"unclosed environment {env}")
                 pos = m.end()
@@ -286,7 +253,7 @@ def _skip_env_args(text: str, i: int, nargs: int, has_optional: bool) -> int:
                 i = close + 1 if close != -1 else j
             continue
         if text.startswith("{", j):
-            end = find_brace_end(text, j)
+            end = group_end(text, j)
             i = end if end != -1 else j
         elif j < len(text):
             i = j + 1
@@ -332,7 +299,7 @@ def _find_inline_dollar_close(text: str, start: int) -> int:
     return -1
 
 
-def _find_env_end(text: str, env: str, start: int) -> tuple[int, int] | None:
+def find_env_end(text: str, env: str, start: int) -> tuple[int, int] | None:
     begin = "\\begin{" + env + "}"
     end = "\\end{" + env + "}"
     depth = 1
@@ -387,7 +354,7 @@ def remove_command_with_arg(text: str, name: str, *, keep_arg: bool = False, rep
             j += 1
         out.append(text[pos:i])
         if j < len(text) and text[j] == "{":
-            end = find_brace_end(text, j)
+            end = group_end(text, j)
             if end == -1:
                 out.append(replacement)
                 pos = j + 1
@@ -398,44 +365,6 @@ def remove_command_with_arg(text: str, name: str, *, keep_arg: bool = False, rep
             out.append(replacement)
             pos = j
     return "".join(out)
-
-
-def split_top_level(body: str, sep: str) -> list[str]:
-    """Split at `sep` (`\\\\` or `&`) outside braces and nested environments."""
-    parts = []
-    depth = 0
-    env_depth = 0
-    start = 0
-    i = 0
-    n = len(body)
-    while i < n:
-        c = body[i]
-        if c == "\\":
-            if sep == "\\\\" and body.startswith("\\\\", i) and depth == 0 and env_depth == 0:
-                parts.append(body[start:i])
-                i += 2
-                start = i
-                continue
-            if body.startswith("\\begin{", i):
-                env_depth += 1
-            elif body.startswith("\\end{", i):
-                env_depth -= 1
-            i += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-        elif c == sep and depth == 0 and env_depth == 0:
-            parts.append(body[start:i])
-            start = i + 1
-        i += 1
-    parts.append(body[start:])
-    return parts
-
-
-def has_top_level(body: str, sep: str) -> bool:
-    return len(split_top_level(body, sep)) > 1
 
 
 def normalise_display(d: RawDisplay) -> str:
@@ -511,87 +440,3 @@ def collapse_whitespace(text: str) -> str:
     if text.endswith("\\"):
         text = text[:-1].rstrip()
     return text
-
-
-# ----------------------------------------------------------------------------------------------- context words
-
-_INLINE_MATH_RE = re.compile(r"(?<!\\)\$(?:\\.|[^$\\])*?(?<!\\)\$|\\\((?:.|\n)*?\\\)", re.S)
-_REF_RE = re.compile(r"\\(?:[a-zA-Z]*cite[a-zA-Z]*|[a-zA-Z]*ref|label|url|href|eqref|input|include|usepackage|"
-                     r"bibliography|bibliographystyle|documentclass|includegraphics|hypertarget|hyperlink)"
-                     r"\*?\s*(?:\[[^\]]{0,200}\]\s*)*(?:\{[^{}]{0,500}\}\s*){0,2}")
-_ENV_TOKEN_RE = re.compile(r"\\(?:begin|end)\s*\{[^{}]{0,40}\}(?:\{[^{}]{0,40}\})?")
-_WORD_RE = re.compile(r"[^\W_](?:[\w'’-]*[^\W_])?")
-_SIMPLE_TEXT_RE = re.compile(r"[\\{}$&^_~#]")
-
-
-# Formatting commands whose argument is prose (kept) and commands that carry no words (dropped): handled by
-# regular expressions so that most prose never needs the (much slower) pylatexenc parser.
-_TEXT_WRAPPERS_RE = re.compile(
-    r"\\(?:emph|textbf|textit|textsl|textrm|texttt|textsf|textsc|textup|textmd|underline|mbox|text|"
-    r"section|subsection|subsubsection|paragraph|subparagraph|chapter|part|title|footnote|textnormal|"
-    r"enquote|uline|MakeUppercase|MakeLowercase)\*?\s*(?:\[[^\]{}]{0,200}\])?\s*(?=\{)")
-_NO_WORDS_RE = re.compile(
-    r"\\(?:noindent|medskip|bigskip|smallskip|par|newline|linebreak|pagebreak|newpage|clearpage|centering|"
-    r"quad|qquad|maketitle|hfill|vfill|phantomsection|item|indent|raggedright|raggedleft|footnotesize|small|"
-    r"large|Large|LARGE|normalsize|tiny|scriptsize|huge|Huge|bfseries|itshape|rmfamily|ttfamily|sffamily|"
-    r"em|bf|it|rm|tt|sc|sl|appendix|tableofcontents|frontmatter|mainmatter|backmatter|protect|relax|"
-    r"hline|toprule|midrule|bottomrule|and)(?![a-zA-Z@])\*?(?:\s*\[[^\]{}]{0,100}\])?")
-_DROP_WITH_ARGS_RE = re.compile(
-    r"\\(?:[vh]space|includegraphics|color|setlength|addtolength|setcounter|addtocounter|"
-    r"bibitem|vskip|hskip|rule|pagestyle|thispagestyle|newtheorem|theoremstyle|numberwithin|"
-    r"graphicspath|captionsetup|hypersetup|definecolor|date|author|affiliation|email|address|"
-    r"thanks|keywords|pacs|orcid)\*?\s*(?:\[[^\]]{0,200}\]\s*)*(?:\{[^{}]{0,300}\}\s*){0,3}")
-_SIMPLE_ESCAPES = {"\\%": "%", "\\&": "&", "\\_": "_", "\\#": "#", "\\$": "$", "~": " ", "\\@": "",
-                   "\\ ": " ", "\\,": " ", "\\/": ""}
-_ESCAPE_RE = re.compile("|".join(re.escape(k) for k in _SIMPLE_ESCAPES))
-
-
-def simplify_prose(latex: str) -> str:
-    """Regex pre-pass: drop inline math, citations/references, environment markers and word-less commands;
-    unwrap formatting commands. What is left is plain text, or a little markup for pylatexenc."""
-    text = _INLINE_MATH_RE.sub(" ", latex)
-    text = _REF_RE.sub(" ", text)
-    text = _ENV_TOKEN_RE.sub(" ", text)
-    if "\\" in text:
-        text = _DROP_WITH_ARGS_RE.sub(" ", text)
-        text = _NO_WORDS_RE.sub(" ", text)
-        text = _TEXT_WRAPPERS_RE.sub(" ", text)
-        text = _ESCAPE_RE.sub(lambda m: _SIMPLE_ESCAPES[m.group(0)], text)
-        text = text.replace("\\\\", " ")
-    return text
-
-
-class ContextExtractor:
-    """Plain words of LaTeX prose: the regex pre-pass above, then pylatexenc only where markup remains."""
-
-    def __init__(self) -> None:
-        from pylatexenc import latexwalker
-        from pylatexenc.latex2text import LatexNodes2Text, MacroTextSpec, get_default_latex_context_db
-
-        db = get_default_latex_context_db()
-        db.add_context_category("topiceq-drop", prepend=True, macros=[
-            MacroTextSpec(name, simplify_repl="") for name in
-            ("cite", "citep", "citet", "ref", "eqref", "autoref", "cref", "Cref", "label", "url",
-             "includegraphics", "caption", "maketitle", "tableofcontents")
-        ])
-        # parsing without "specials" (`--`, `~`, quotes) is about 1.5x faster and loses no words
-        self._walker_db = latexwalker.get_default_latex_context_db().filter_context(
-            keep_which=["macros", "environments"])
-        self._walker_cls = latexwalker.LatexWalker
-        self._l2t = LatexNodes2Text(latex_context=db, math_mode="remove", strict_latex_spaces=False,
-                                    keep_braced_groups=False)
-        self.pylatexenc_calls = 0
-
-    def words(self, latex: str) -> list[str]:
-        text = simplify_prose(latex)
-        if "\\" in text:
-            self.pylatexenc_calls += 1
-            try:
-                walker = self._walker_cls(text, latex_context=self._walker_db, tolerant_parsing=True)
-                nodes, _, _ = walker.get_latex_nodes()
-                text = self._l2t.nodelist_to_text(nodes)
-            except Exception:  # pylatexenc is tolerant, but never let one bad window stop a paper
-                text = re.sub(r"\\[a-zA-Z@]+\*?|[{}$&^_~#\\]", " ", text)
-        else:
-            text = text.replace("{", " ").replace("}", " ")
-        return _WORD_RE.findall(text)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from pipeline.latex_clean import find_brace_end
+from pipeline.latex_groups import find_top_level, group_end
 
 
 class MacroLimitError(ValueError):
@@ -32,6 +32,7 @@ class Macro:
 class ExpandConfig:
     max_expansions: int = 2000     # macro calls per equation before it is dropped as recursive
     max_length: int = 20000        # characters an equation may grow to while expanding
+    keep_blanks: bool = False      # keep the blanks after a control word (prose: `\gw signal` stays two words)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class MacroTable:
     macros: dict[str, Macro] = field(default_factory=dict)
     unsupported: dict[str, int] = field(default_factory=dict)  # e.g. delimited \def parameters
     envs: dict[str, tuple[int, str | None]] = field(default_factory=dict)  # (re)newenvironment: (nargs, default)
+    delimited: dict[str, tuple[str, str]] = field(default_factory=dict)  # \def\x(#1){..}: (parameters, body)
 
 
 _DEF_RE = re.compile(r"\\(?:(?:global|long|protected|outer)\s*)*\\?"
@@ -108,35 +110,15 @@ def _read_group(text: str, i: int) -> tuple[str, int]:
     """Brace group starting at text[i] == '{' -> (content, index after)."""
     if i >= len(text) or text[i] != "{":
         raise _BadDefinition
-    end = find_brace_end(text, i)
+    end = group_end(text, i)
     if end == -1:
         raise _BadDefinition
     return text[i + 1:end - 1], end
 
 
-def _find_top_level(text: str, start: int, char: str) -> int:
-    """Index of the first `char` at brace depth 0 from `start` (escaped characters skipped), or -1."""
-    depth = 0
-    j = start
-    n = len(text)
-    while j < n:
-        c = text[j]
-        if c == "\\":
-            j += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-        elif c == char and depth == 0:
-            return j
-        j += 1
-    return -1
-
-
 def _read_bracket(text: str, i: int) -> tuple[str, int]:
     """`[...]` starting at text[i] == '[' (braces inside are respected) -> (content, index after)."""
-    j = _find_top_level(text, i + 1, "]")
+    j = find_top_level(text, i + 1, "]")
     if j < 0:
         raise _BadDefinition
     return text[i + 1:j], j + 1
@@ -180,6 +162,7 @@ def _parse_definition(text: str, i: int, kind: str, table: MacroTable) -> tuple[
         if compact != expected:
             table.unsupported["\\def with delimited parameters"] = \
                 table.unsupported.get("\\def with delimited parameters", 0) + 1
+            table.delimited[name] = (params, body)  # not expanded; context words still need to find its calls
             return None, end
         return Macro(name, len(compact) // 2, None, _clean_body(body)), end
     if kind in ("newenvironment", "renewenvironment"):
@@ -270,7 +253,7 @@ def _read_arg(text: str, i: int) -> tuple[str, int]:
         return "", i
     c = text[i]
     if c == "{":
-        end = find_brace_end(text, i)
+        end = group_end(text, i)
         if end == -1:
             raise MacroLimitError("unbalanced braces in a macro argument")
         return text[i + 1:end - 1], end
@@ -289,7 +272,7 @@ def _braced_args_follow(text: str, i: int, n: int) -> bool:
         i = _skip_ws(text, i)
         if not text.startswith("{", i):
             return False
-        end = find_brace_end(text, i)
+        end = group_end(text, i)
         if end == -1:
             return False
         i = end
@@ -388,7 +371,7 @@ def expand_macros(text: str, macros: dict[str, Macro], config: ExpandConfig | No
         repl = _substitute(macro.body, args) if macro.nargs else macro.body
         head = text[:m.start()]
         rest = text[i:]
-        if macro.nargs == 0:
+        if macro.nargs == 0 and not cfg.keep_blanks:
             rest = rest.lstrip(" \t\n")  # TeX skips blanks after a control word
         joined_head = _join(head, repl) if repl else head
         new_text = _join(joined_head, rest)
@@ -425,7 +408,7 @@ def _if_star(text: str, i: int):
 
 
 def _top_level_bar(s: str) -> bool:
-    return _find_top_level(s, 0, "|") >= 0
+    return find_top_level(s, 0, "|") >= 0
 
 
 def _braket(text: str, i: int):
@@ -492,7 +475,7 @@ def _mqty(text: str, i: int):
     if nxt == "{":
         inner, k = _read_arg(text, j)
         return "\\begin{matrix}" + inner + "\\end{matrix}", k
-    k = _find_top_level(text, j + 1, close)
+    k = find_top_level(text, j + 1, close)
     if k < 0:
         return None
     return "\\begin{" + env + "}" + text[j + 1:k] + "\\end{" + env + "}", k + 1

@@ -17,6 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pipeline.latex_groups import braces_balanced
 from pipeline.latex_macros import Macro, MacroTable, collect_macros, special_macros
 
 KNOWN_COMMANDS_FILE = Path(__file__).resolve().parent / "rule_commands.txt"
@@ -222,29 +223,19 @@ def build_known_commands(extra_names: list[str] = (), out_path: Path = KNOWN_COM
     return len(known)
 
 
-if __name__ == "__main__":
-    extra = Path(sys.argv[1]).read_text().split() if len(sys.argv) > 1 else []
-    print(build_known_commands(extra), "defined names written to", KNOWN_COMMANDS_FILE)
-
-
 _LEFT_RE = re.compile(r"\\left(?![a-zA-Z@])")
 _RIGHT_RE = re.compile(r"\\right(?![a-zA-Z@])")
-_BRACE_RE = re.compile(r"\\.|[{}]", re.S)
 
 
 def structure_problem(equation: str) -> str | None:
     """A reason when `equation` cannot compile whatever the preamble: unbalanced braces or \\left/\\right."""
-    depth = 0
-    for m in _BRACE_RE.finditer(equation):
-        t = m.group(0)
-        if t == "{":
-            depth += 1
-        elif t == "}":
-            depth -= 1
-            if depth < 0:
-                return "unbalanced braces"
-    if depth:
+    if not braces_balanced(equation):
         return "unbalanced braces"
     if len(_LEFT_RE.findall(equation)) != len(_RIGHT_RE.findall(equation)):
         return "unbalanced \\left/\\right"
     return None
+
+
+if __name__ == "__main__":
+    extra = Path(sys.argv[1]).read_text().split() if len(sys.argv) > 1 else []
+    print(build_known_commands(extra), "defined names written to", KNOWN_COMMANDS_FILE)

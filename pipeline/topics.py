@@ -10,23 +10,27 @@ learned from the training contexts), ``phrases.pkl`` (when bigrams are on),
 ``theta.npz`` (``ids``, dense ``theta`` [N, K] float32 for every equation of the ingest dir, all splits,
 ``n_known`` = known tokens per context), ``topics.json``, ``config.json``, ``metrics.json``, ``labels.toml``
 (when human labels were given).
+
+Fitting is pipeline/topic_fit.py (`fit_topics`); this module owns the folder: `TopicModel.load`, and
+`read_theta` / `ThetaTable`, which read a topic dir with numpy alone; gensim, scipy and scikit-learn are imported
+where the LDA is fitted or used, so machines without them (the GPU check) can still read θ.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
-import time
 import tomllib
-from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
+from tqdm import tqdm
 
-from pipeline.topic_tokens import TokenConfig, Tokenizer, plural_map
+from pipeline.ingest import read_records
+from pipeline.topic_tokens import TokenConfig, Tokenizer
 
 MODEL_FILE = "lda.model"
 DICTIONARY_FILE = "dictionary.gensim"
@@ -85,30 +89,51 @@ class TopicConfig:
 # ----------------------------------------------------------------------------------------------- reading
 
 def read_equations(data_dir: str | Path) -> list[dict]:
-    """The fields topics need from ``DATA_DIR/equations.jsonl`` (id, paper, area, source, context, split)."""
-    path = Path(data_dir) / "equations.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `topiceq ingest SOURCE --out {data_dir}` first")
-    records = []
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{line_no}: not JSON ({exc}); re-run ingest") from exc
-            records.append({
-                "id": str(rec["id"]),
+    """The fields topics need from the ingest dir's records (id, paper, area, source, context, split)."""
+    records = [{"id": str(rec["id"]),
                 "paper": str(rec.get("paper") or str(rec["id"]).split("#")[0]),
                 "area": rec.get("area") or "",
                 "source": rec.get("source") or "",
                 "context": rec.get("context") or "",
-                "split": rec.get("split") or "train",
-            })
+                "split": rec.get("split") or "train"} for rec in read_records(data_dir)]
     if not records:
-        raise ValueError(f"{path} holds no equations: nothing to fit topics on")
+        raise ValueError(f"{Path(data_dir) / 'equations.jsonl'} holds no equations: nothing to fit topics on")
     return records
+
+
+def read_theta(topic_dir: str | Path) -> tuple[dict[str, np.ndarray], int]:
+    """TOPICDIR/theta.npz -> ({equation id: θ float32 [K]}, K): the one reader of the file `fit_topics` writes."""
+    path = Path(topic_dir) / THETA_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: fit topics first (topiceq topics fit --data DIR --out {topic_dir})")
+    with np.load(path) as z:
+        ids, theta = z["ids"], np.asarray(z["theta"], dtype=np.float32)
+    if theta.ndim != 2 or len(ids) != len(theta):
+        raise ValueError(f"{path}: theta must be [n, K] with one row per id")
+    return {str(i): theta[n] for n, i in enumerate(ids.tolist())}, int(theta.shape[1])
+
+
+def topic_labels(topics: list[dict]) -> list[str]:
+    """Human label where one was given, else the automatic one (else `topic N`)."""
+    return [t.get("human_label") or t.get("auto_label") or f"topic {i}" for i, t in enumerate(topics)]
+
+
+def resolve_topic(key: str | int, topics: list[dict]) -> int:
+    """Topic id from "3", 3, a human label or an automatic label (case-insensitive)."""
+    k = len(topics)
+    text = str(key).strip()
+    if text.lstrip("-").isdigit():
+        t = int(text)
+        if not 0 <= t < k:
+            raise ValueError(f"topic {t} does not exist: topics are 0..{k - 1}")
+        return t
+    low = text.lower()
+    for field_name in ("human_label", "auto_label"):
+        for t, topic in enumerate(topics):
+            if (topic.get(field_name) or "").lower() == low:
+                return t
+    raise ValueError(f"no topic labelled {text!r}; give an id 0..{k - 1} or one of: "
+                     + ", ".join(topic_labels(topics)) + " (see `topiceq topics show`)")
 
 
 def source_group(record: dict) -> str:
@@ -128,34 +153,6 @@ def source_group(record: dict) -> str:
     if len(parts) >= 3:
         return "/".join(parts[:-1])
     return paper
-
-
-def _stable_key(seed: int, text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{seed}\0{text}".encode(), digest_size=8).digest(), "big")
-
-
-def select_training(records: Sequence[dict], tokens: Sequence[list[str]], config: TopicConfig,
-                    splits: Iterable[str] = ("train",)) -> list[int]:
-    """Indices of records (of the given splits) used to fit: enough tokens, at most max_per_paper per paper and
-    max_per_source per source, chosen by a seeded hash of the id (independent of file order). Returned in
-    file order. The same caps on val+test give the balanced held-out set the metrics use."""
-    splits = set(splits)
-    by_paper: dict[str, list[int]] = defaultdict(list)
-    for i, rec in enumerate(records):
-        if rec["split"] in splits and len(tokens[i]) >= config.min_tokens:
-            by_paper[rec["paper"]].append(i)
-    keep_paper: list[int] = []
-    for idxs in by_paper.values():
-        idxs = sorted(idxs, key=lambda i: _stable_key(config.seed, records[i]["id"]))
-        keep_paper.extend(idxs[: config.max_per_paper] if config.max_per_paper else idxs)
-    by_source: dict[str, list[int]] = defaultdict(list)
-    for i in keep_paper:
-        by_source[source_group(records[i])].append(i)
-    keep: list[int] = []
-    for idxs in by_source.values():
-        idxs = sorted(idxs, key=lambda i: _stable_key(config.seed + 1, records[i]["id"]))
-        keep.extend(idxs[: config.max_per_source] if config.max_per_source else idxs)
-    return sorted(keep)
 
 
 # ----------------------------------------------------------------------------------------------- labels
@@ -184,27 +181,6 @@ def load_labels(path: str | Path, k: int) -> dict[int, str]:
 AREA_LABEL_SHARE = 0.5  # a topic is named after one area when it holds this share of the topic's mass
 
 
-def topic_area_shares(theta: np.ndarray, areas: Sequence[str]) -> list[dict[str, float]]:
-    """Per topic, the share of its mass (the sum of θ_k over the equations) in each area (`coarse_area`: math,
-    astro-ph, physics, stat, cs-ml), largest first; equations without an area are left out ({} for every
-    topic when none has one)."""
-    coarse = [coarse_area(a) for a in areas]
-    names = sorted({a for a in coarse if a is not None})
-    k = theta.shape[1]
-    if not names:
-        return [{} for _ in range(k)]
-    mass = np.zeros((len(names), k))
-    for j, name in enumerate(names):
-        rows = [i for i, a in enumerate(coarse) if a == name]
-        mass[j] = theta[rows].sum(axis=0)
-    total = mass.sum(axis=0)
-    out = []
-    for t in range(k):
-        shares = {names[j]: float(mass[j, t] / total[t]) for j in range(len(names))} if total[t] > 0 else {}
-        out.append(dict(sorted(shares.items(), key=lambda kv: -kv[1])))
-    return out
-
-
 def area_prefix(shares: dict[str, float]) -> str:
     """"astro-ph" when one area holds AREA_LABEL_SHARE of the topic, else the two largest ("math/physics");
     "" without areas."""
@@ -216,7 +192,8 @@ def area_prefix(shares: dict[str, float]) -> str:
     return "/".join(ranked[:2])
 
 
-def auto_labels(top_words: list[list[str]], n_words: int = 3, area_shares: list[dict[str, float]] | None = None) -> list[str]:
+def auto_labels(top_words: list[list[str]], n_words: int = 3,
+                area_shares: list[dict[str, float]] | None = None) -> list[str]:
     """"astro-ph: halo · galaxy · power" from each topic's areas and top words ("halo · galaxy · power" where the
     corpus gives no areas); made unique with the topic id if two collide."""
     raw = []
@@ -239,7 +216,6 @@ def batch_gamma(lda, bows: Sequence[list[tuple[int, int]]], *, iterations: int |
     1, so the result is a function of the words alone). Equality with gensim is a test."""
     from scipy.sparse import csr_matrix
     from scipy.special import psi
-    from tqdm import tqdm
 
     k = int(lda.num_topics)
     iterations = int(iterations or lda.iterations)
@@ -331,8 +307,7 @@ class TopicModel:
 
     @property
     def labels(self) -> list[str]:
-        """Human label where one was given, else the automatic one."""
-        return [t.get("human_label") or t["auto_label"] for t in self.topics]
+        return topic_labels(self.topics)
 
     def areas(self, topic: int) -> dict[str, float]:
         """Share of the topic's mass per corpus area, largest first ({} for a model fitted without areas)."""
@@ -347,20 +322,7 @@ class TopicModel:
         return [(w, float(p)) for w, p in self.lda.show_topic(topic, topn=n)]
 
     def resolve_topic(self, key: str | int) -> int:
-        """Topic id from "3", 3, a human label or an automatic label (case-insensitive)."""
-        text = str(key).strip()
-        if text.lstrip("-").isdigit():
-            t = int(text)
-            if not 0 <= t < self.k:
-                raise ValueError(f"topic {t} does not exist: topics are 0..{self.k - 1}")
-            return t
-        low = text.lower()
-        for field_name in ("human_label", "auto_label"):
-            for t, topic in enumerate(self.topics):
-                if (topic.get(field_name) or "").lower() == low:
-                    return t
-        raise ValueError(f"no topic labelled {text!r}; give an id 0..{self.k - 1} or one of: "
-                         + ", ".join(self.labels) + " (see `topiceq topics show`)")
+        return resolve_topic(key, self.topics)
 
     # --- inference
     def tokens(self, text: str) -> list[str]:
@@ -433,9 +395,7 @@ class TopicModel:
         if self._theta_cache is None:
             if self.directory is None or not (self.directory / THETA_FILE).is_file():
                 raise FileNotFoundError("this topic model has no theta.npz: fit it with fit_topics()")
-            with np.load(self.directory / THETA_FILE) as z:
-                ids, theta = z["ids"], z["theta"]
-            self._theta_cache = {str(i): theta[n] for n, i in enumerate(ids)}
+            self._theta_cache = read_theta(self.directory)[0]
         return self._theta_cache
 
     def set_labels(self, labels: dict[int, str], labels_file: str | Path | None = None) -> None:
@@ -448,79 +408,42 @@ class TopicModel:
             _write_json(self.directory / TOPICS_FILE, {"topics": self.topics})
 
 
-# ----------------------------------------------------------------------------------------------- fitting
+class ThetaTable:
+    """What a topic dir offers without gensim: k, labels, top words (topics.json), θ of every ingested equation
+    (theta.npz). For machines without gensim (the GPU check) and for planted θ in tests; turning words into
+    θ needs the LDA (`TopicModel`)."""
+
+    def __init__(self, topic_dir: str | Path):
+        self.directory = Path(topic_dir)
+        self._theta, self.k = read_theta(self.directory)
+        topics_file = self.directory / TOPICS_FILE
+        self.topics = (json.loads(topics_file.read_text())["topics"] if topics_file.is_file()
+                       else [{"auto_label": f"topic {i}"} for i in range(self.k)])
+        metrics_file = self.directory / METRICS_FILE
+        self.metrics: dict = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+
+    @property
+    def labels(self) -> list[str]:
+        return topic_labels(self.topics)
+
+    def theta_by_id(self) -> dict[str, np.ndarray]:
+        return self._theta
+
+    def top_words(self, topic: int, n: int = 10) -> list[str]:
+        return [w["word"] for w in self.topics[topic].get("top_words", [])][:n]
+
+    def resolve_topic(self, key: str | int) -> int:
+        return resolve_topic(key, self.topics)
+
+    def infer_many(self, texts):
+        raise ValueError(f"{self.directory} is read without gensim: θ cannot be inferred from words; load "
+                         "the topic model (pipeline.topics.TopicModel) instead")
+
 
 def _write_json(path: Path, obj) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(path)
-
-
-def _lda_documents(records, train_idx, bows, config: TopicConfig) -> list[list[tuple[int, int]]]:
-    if config.documents == "contexts":
-        return [bows[i] for i in train_idx]
-    joined: dict[str, Counter] = {}
-    for i in train_idx:
-        joined.setdefault(records[i]["paper"], Counter()).update(dict(bows[i]))
-    return [sorted(c.items()) for c in joined.values()]
-
-
-def train_lda(corpus, dictionary, config: TopicConfig):
-    """gensim LdaModel (reproducible with random_state) or LdaMulticore when config.multicore."""
-    from gensim.models import LdaModel, LdaMulticore
-
-    common = dict(corpus=corpus, id2word=dictionary, num_topics=config.k, passes=config.passes,
-                  iterations=config.iterations, chunksize=config.chunksize, random_state=config.seed,
-                  eval_every=None, eta=config.eta)
-    if config.multicore:
-        alpha = "symmetric" if config.alpha == "auto" else config.alpha
-        return LdaMulticore(workers=config.workers, alpha=alpha, **common)
-    return LdaModel(alpha=config.alpha, update_every=1, **common)
-
-
-def coherence_scores(model: TopicModel, texts: list[list[str]], topn: int = 10) -> dict:
-    """c_npmi (window 10) and c_v of the top-n words of each topic, against the given tokenised texts."""
-    from gensim.models.coherencemodel import CoherenceModel
-
-    topics = [model.top_words(t, topn) for t in range(model.k)]
-    out = {}
-    for measure, window in (("c_npmi", 10), ("c_v", None)):
-        cm = CoherenceModel(topics=topics, texts=texts, dictionary=model.dictionary, coherence=measure,
-                            window_size=window, topn=topn, processes=1)
-        per_topic = [float(x) for x in cm.get_coherence_per_topic()]
-        out[measure] = float(np.mean(per_topic))
-        out[f"{measure}_per_topic"] = per_topic
-    return out
-
-
-def heldout_perplexity(model: TopicModel, token_lists: list[list[str]]) -> dict:
-    """Held-out perplexity by document completion: θ is inferred from every other known token of a held-out
-    context (positions 0, 2, 4, ...) and the remaining tokens are scored, exp(-Σ log Σ_k θ_k β_kw / N).
-    Comparable across K and across document modes (gensim's log_perplexity bound is not: it adds a global
-    topic term divided by the held-out word count). gensim's bound is reported beside it."""
-    token2id = model.dictionary.token2id
-    known = [[token2id[w] for w in toks if w in token2id] for toks in token_lists]
-    known = [ids for ids in known if len(ids) >= 2]
-    if not known:
-        return {"heldout_docs": 0, "heldout_perplexity": None, "heldout_perplexity_gensim_bound": None}
-    half_bows = [sorted(Counter(ids[0::2]).items()) for ids in known]
-    theta = model.theta_of_bows(half_bows).astype(np.float64)
-    beta = model.lda.get_topics().astype(np.float64)  # [K, V], rows sum to 1
-    log_lik, n_words = 0.0, 0
-    for d, ids in enumerate(known):
-        rest = np.asarray(ids[1::2])
-        log_lik += float(np.log(theta[d] @ beta[:, rest]).sum())
-        n_words += len(rest)
-    full_bows = [sorted(Counter(ids).items()) for ids in known]
-    saved = model.lda.random_state
-    model.lda.random_state = np.random.RandomState(model.config.seed)
-    try:
-        bound = float(model.lda.log_perplexity(full_bows))
-    finally:
-        model.lda.random_state = saved
-    return {"heldout_docs": len(known), "heldout_words_scored": n_words,
-            "heldout_perplexity": float(np.exp(-log_lik / n_words)),
-            "heldout_perplexity_gensim_bound": 2.0 ** (-bound)}
 
 
 def coarse_area(area: str) -> str | None:
@@ -538,135 +461,3 @@ def coarse_area(area: str) -> str | None:
                 "nlin", "math-ph"):
         return "physics"
     return head
-
-
-def area_nmi(theta: np.ndarray, areas: Sequence[str], mask: np.ndarray) -> float | None:
-    """Normalised mutual information between each equation's dominant topic and its (coarse) area."""
-    from sklearn.metrics import normalized_mutual_info_score
-
-    mask = mask & np.array([coarse_area(a) is not None for a in areas], dtype=bool)
-    labels = [coarse_area(areas[i]) for i in np.flatnonzero(mask)]
-    if len(set(labels)) < 2:
-        return None
-    return float(normalized_mutual_info_score(labels, theta[mask].argmax(axis=1)))
-
-
-def fit_topics(data_dir: str | Path, out_dir: str | Path, config: TopicConfig | None = None, *,
-               labels_file: str | Path | None = None, progress: bool = False) -> TopicModel:
-    """Fit LDA on the ingest dir's train split (capped), write TOPICDIR, return the model."""
-    from gensim.corpora import Dictionary
-    from tqdm import tqdm
-
-    config = config or TopicConfig()
-    t_start = time.perf_counter()
-    records = read_equations(data_dir)
-    tokenizer = Tokenizer(config.tokens)
-    tokens = [tokenizer(r["context"]) for r in tqdm(records, desc="tokens", unit="ctx", disable=not progress,
-                                                     file=sys.stderr, mininterval=1.0)]
-    plurals = None
-    if config.tokens.fold_plurals:
-        plurals = plural_map(t for t, r in zip(tokens, records) if r["split"] == "train")
-        tokens = [[plurals.get(w, w) for w in toks] for toks in tokens]
-    phrases = None
-    if config.bigrams:
-        from gensim.models.phrases import Phrases
-
-        phrases = Phrases([t for t, r in zip(tokens, records) if r["split"] == "train"],
-                          min_count=config.bigram_min_count, threshold=config.bigram_threshold)
-        phrases = phrases.freeze()
-        tokens = [list(phrases[t]) for t in tokens]
-
-    train_idx = select_training(records, tokens, config)
-    if not train_idx:
-        raise ValueError(f"no train-split context in {data_dir} has {config.min_tokens}+ words: "
-                         "nothing to fit topics on")
-    dictionary = Dictionary(tokens[i] for i in train_idx)
-    dictionary.filter_extremes(no_below=config.no_below, no_above=config.no_above, keep_n=config.keep_n)
-    if len(dictionary) < config.k:
-        raise ValueError(f"only {len(dictionary)} words survive the vocabulary filter (no_below="
-                         f"{config.no_below}, no_above={config.no_above}) for k={config.k} topics: use more data, "
-                         "a lower no_below or fewer topics")
-    bows = [dictionary.doc2bow(t) for t in tokens]
-    corpus = _lda_documents(records, train_idx, bows, config)
-    corpus = [d for d in corpus if d]
-    t_fit, cpu_fit = time.perf_counter(), time.process_time()
-    lda = train_lda(corpus, dictionary, config)
-    fit_seconds, fit_cpu_seconds = time.perf_counter() - t_fit, time.process_time() - cpu_fit
-
-    top = [[w for w, _ in lda.show_topic(t, topn=10)] for t in range(config.k)]
-    autos = auto_labels(top)
-    topics = [{"id": t, "auto_label": autos[t], "human_label": None,
-               "top_words": [{"word": w, "weight": float(p)} for w, p in lda.show_topic(t, topn=10)]}
-              for t in range(config.k)]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model = TopicModel(lda, dictionary, config, topics, out_dir, phrases, plurals)
-    if labels_file is not None:
-        model.set_labels(load_labels(labels_file, config.k), labels_file)
-
-    t_theta = time.perf_counter()
-    theta = model.theta_of_bows(bows, progress=progress)
-    theta_seconds = time.perf_counter() - t_theta
-    # name each topic after the areas of the training contexts it was fitted on
-    shares = topic_area_shares(theta[train_idx], [records[i]["area"] for i in train_idx])
-    for topic, label, area_share in zip(model.topics, auto_labels(top, area_shares=shares), shares):
-        topic["auto_label"], topic["areas"] = label, area_share
-    n_known = np.fromiter((sum(c for _, c in b) for b in bows), dtype=np.int32, count=len(bows))
-    ids = np.array([r["id"] for r in records])
-
-    lda.save(str(out_dir / MODEL_FILE))
-    dictionary.save(str(out_dir / DICTIONARY_FILE))
-    if phrases is not None:
-        phrases.save(str(out_dir / PHRASES_FILE))
-    if plurals is not None:
-        _write_json(out_dir / PLURALS_FILE, plurals)
-    np.savez_compressed(out_dir / THETA_FILE, ids=ids, theta=theta, n_known=n_known)
-    _write_json(out_dir / TOPICS_FILE, {"topics": model.topics})
-    _write_json(out_dir / CONFIG_FILE, asdict(config))
-
-    split_counts = Counter(r["split"] for r in records)
-    source_before = Counter(source_group(r) for r in records if r["split"] == "train")
-    source_after = Counter(source_group(records[i]) for i in train_idx)
-    metrics: dict = {
-        "data_dir": str(data_dir), "equations": len(records), "splits": dict(split_counts),
-        "train_contexts_used": len(train_idx), "lda_documents": len(corpus), "documents": config.documents,
-        "vocabulary": len(dictionary), "k": config.k,
-        "empty_contexts": int((n_known == 0).sum()),
-        "largest_sources_before_caps": source_before.most_common(5),
-        "largest_sources_after_caps": source_after.most_common(5),
-        "area_counts_used": dict(Counter(str(coarse_area(records[i]["area"])) for i in train_idx)),
-        "fit_seconds": round(fit_seconds, 3), "fit_cpu_seconds": round(fit_cpu_seconds, 3),
-        "theta_seconds": round(theta_seconds, 3),
-        "theta_per_second": round(len(records) / theta_seconds, 1) if theta_seconds > 0 else None,
-    }
-    if config.metrics:
-        t_metrics = time.perf_counter()
-        ref = [tokens[i] for i in train_idx]
-        if len(ref) > config.coherence_max_texts:
-            rng = np.random.RandomState(config.seed)
-            ref = [ref[i] for i in sorted(rng.choice(len(ref), config.coherence_max_texts, replace=False))]
-        metrics.update(coherence_scores(model, ref))
-        # Held-out = val+test contexts under the same caps as training (else the Stacks Project's chapters
-        # would be most of it); the uncapped figures are kept too.
-        held = select_training(records, tokens, config, splits=("val", "test"))
-        metrics.update(heldout_perplexity(model, [tokens[i] for i in held]))
-        held_all = [i for i, r in enumerate(records) if r["split"] in ("val", "test")]
-        metrics["heldout_perplexity_uncapped"] = heldout_perplexity(model, [tokens[i] for i in held_all])[
-            "heldout_perplexity"]
-        areas = [r["area"] for r in records]
-        known = n_known > 0
-
-        def mask(idx):
-            m = np.zeros(len(records), dtype=bool)
-            m[idx] = True
-            return m & known
-
-        metrics["nmi_area_heldout"] = area_nmi(theta, areas, mask(held))
-        metrics["nmi_area_train_used"] = area_nmi(theta, areas, mask(train_idx))
-        metrics["nmi_area_all"] = area_nmi(theta, areas, known)
-        metrics["heldout_area_counts"] = dict(Counter(str(coarse_area(records[i]["area"])) for i in held))
-        metrics["metrics_seconds"] = round(time.perf_counter() - t_metrics, 3)
-    metrics["total_seconds"] = round(time.perf_counter() - t_start, 3)
-    _write_json(out_dir / METRICS_FILE, metrics)
-    model.metrics = metrics
-    return model

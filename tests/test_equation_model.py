@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from topicrnn.equation_model import (LoadedModel, encode_equation, sample_equations, sequence_logprobs,
-                                     topic_posterior)
-from topicrnn.interface import TorchLM
+from topicrnn.evaluation import encode_equation
+from topicrnn.generation import generate_for_topics, sample_equations
+from topicrnn.interface import LoadedModel
 from topicrnn.models import ModelConfig, RecurrentLM
+from topicrnn.scoring import sequence_logprobs
 from topicrnn.tokenizers import LatexTokenizer
+from topicrnn.topic_probes import topic_posterior
 
 EQUATIONS = [
     r"\alpha + \beta = \gamma",
@@ -33,20 +35,30 @@ def tiny_lm(mode: str = "input", k: int = 3, seed: int = 0, hidden: int = 16) ->
     if model.topic_bias is not None:  # starts at zero by design; give it something to say
         torch.nn.init.normal_(model.topic_bias.weight, std=0.5)
     model.eval()
-    return LoadedModel(model=model, tokenizer=tok, metadata={}, path=None, name=f"tiny-{mode}")
+    return LoadedModel(model, tok, {}, name=f"tiny-{mode}", add_eos=True)
 
 
-def test_batched_scoring_matches_the_core_per_sequence_score():
+def stepwise_logprob(lm: LoadedModel, equation: str, theta: np.ndarray) -> float:
+    """log p(<bos> equation <eos>) one step at a time (the step protocol, no batching, no padding)."""
+    ids = encode_equation(lm.tokenizer, equation)
+    total, state = 0.0, None
+    with torch.no_grad():
+        for a, b in zip(ids[:-1], ids[1:]):
+            logits, state = lm.model.step(torch.tensor([a]), torch.as_tensor(theta)[None], state)
+            total += float(torch.log_softmax(logits, -1)[0, b])
+    return total
+
+
+def test_batched_scoring_matches_stepwise_logprobs_and_the_loaded_model_score():
     lm = tiny_lm("input")
     rng = np.random.default_rng(1)
     thetas = rng.dirichlet(np.ones(3), size=len(EQUATIONS)).astype(np.float32)
     seqs = [encode_equation(lm.tokenizer, e) for e in EQUATIONS]
-    ours = sequence_logprobs(lm, seqs, thetas, batch_size=4)  # mixed lengths share padded batches
-    core = TorchLM(lm.model, lm.tokenizer, add_eos=True)
+    ours = sequence_logprobs(lm.model, seqs, thetas, batch_size=4)  # mixed lengths share padded batches
     for i, eq in enumerate(EQUATIONS):
-        expected = float(core.token_logprobs(eq, thetas[i]).sum())
-        assert ours[i] == pytest.approx(expected, rel=1e-5, abs=1e-4), eq
-        assert core.score(eq, thetas[i]).n_chars == len(eq) + 1
+        assert ours[i] == pytest.approx(stepwise_logprob(lm, eq, thetas[i]), rel=1e-5, abs=1e-4), eq
+        score = lm.score(eq, thetas[i])
+        assert score.n_chars == len(eq) + 1 and score.logprob_nats == pytest.approx(ours[i], rel=1e-5, abs=1e-4)
 
 
 @pytest.mark.parametrize("mode", ["input", "init", "bias"])
@@ -55,10 +67,10 @@ def test_theta_changes_the_output_distribution(mode):
     seqs = [encode_equation(lm.tokenizer, e) for e in EQUATIONS]
     e0 = np.tile(np.eye(3, dtype=np.float32)[0], (len(seqs), 1))
     e2 = np.tile(np.eye(3, dtype=np.float32)[2], (len(seqs), 1))
-    a, b = sequence_logprobs(lm, seqs, e0), sequence_logprobs(lm, seqs, e2)
+    a, b = sequence_logprobs(lm.model, seqs, e0), sequence_logprobs(lm.model, seqs, e2)
     assert np.abs(a - b).max() > 1e-3
     # ...and the same θ gives the same numbers (eval mode: no dropout noise)
-    assert np.allclose(a, sequence_logprobs(lm, seqs, e0))
+    assert np.allclose(a, sequence_logprobs(lm.model, seqs, e0))
 
 
 @pytest.mark.parametrize("mode", ["input", "init", "bias"])
@@ -82,8 +94,8 @@ def test_unconditioned_model_ignores_theta_and_scores():
     lm = tiny_lm("input", k=0)
     assert not lm.conditioned and lm.topic_mode == "none"
     seqs = [encode_equation(lm.tokenizer, e) for e in EQUATIONS]
-    a = sequence_logprobs(lm, seqs, None)
-    b = sequence_logprobs(lm, seqs, np.eye(3, dtype=np.float32)[[0] * len(seqs)])
+    a = sequence_logprobs(lm.model, seqs, None)
+    b = sequence_logprobs(lm.model, seqs, np.eye(3, dtype=np.float32)[[0] * len(seqs)])
     assert np.all(a < 0) and np.allclose(a, b)
 
 
@@ -122,3 +134,20 @@ def test_one_theta_row_per_equation_matches_separate_calls():
     together = sample_equations(lm, rows, n=3, temperature=0.0, seed=0, max_len=12, constrained=False)
     apart = [sample_equations(lm, r, n=1, temperature=0.0, seed=0, max_len=12, constrained=False)[0] for r in rows]
     assert together == apart  # greedy: each row follows its own θ
+
+
+def test_equations_for_topics_do_not_depend_on_the_other_topics():
+    lm = tiny_lm("input", seed=5)
+    thetas = {t: np.eye(3, dtype=np.float32)[t] for t in range(3)}
+    kw = dict(temperature=1.0, seed=2, max_len=12, constrained=False)
+    every = generate_for_topics(lm, thetas, 4, **kw)
+    assert [g.topic for g in every] == [0] * 4 + [1] * 4 + [2] * 4
+    alone = generate_for_topics(lm, {2: thetas[2]}, 4, **kw)
+    assert alone == every[8:]  # topic 2 samples with seed + 7919 * 2 whatever else is asked for
+    assert [g.equation for g in alone] == sample_equations(lm, thetas[2], n=4, seed=2 + 7919 * 2, temperature=1.0,
+                                                          max_len=12, constrained=False)
+    mixed = generate_for_topics(lm, thetas, {0: 1, 1: 0, 2: 2}, mix_topics=True, **kw)
+    assert [g.topic for g in mixed] == [0, 2, 2]  # one sampler call, one θ row per sequence
+    rows = np.stack([thetas[0], thetas[2], thetas[2]])
+    assert [g.equation for g in mixed] == sample_equations(lm, rows, n=3, seed=2, temperature=1.0, max_len=12,
+                                                          constrained=False)

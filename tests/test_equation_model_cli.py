@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.topics import TopicConfig, fit_topics
+from pipeline.topic_fit import fit_topics
+from pipeline.topics import TopicConfig
 from topicrnn.presets import apply_overrides, get_preset
 from topicrnn.train import train
 

@@ -12,8 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from topicrnn import equation_model as em
+from pipeline.ingest import read_records
+from pipeline.topics import ThetaTable
+from topicrnn.checkpoint import load_model
+from topicrnn.evaluation import evaluate
+from topicrnn.generation import sample_equations
 from topicrnn.presets import apply_overrides, get_preset
+from topicrnn.topic_probes import topic_log_likelihoods, topic_posterior
 from topicrnn.train import train
 
 K = 2
@@ -72,36 +77,36 @@ def planted(tmp_path_factory):
 
 def test_equation_to_topic_inference_recovers_the_planted_topic(planted):
     data, _, ckpts = planted
-    lm = em.load_model(ckpts["input"])
-    test = em.read_split(data, "test")
+    lm = load_model(ckpts["input"])
+    test = list(read_records(data, "test"))
     truth = np.array([r["topic"] for r in test])
-    ll = em.topic_log_likelihoods(lm, [r["equation"] for r in test], K)
-    post = em.topic_posterior(ll, np.full(K, 1 / K))
+    ll = topic_log_likelihoods(lm, [r["equation"] for r in test], K)
+    post = topic_posterior(ll, np.full(K, 1 / K))
     accuracy = float((post.argmax(axis=1) == truth).mean())
     assert len(test) >= 20 and accuracy >= 0.9, accuracy
 
 
 def test_generation_follows_the_topic(planted):
     data, _, ckpts = planted
-    lm = em.load_model(ckpts["input"])
+    lm = load_model(ckpts["input"])
     greek = []
     for topic in range(K):
         theta = np.full(K, 0.1 / (K - 1), dtype=np.float32)
         theta[topic] = 0.9
-        eqs = em.sample_equations(lm, theta, n=30, temperature=0.7, seed=3, max_len=40, constrained=False)
+        eqs = sample_equations(lm, theta, n=30, temperature=0.7, seed=3, max_len=40, constrained=False)
         greek.append(np.mean([("\\alpha" in e or "\\beta" in e or "\\gamma" in e or "\\omega" in e) for e in eqs]))
     assert greek[0] > 0.7 and greek[1] < 0.3, greek
 
 
 def test_conditioned_model_beats_the_unconditioned_one_on_planted_data(planted):
     data, _, ckpts = planted
-    topic_model = em.ThetaTable(planted[1])  # the planted θ, read from theta.npz
-    table = em.evaluate(data, topic_model, [ckpts["none"], ckpts["input"]])
+    topic_model = ThetaTable(planted[1])  # the planted θ, read from theta.npz
+    table = evaluate(data, topic_model, [ckpts["none"], ckpts["input"]])
     by_name = {r.topic_mode: r for r in table.rows}
     assert table.baseline == "none" and set(by_name) == {"none", "input"}
     for r in table.rows:
-        assert r.equations == len(em.read_split(data, "test"))
-        assert r.chars == sum(len(x["equation"]) + 1 for x in em.read_split(data, "test"))
+        assert r.equations == len(list(read_records(data, "test")))
+        assert r.chars == sum(len(x["equation"]) + 1 for x in list(read_records(data, "test")))
         assert 0 < r.bits_per_char < r.bits_per_token
     assert by_name["input"].bits_per_char < by_name["none"].bits_per_char
     md = table.to_markdown()
@@ -110,8 +115,8 @@ def test_conditioned_model_beats_the_unconditioned_one_on_planted_data(planted):
 
 def test_per_area_table_adds_up_to_the_whole(planted):
     data, topics, ckpts = planted
-    table = em.evaluate(data, em.ThetaTable(topics), [ckpts["none"], ckpts["input"]], by="area")
-    test = em.read_split(data, "test")
+    table = evaluate(data, ThetaTable(topics), [ckpts["none"], ckpts["input"]], by="area")
+    test = list(read_records(data, "test"))
     assert [g.group for g in table.groups] == sorted({"math", "physics"})  # coarse areas, equal sizes
     assert sum(g.equations for g in table.groups) == len(test)
     for row in table.rows:  # character-weighted mean of the groups = the overall figure
@@ -123,4 +128,4 @@ def test_per_area_table_adds_up_to_the_whole(planted):
     assert "| area | equations |" in md and "| physics |" in md
     assert table.to_json()["groups"][0]["group"] == table.groups[0].group
     with pytest.raises(ValueError, match="by must be one of"):
-        em.evaluate(data, em.ThetaTable(topics), [ckpts["none"]], by="colour")
+        evaluate(data, ThetaTable(topics), [ckpts["none"]], by="colour")

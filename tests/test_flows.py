@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.caching import (StageFailed, TransientError, content_hash, fingerprint, is_transient, stage_task,
-                           task_key)
+from flows.caching import StageFailed, TransientError, content_hash, is_transient, stage_policy, stage_task
 
 WORDS = ("to be or not to be that is the question whether tis nobler in the mind to suffer the slings "
          "and arrows of outrageous fortune or to take arms against a sea of troubles\n")
@@ -44,20 +43,28 @@ class _Cfg:
     name: str = "x"
 
 
-def test_task_key_uses_config_and_inputs_but_only_the_path_of_outputs(tmp_path):
+def test_stage_key_uses_config_and_input_content_but_only_the_path_of_outputs(tmp_path):
+    """Prefect's INPUTS and TASK_SOURCE composed with PathContent and RepoCode (no task context here, so
+    TASK_SOURCE adds nothing)."""
     src = tmp_path / "in.txt"
     src.write_text("data")
     out = tmp_path / "out"
-    key = task_key("s", "src", {"src": src, "out": out, "cfg": _Cfg()}, ("out",), ())
-    assert key == task_key("s", "src", {"src": src, "out": out, "cfg": _Cfg()}, ("out",), ())
-    assert key != task_key("s", "src", {"src": src, "out": out, "cfg": _Cfg(k=4)}, ("out",), ())
-    assert key != task_key("s2", "src", {"src": src, "out": out, "cfg": _Cfg()}, ("out",), ())
+
+    def key(stage="s", code=(), **changes):
+        inputs = {"src": src, "out": out, "cfg": _Cfg(), **changes}
+        return stage_policy(stage, ("out",), code).compute_key(task_ctx=None, inputs=inputs, flow_parameters={})
+
+    first = key()
+    assert first == key() and first.startswith("s-")
+    assert first != key(cfg=_Cfg(k=4))
+    assert first != key(stage="s2")
+    assert first != key(code=("pipeline.compile_safety",))
     out.mkdir()
     (out / "result").write_text("whatever the task wrote")
-    assert key == task_key("s", "src", {"src": src, "out": out, "cfg": _Cfg()}, ("out",), ())
-    assert fingerprint({"b": 1, "a": [1, 2]}) == fingerprint({"a": [1, 2], "b": 1})
-    with pytest.raises(TypeError, match="cache key"):
-        fingerprint(object())
+    assert key() == first  # an output's content is not part of the key
+    src.write_text("other data")
+    assert key() != first  # an input's content is
+    assert key(src=tmp_path / "missing") != first  # a missing input: a key all the same (the task reports it)
 
 
 def test_stage_failed_message_pickles_and_transient_classification():
@@ -298,7 +305,7 @@ def test_ingest_shards_and_compile_checks_on_dask_equal_threads(harness, tmp_pat
         stats = ingest_stage([Path(corpus)], Path(out) / "ingest", 2, {})
         futures = [compile_check_batch.submit(Path(equations_file), start, start + batch, 1, False)
                    for start in range(0, 60, batch)]
-        return {"stats": stats, "verdicts": [v for f in futures for v in f.result()]}
+        return {"stats": stats, "verdicts": [v for f in futures for v in f.result()["verdicts"]]}
 
     runs = {}
     for runner in ("threads", "dask"):
@@ -365,3 +372,32 @@ def test_code_part_of_the_key_follows_imports_only():
     files = {p.name for p in code_closure(("flows.charlm",))}
     assert {"charlm.py", "caching.py", "reporting.py"} <= files
     assert "deploy.py" not in files and "equations.py" not in files
+
+
+@pytest.mark.slow
+def test_hmm_flow_runs_both_experiments_then_comes_from_the_cache(harness, tmp_path):
+    from flows.hmm import hmm_flow
+    from flows.launch import run_flow
+
+    book = tmp_path / "book.txt"
+    book.write_text("*** START OF THIS PROJECT GUTENBERG EBOOK X ***\n\n" + (WORDS * 8 + "\n\n") * 4)
+    params = dict(text=str(book), chars=800, iterations=8, grid=3, instability_iterations=2, bits=100)
+    first = run_flow(hmm_flow, tmp_path / "run", **params)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "![P(state = 1 | letter) across EM iterations](letters/letters.png)" in report
+    assert "![Training log-likelihood by starting point](instability/instability.png)" in report
+    figure = Path(first["outputs"]["letters figure"])
+    for name in ("letters figure", "instability figure"):
+        assert Path(first["outputs"][name]).read_bytes()[:4] == b"\x89PNG"
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
+            "hmm-letters-figure", "hmm-instability-figure"])))
+    assert {a.key for a in artifacts} == {"hmm-letters-figure", "hmm-instability-figure"}
+    assert all("data:image/png;base64," in a.data for a in artifacts)  # the figure itself, not a path
+    stamp = figure.stat().st_mtime_ns
+    second = run_flow(hmm_flow, tmp_path / "run", **params)
+    assert second["phase_transition_iteration"] == first["phase_transition_iteration"]
+    assert figure.stat().st_mtime_ns == stamp  # both tasks came from the cache

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from pipeline.package_macros import structure_problem
-from topicrnn import equation_model as em
-from topicrnn.checkpoint import load_checkpoint
+from topicrnn.checkpoint import load_model
 from topicrnn.data import RecordBatches, make_records
+from topicrnn.generation import allowed_control_sequences, sample_equations
 from topicrnn.presets import apply_overrides, get_preset
 from topicrnn.sampling import sample
 from topicrnn.tokenizers import LatexTokenizer
@@ -42,9 +42,9 @@ def test_train_on_device_then_load_on_cpu_and_sample_with_a_seed(tmp_path, devic
     p = apply_overrides(get_preset("tiny"), ["max_steps=40", "eval_every=20", "lr=1e-2"])
     res = train(p.model, p.train, tmp_path / "ck", data_path=text, device=device, progress=False)
     assert res["device"].startswith(device) and res["best_val_nats_per_char"] < 2.5
-    model, tok, meta = load_checkpoint(tmp_path / "ck", device="cpu")  # written on `device`, read on the CPU
-    assert next(model.parameters()).device.type == "cpu" and meta["step"] in (20, 40)
-    model = model.to(device)
+    lm = load_model(tmp_path / "ck", device="cpu")  # written on `device`, read on the CPU
+    assert lm.device.type == "cpu" and lm.metadata["step"] in (20, 40) and lm.kind == "lstm"
+    model, tok = lm.model.to(device), lm.tokenizer
     a = sample(model, tok, n=4, max_len=30, seed=3, temperature=0.8)
     b = sample(model, tok, n=4, max_len=30, seed=3, temperature=0.8)
     assert a == b and len(set(a)) > 1  # reproducible with a seed; the 4 rows are not copies of each other
@@ -61,8 +61,8 @@ def test_constrained_sampling_on_device_closes_what_it_opens(tmp_path, device):
                                 "split": "val" if i % 9 == 0 else "train"}) + "\n")
     p = apply_overrides(get_preset("eq-tiny"), ["topic_dim=0", "max_steps=30", "eval_every=15"])
     train(p.model, p.train, tmp_path / "ck", data_path=ingest, device=device, progress=False)
-    lm = em.load_model(tmp_path / "ck", device=device)
-    syntax = em.allowed_control_sequences(lm, ingest)
-    out = em.sample_equations(lm, None, n=32, temperature=1.0, seed=0, control_sequences=syntax)
+    lm = load_model(tmp_path / "ck", device=device)
+    syntax = allowed_control_sequences(lm, ingest)
+    out = sample_equations(lm, None, n=32, temperature=1.0, seed=0, syntax=syntax)
     assert len(out) == 32 and all(structure_problem(e) is None for e in out)
-    assert out == em.sample_equations(lm, None, n=32, temperature=1.0, seed=0, control_sequences=syntax)
+    assert out == sample_equations(lm, None, n=32, temperature=1.0, seed=0, syntax=syntax)

@@ -100,7 +100,7 @@ def test_tricky_document_exact_output(tmp_path):
     assert [r["index"] for r in records] == list(range(len(TRICKY_EXPECTED)))
     assert all(r["id"] == f"paper#{r['index']}" and r["paper"] == "paper" for r in records)
     assert all(r["context"] == r["context_before"] + " " + r["context_after"] for r in records)
-    assert all(r["split"] == split_for("paper") for r in records)
+    assert all(r["split"] == split_for(r["identity"]) and r["identity"].startswith("sha1:") for r in records)
     offsets = [r["offset"] for r in records]
     assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
     # the recursive \loop is dropped with a reason; the repeated equation is a duplicate
@@ -203,7 +203,7 @@ def test_sample_records_are_consistent(sample_run):
     assert len(ids) == len(set(ids))
     for r in records:
         assert set(r) >= {"id", "paper", "area", "source", "env", "equation", "context", "split", "offset", "index"}
-        assert r["split"] == split_for(r["paper"])
+        assert r["split"] == split_for(r["identity"])
         assert r["equation"] and len(r["equation"]) <= 1000 and "\n" not in r["equation"]
         assert "\\label" not in r["equation"] and "\\nonumber" not in r["equation"]
         assert not r["equation"].endswith((",", ";")) and not re.search(r"(?<!\\right)(?<!\\)\.$", r["equation"])

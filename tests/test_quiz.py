@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.quiz import (FakeEquation, QuizConfig, attach_dominant_topics, build_quiz, equation_length,
-                           export_quiz)
+from pipeline.quiz import FakeEquation, QuizConfig, attach_dominant_topics, build_quiz, equation_length
+from pipeline.quiz_export import export_quiz
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from topicrnn.interface import Score, TorchLM
+from topicrnn.interface import LoadedModel, Score, SequenceModel
 from topicrnn.models import ModelConfig, RecurrentLM
-from topicrnn.ngram import NGramLM
+from topicrnn.ngram import NGramConfig, NGramLM
 from topicrnn.numpy_rnn import NumpyRNN, numerical_gradient_check
 from topicrnn.sampling import filter_logits, sample
-from topicrnn.tokenizers import CharTokenizer, LatexTokenizer, Tokenizer
+from topicrnn.tokenizers import CharTokenizer, LatexTokenizer, Tokenizer, WordTokenizer, make_tokenizer
 
 TEXT = "the cat sat on the mat. the dog sat on the log.\n" * 4
 
@@ -254,9 +254,9 @@ def test_sampler_applies_constraint_and_closing(char_lm):
         assert set(body) <= {"a", "e"}
 
 
-def test_torchlm_score_matches_stepwise_logprobs(char_lm):
+def test_loaded_model_score_matches_stepwise_logprobs(char_lm):
     m, tok = char_lm
-    lm = TorchLM(m, tok, add_eos=True, chunk=3)
+    lm = LoadedModel(m, tok, add_eos=True, chunk=3)
     text = "the cat sat"
     s = lm.score(text)
     ids = tok.encode(text, bos=True, eos=True)
@@ -285,7 +285,11 @@ def test_numpy_rnn_equals_torch_rnn_on_same_weights():
     m = NumpyRNN(9, 6, seed=2, init_scale=0.4)
     ids = np.array([1, 4, 2, 8, 0, 3, 3])
     h0 = np.linspace(-0.5, 0.5, 6)
-    lp, h_last = m.forward_logprobs(ids, h0)
+    state, rows = torch.from_numpy(h0)[None], []
+    for i in ids:  # the step protocol, one id at a time
+        logits, state = m.step(torch.tensor([i]), None, state)
+        rows.append(logits[0].numpy())
+    lp, h_last = np.stack(rows), state[0].numpy()
     rnn, head = m.to_torch()
     with torch.no_grad():
         out, hn = rnn(torch.nn.functional.one_hot(torch.from_numpy(ids), 9).double()[None],
@@ -299,39 +303,108 @@ def test_numpy_rnn_equals_torch_rnn_on_same_weights():
 
 
 def test_numpy_rnn_learns_and_scores():
-    m = NumpyRNN.for_text(TEXT, hidden=32, seed=0)
-    before = m.score(TEXT).nats_per_char
-    m.fit(TEXT, steps=300, seq_length=16, batch_size=2, lr=0.1)
-    after = m.score(TEXT).nats_per_char
+    tok = CharTokenizer().fit(TEXT)
+    m = NumpyRNN(tok.vocab_size, hidden=32, seed=0)
+    lm = LoadedModel(m, tok)
+    before = lm.score(TEXT).nats_per_char
+    m.fit(tok.encode(TEXT), steps=300, seq_length=16, batch_size=2, lr=0.1)
+    after = lm.score(TEXT).nats_per_char
     assert after < before - 1.0
-    s = m.sample(2, 20, seed=1, prime="the")
+    s = lm.sample(2, 20, seed=1, prime="the")
     assert len(s) == 2 and all(x.startswith("the") and len(x) == 23 for x in s)
+    assert s == lm.sample(2, 20, seed=1, prime="the") and s != lm.sample(2, 20, seed=2, prime="the")
 
 
 # ----------------------------------------------------------------------------- n-gram
 
+def ngram(order: int, unit: str = "char", smoothing: str = "kn") -> LoadedModel:
+    tok = make_tokenizer(unit).fit(TEXT)
+    return LoadedModel(NGramLM(tok, NGramConfig(order, unit, smoothing)).fit(TEXT), tok)
+
+
+def reference_prob(lm: NGramLM, w: int, context: tuple) -> float:
+    """p(w | context) by the textbook recursion, one symbol at a time (the vectorised `distribution` must
+    agree with it)."""
+    n, cfg = lm.order, lm.config
+    if not lm.predictable[w]:
+        return 0.0
+    if cfg.smoothing == "addk":
+        ctx = context[len(context) - (n - 1):] if n > 1 else ()
+        nxt = lm.counts[n - 1].get(ctx) or {}
+        return (nxt.get(w, 0) + cfg.k) / (sum(nxt.values()) + cfg.k * lm.n_predictable)
+    p = 1.0 / lm.n_predictable
+    for m in range(n):
+        ctx = context[len(context) - m:] if m else ()
+        nxt = lm.counts[m].get(ctx)
+        if nxt:
+            d = lm.discount[m]
+            p = (max(nxt.get(w, 0) - d, 0.0) + d * len(nxt) * p) / sum(nxt.values())
+    return p
+
+
 @pytest.mark.parametrize("smoothing", ["kn", "addk"])
 @pytest.mark.parametrize("unit", ["char", "word"])
 def test_ngram_distribution_sums_to_one_and_score_is_consistent(smoothing, unit):
-    lm = NGramLM(3, unit, smoothing).fit(TEXT)
+    lm = ngram(3, unit, smoothing)
+    model, tok = lm.model, lm.tokenizer
     for ctx_text in ["the c", "on the ", "zz"]:
-        ids = lm._ids(ctx_text)
-        ctx = tuple(([lm.bos] * 2 + ids)[-2:])
-        p = lm.distribution(ctx)
+        ctx = tuple(([tok.bos_id] * 2 + tok.encode(ctx_text))[-2:])
+        p = model.distribution(ctx)
         assert p.sum() == pytest.approx(1.0, abs=1e-9)
-        assert all(p[w] == pytest.approx(lm.prob(w, ctx), rel=1e-9) for w in range(len(p)))
-    s = lm.score("the cat sat on the log.")
-    assert isinstance(s, Score) and s.logprob_nats < 0
+        assert all(p[w] == pytest.approx(reference_prob(model, w, ctx), rel=1e-9) for w in range(len(p)))
+    text = "the cat sat on the log."
+    s = lm.score(text)
+    ids = [tok.bos_id] * 2 + tok.encode(text)  # the text's log-probability, symbol by symbol
+    expected = sum(math.log(reference_prob(model, ids[i], tuple(ids[i - 2:i]))) for i in range(2, len(ids)))
+    assert isinstance(s, Score) and s.n_chars == len(text) and s.logprob_nats == pytest.approx(expected, rel=1e-9)
 
 
 def test_ngram_viability_and_order():
     real, scrambled = "the dog sat on the mat.", "mat the on sat dog the."
     for unit in ("char", "word"):
-        lm = NGramLM(3, unit).fit(TEXT)
-        assert lm.viability(real) > lm.viability(scrambled)
-    low = NGramLM(1).fit(TEXT).score(TEXT).nats_per_char
-    high = NGramLM(4).fit(TEXT).score(TEXT).nats_per_char
+        lm = ngram(3, unit)
+        assert lm.score(real).probability > lm.score(scrambled).probability
+    low = ngram(1).score(TEXT).nats_per_char
+    high = ngram(4).score(TEXT).nats_per_char
     assert high < low
-    out = NGramLM(4).fit(TEXT).sample(2, 30, seed=0, prime="the ")
-    assert out == NGramLM(4).fit(TEXT).sample(2, 30, seed=0, prime="the ")
-    assert all(o.startswith("the ") for o in out)
+    out = ngram(4).sample(2, 30, seed=0, prime="the ")
+    assert out == ngram(4).sample(2, 30, seed=0, prime="the ")
+    assert all(o.startswith("the ") and len(o) == 34 for o in out)
+    words = ngram(2, "word").sample(1, 5, seed=0, prime="the cat")[0]
+    assert words.startswith("the cat ") and len(WordTokenizer().tokenize(words)) == 7
+
+
+# ----------------------------------------------------------------------------- the step protocol
+
+def _kinds() -> dict[str, LoadedModel]:
+    tok = CharTokenizer().fit(TEXT)
+    torch_lm = RecurrentLM(ModelConfig(cell="lstm", layers=2, hidden=8, embedding=4, dropout=0.0,
+                                       vocab_size=tok.vocab_size)).eval()
+    gru = RecurrentLM(ModelConfig(cell="gru", layers=1, hidden=8, embedding=4, dropout=0.0, topic_dim=3,
+                                  vocab_size=tok.vocab_size)).eval()
+    return {"lstm": LoadedModel(torch_lm, tok), "gru": LoadedModel(gru, tok), "ngram": ngram(3),
+            "numpy-rnn": LoadedModel(NumpyRNN(tok.vocab_size, 8, seed=0), tok)}
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "ngram", "numpy-rnn"])
+def test_every_kind_implements_the_step_protocol(kind):
+    lm = _kinds()[kind]
+    model = lm.model
+    assert isinstance(model, SequenceModel) and model.kind == kind
+    assert model.vocab_size == lm.tokenizer.vocab_size and model.device == torch.device("cpu")
+    theta = torch.full((2, 3), 1 / 3) if model.topic_dim else None
+    ids = torch.tensor([lm.tokenizer.bos_id] * 2)
+    logits, state = model.step(ids, theta, None)
+    assert logits.shape == (2, model.vocab_size)
+    again, _ = model.step(ids, theta, model.initial_state(2, theta))  # None = the start of a sequence
+    torch.testing.assert_close(again, logits)
+    assert torch.exp(torch.log_softmax(logits, -1)).sum(-1).allclose(torch.ones(2, dtype=logits.dtype))
+    layers = model.state_layers(state)
+    expected = {"lstm": {"h0", "c0", "h1", "c1"}, "gru": {"h0"}, "ngram": set(), "numpy-rnn": {"h0"}}[kind]
+    assert set(layers) == expected and all(v.shape[0] == 2 for v in layers.values())
+    # the one sampler and the one scoring path serve every kind
+    th = np.full(3, 1 / 3, dtype=np.float32) if model.topic_dim else None
+    out = lm.sample(3, 12, seed=1, theta=th)
+    assert len(out) == 3 and out == lm.sample(3, 12, seed=1, theta=th)
+    s = lm.score("the cat", theta=th)
+    assert s.n_chars == 7 and s.logprob_nats < 0

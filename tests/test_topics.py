@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from pipeline.topic_tokens import Tokenizer
-from pipeline.topics import (TopicConfig, TopicModel, fit_topics, load_labels, read_equations, select_training,
-                             source_group)
+from pipeline.topic_fit import fit_topics, select_training
+from pipeline.topics import TopicConfig, TopicModel, load_labels, read_equations, source_group
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -308,7 +308,8 @@ def test_topics_are_named_after_their_dominant_area(planted, capsys):
 
 
 def test_area_shares_and_prefixes():
-    from pipeline.topics import area_prefix, auto_labels, topic_area_shares
+    from pipeline.topic_fit import topic_area_shares
+    from pipeline.topics import area_prefix, auto_labels
 
     theta = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.5, 0.5]])
     shares = topic_area_shares(theta, ["math.GT", "math", "hep-th", "formats"])  # formats: no area

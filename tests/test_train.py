@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from topicrnn.checkpoint import load_checkpoint, read_checkpoint
+from topicrnn.checkpoint import load_model, read_checkpoint
 from topicrnn.data import RecordBatches, TextStreams, load_equation_split, make_records
 from topicrnn.presets import apply_overrides, get_preset
 from topicrnn.sampling import sample
-from topicrnn.tokenizers import CharTokenizer, LatexTokenizer
+from topicrnn.tokenizers import LatexTokenizer
 from topicrnn.train import TrainConfig, lr_at, train
 from topiceq.cli import main as cli_main
 
@@ -158,12 +158,14 @@ def test_train_text_writes_loadable_checkpoints_and_learns(tmp_path):
         assert (tmp_path / "ck" / name).is_file()
     raw = torch.load(tmp_path / "ck" / "last.pt", map_location="cpu", weights_only=True)
     assert raw["step"] == 30 and raw["tokenizer"]["kind"] == "char" and "optimizer" in raw
-    model, tok, meta = load_checkpoint(tmp_path / "ck")
+    lm = load_model(tmp_path / "ck")
+    meta = lm.metadata
     assert meta["step"] in (15, 30) and meta["best_val"] == pytest.approx(min(res["history"]["val_nats_per_char"]))
+    assert raw["kind"] == "lstm" == lm.kind
     first = res["history"]["train_loss"][0]
-    assert abs(first - math.log(tok.vocab_size)) < 0.3  # ≈ ln V at the start
+    assert abs(first - math.log(lm.tokenizer.vocab_size)) < 0.3  # ≈ ln V at the start
     assert res["best_val_nats_per_char"] < first - 0.5  # and it learned
-    out = sample(model, tok, n=2, max_len=20, seed=0, stop_at_eos=False)
+    out = sample(lm.model, lm.tokenizer, n=2, max_len=20, seed=0, stop_at_eos=False)
     assert len(out) == 2 and all(len(o) == 20 for o in out)
 
 
@@ -173,7 +175,7 @@ def test_max_seconds_stops_early_with_a_validated_checkpoint(tmp_path):
     res = train(p.model, p.train, tmp_path / "ck", data_path=data, progress=False, preset="tiny")
     assert res["stopped_for_time"] and res["step"] == 1
     assert res["history"]["val_step"] == [1]  # validated on the way out, checkpoints written
-    assert load_checkpoint(tmp_path / "ck" / "last.pt")[2]["step"] == 1
+    assert load_model(tmp_path / "ck" / "last.pt").metadata["step"] == 1
     p = tiny_preset(max_steps=6, eval_every=3)
     assert not train(p.model, p.train, tmp_path / "full", data_path=data, progress=False)["stopped_for_time"]
     # the budget counts across resumes: the run's seconds so far are saved with its data position
@@ -222,8 +224,7 @@ def test_sigkill_leaves_a_loadable_checkpoint_and_resume_continues(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    model, tok, meta = load_checkpoint(out / "last.pt")  # never torn: written via os.replace
-    killed_at = meta["step"]
+    killed_at = load_model(out / "last.pt").metadata["step"]  # never torn: written via os.replace
     assert killed_at >= 6
     res = train(None, None, out, resume=True, max_steps=killed_at + 3, progress=False)
     assert res["step"] == killed_at + 3
@@ -240,8 +241,9 @@ def test_equation_records_with_theta_train_sample_score(tmp_path, capsys):
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["step"] == 12 and summary["best_val_bits_per_char"] > 0
-    model, tok, meta = load_checkpoint(ck)
-    assert isinstance(tok, LatexTokenizer) and model.config.topic_dim == 3 and meta["topic"]["k"] == 3
+    lm = load_model(ck)
+    model, tok = lm.model, lm.tokenizer
+    assert isinstance(tok, LatexTokenizer) and model.config.topic_dim == 3 and lm.metadata["topic"]["k"] == 3
     assert "\\frac" in tok.tokens
     texts = sample(model, tok, n=3, max_len=15, theta=np.array([1.0, 0, 0]), seed=4)
     assert texts == sample(model, tok, n=3, max_len=15, theta=np.array([1.0, 0, 0]), seed=4)
@@ -253,7 +255,7 @@ def test_equation_records_with_theta_train_sample_score(tmp_path, capsys):
     # the unconditioned baseline on the same data, and a clear error when --topics is missing
     assert cli_main(["train", "--preset", "eq-tiny", "--data", str(ingest), "--out", str(tmp_path / "plain"),
                      "--max-steps", "3", "--no-progress", "--set", "topic_dim=0"]) == 0
-    assert load_checkpoint(tmp_path / "plain").model.config.topic_dim == 0
+    assert load_model(tmp_path / "plain").topic_dim == 0
     capsys.readouterr()
     assert cli_main(["train", "--preset", "eq-tiny", "--data", str(ingest), "--out", str(tmp_path / "x"),
                      "--no-progress"]) == 1
@@ -272,3 +274,97 @@ def test_sample_and_score_commands_on_a_char_model(tmp_path, capsys):
     assert "bits/char" in capsys.readouterr().out
     assert cli_main(["score", "--checkpoint", str(tmp_path / "missing"), "x"]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset, extra", [("char-5gram", ["--set", "order=3"]),
+                                           ("min-char-rnn", ["--max-steps", "200", "--set", "hidden=16"])])
+def test_every_kind_trains_scores_and_samples_through_the_cli(tmp_path, capsys, preset, extra):
+    data = make_text(tmp_path / "t.txt")
+    ck = tmp_path / "ck"
+    assert cli_main(["train", "--preset", preset, "--data", str(data), "--out", str(ck), "--no-progress", "--json",
+                     *extra]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    raw = torch.load(ck / "best.pt", map_location="cpu", weights_only=True)  # plain tensors and lists only
+    lm = load_model(ck)
+    assert raw["kind"] == lm.kind == get_preset(preset).kind and raw["tokenizer"]["kind"] == "char"
+    # the validation figure is the held-out end of the text, scored by the one scoring path after loading
+    held_out = data.read_text()[int(len(data.read_text()) * 0.9):]
+    assert lm.score(held_out).nats_per_char == pytest.approx(summary["best_val_nats_per_char"], rel=1e-9)
+    assert summary["best_val_bits_per_char"] < math.log2(lm.tokenizer.vocab_size) - 1  # it learned something
+    assert cli_main(["score", "--checkpoint", str(ck), "--json", "to be or not"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["n_chars"] == len("to be or not") and s["logprob_nats"] == pytest.approx(
+        lm.score("to be or not").logprob_nats)
+    args = ["sample", "--checkpoint", str(ck), "--prime", "to be", "-n", "2", "--length", "15", "--seed", "3", "--json"]
+    assert cli_main(args) == 0
+    samples = json.loads(capsys.readouterr().out)["samples"]
+    assert len(samples) == 2 and all(x.startswith("to be") and len(x) == 20 for x in samples)
+    assert cli_main(args) == 0 and json.loads(capsys.readouterr().out)["samples"] == samples
+    assert cli_main(["sample", "--checkpoint", str(ck), "--topic", "1"]) == 1  # one meaning: a topic's θ
+    assert "takes no topic vector" in capsys.readouterr().err
+    assert cli_main(["train", "--preset", preset, "--data", str(data), "--out", str(ck), "--resume",
+                     "--no-progress"]) == 1
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_a_new_kind_needs_only_its_registrations(tmp_path):
+    """What presets.py documents for the HMM: a model, a trainer, a loader, a preset; nothing else changes."""
+    from dataclasses import dataclass
+
+    from topicrnn.checkpoint import LOADERS, register_loader, save_checkpoint
+    from topicrnn.interface import SequenceModel
+    from topicrnn.presets import PRESETS, Preset, register_preset
+    from topicrnn.tokenizers import make_tokenizer
+    from topicrnn.trainers import TRAINERS, register_trainer, train_preset
+
+    @dataclass
+    class UniformConfig:
+        kind = "uniform"
+
+        def to_dict(self):
+            return {}
+
+    @dataclass
+    class UniformTrain:
+        data_kind: str = "text"
+
+        def to_dict(self):
+            return {"data_kind": self.data_kind}
+
+    class Uniform:  # the step protocol and nothing else: every token alike
+        kind, topic_dim, device = "uniform", 0, torch.device("cpu")
+
+        def __init__(self, vocab_size):
+            self.vocab_size = vocab_size
+
+        def initial_state(self, batch, theta=None):
+            return torch.zeros(batch, 1)
+
+        def step(self, ids, theta=None, state=None):
+            return torch.zeros(len(ids), self.vocab_size), torch.zeros(len(ids), 1)
+
+        def state_layers(self, state):
+            return {"h0": state}
+
+        def num_parameters(self):
+            return 0
+
+    def fit(preset, out_dir, *, data_path, **_):
+        tok = make_tokenizer("char").fit(Path(data_path).read_text())
+        save_checkpoint(Path(out_dir) / "best.pt", {"kind": "uniform", "model_config": {}, "train_config": {},
+                                                    "tokenizer": tok.to_dict(), "model": {}})
+        return {"step": 0}
+
+    try:
+        register_trainer("uniform", fit)
+        register_loader("uniform", lambda payload, tok, device: Uniform(tok.vocab_size))
+        register_preset(Preset("uniform-test", "test kind", UniformConfig(), UniformTrain()))
+        train_preset(get_preset("uniform-test"), tmp_path / "u", data_path=make_text(tmp_path / "t.txt"))
+        lm = load_model(tmp_path / "u")
+        assert lm.kind == "uniform" and isinstance(lm.model, SequenceModel)
+        assert lm.score("to be").nats_per_char == pytest.approx(math.log(lm.tokenizer.vocab_size))
+        assert [len(x) for x in lm.sample(2, 5, seed=0)] == [5, 5]
+    finally:
+        TRAINERS.pop("uniform", None)
+        LOADERS.pop("uniform", None)
+        PRESETS.pop("uniform-test", None)

@@ -1,7 +1,9 @@
 """The `topiceq` console script: one sub-command per module in `topiceq.commands`.
 
 Each command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`. Modules are
-imported to build `--help`, so they keep heavy imports (torch, gensim, prefect) inside `run`.
+imported to build `--help`, so they keep heavy imports (torch, gensim, prefect) inside `run`; arguments that
+several commands share come from `topiceq.arguments`. Every module listed in COMMANDS must exist: a missing
+one is an installation error, reported as such, never a command silently left out.
 """
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import argparse
 import importlib
 import os
 import sys
+
+from topiceq.inputs import UsageError, validate
 
 # (command name, module); order is the order shown in --help.
 COMMANDS: list[tuple[str, str]] = [
@@ -28,10 +32,6 @@ COMMANDS: list[tuple[str, str]] = [
 ]
 
 
-class UsageError(Exception):
-    """An error whose message tells the user what to do; printed as one line, exit status 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="topiceq",
@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name == module_name:
-                continue  # command not built yet
+                raise RuntimeError(f"topiceq {name}: its module {module_name} is missing from this installation "
+                                   "(reinstall topiceq: pip install -e .)") from exc
             raise
         p = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -54,12 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except RuntimeError as exc:
+        print(f"topiceq: error: {exc}", file=sys.stderr)
+        return 1
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
     try:
+        validate(args.command, args)
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("topiceq: interrupted", file=sys.stderr)
@@ -69,11 +75,23 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except (UsageError, FileNotFoundError, NotADirectoryError, ValueError, RuntimeError) as exc:
+    except (UsageError, OSError, ValueError, RuntimeError) as exc:
         if os.environ.get("TOPICEQ_DEBUG"):
             raise
-        print(f"topiceq {args.command}: error: {exc}", file=sys.stderr)
+        print(f"topiceq {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
+    except Exception as exc:  # a bug, not bad input: still one line, with the way to the traceback
+        if os.environ.get("TOPICEQ_DEBUG"):
+            raise
+        print(f"topiceq {args.command}: error: unexpected {type(exc).__name__}: {one_line(exc)} (a bug: run "
+              "again with TOPICEQ_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+def one_line(exc: BaseException) -> str:
+    """The message on one line (some libraries' messages run over many)."""
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return text or type(exc).__name__
 
 
 if __name__ == "__main__":

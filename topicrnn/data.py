@@ -7,12 +7,11 @@ Validation split = the last 10% of the text (as nanoGPT does).
 
 Short records (equations), each with an optional θ -> `RecordBatches`: length-bucketed, padded batches
 with masks; inputs are <bos> + tokens, targets tokens + <eos>.
-`load_equation_split(INGESTDIR, TOPICDIR, split)` reads `INGESTDIR/equations.jsonl` and
-`TOPICDIR/theta.npz` (keys `ids`, `theta`) with numpy alone.
+`load_equation_split(INGESTDIR, TOPICDIR, split)` reads `INGESTDIR/equations.jsonl` and `TOPICDIR/theta.npz`
+through their owners (`pipeline.ingest.read_records`, `pipeline.topics.read_theta`; numpy alone, no gensim).
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,9 @@ from typing import Iterator
 
 import numpy as np
 import torch
+
+from pipeline.ingest import read_records
+from pipeline.topics import read_theta
 
 from .tokenizers import Tokenizer
 
@@ -185,38 +187,6 @@ class RecordBatches:
 
 # ----------------------------------------------------------------------------- ingest + topics
 
-def load_theta(topic_dir: str | Path) -> tuple[dict[str, np.ndarray], int]:
-    """TOPICDIR/theta.npz (keys `ids`, `theta`) -> ({equation id: θ float32[K]}, K)."""
-    path = Path(topic_dir) / "theta.npz"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: fit topics first (topiceq topics fit --data DIR --out {topic_dir})")
-    try:
-        z = np.load(path, allow_pickle=False)
-        ids, theta = z["ids"], z["theta"]
-    except ValueError:  # ids saved as an object array
-        z = np.load(path, allow_pickle=True)
-        ids, theta = z["ids"], z["theta"]
-    theta = np.asarray(theta, dtype=np.float32)
-    if theta.ndim != 2 or len(ids) != len(theta):
-        raise ValueError(f"{path}: theta must be [n, K] with one row per id")
-    return {str(i): theta[j] for j, i in enumerate(ids.tolist())}, int(theta.shape[1])
-
-
-def read_equations(ingest_dir: str | Path, split: str | None = None) -> list[dict]:
-    """Records of INGESTDIR/equations.jsonl, optionally only one split (train|val|test)."""
-    path = Path(ingest_dir) / "equations.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `topiceq ingest SOURCE... --out {ingest_dir}` first")
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                rec = json.loads(line)
-                if split is None or rec.get("split") == split:
-                    out.append(rec)
-    return out
-
-
 @dataclass
 class EquationSplit:
     texts: list[str]
@@ -226,10 +196,11 @@ class EquationSplit:
 
 
 def load_equation_split(ingest_dir, topic_dir=None, split: str = "train") -> EquationSplit:
-    recs = read_equations(ingest_dir, split)
+    """Equations of one split of INGESTDIR with their θ from TOPICDIR (records without one are dropped)."""
+    recs = list(read_records(ingest_dir, split))
     if topic_dir is None:
         return EquationSplit([r["equation"] for r in recs], [r["id"] for r in recs], None, 0)
-    by_id, k = load_theta(topic_dir)
+    by_id, k = read_theta(topic_dir)
     texts, ids, rows, missing = [], [], [], 0
     for r in recs:
         th = by_id.get(str(r["id"]))

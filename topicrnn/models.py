@@ -9,17 +9,19 @@ Modes combine with "+" (e.g. `input+bias`): each named path is built and θ ente
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from .configs import DictConfig
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 TOPIC_MODES = ("input", "init", "bias")
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(DictConfig):
     cell: str = "lstm"  # rnn | gru | lstm
     layers: int = 2
     hidden: int = 512
@@ -45,19 +47,15 @@ class ModelConfig:
         """Whether θ enters through `mode` (input | init | bias); never for a plain model."""
         return bool(self.topic_dim) and mode in self.topic_mode.split("+")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-
-State = "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"
+    @property
+    def kind(self) -> str:
+        """The model kind a checkpoint records (topicrnn.interface): the cell."""
+        return self.cell
 
 
 class RecurrentLM(nn.Module):
+    """The torch kinds of the step protocol (topicrnn.interface.SequenceModel), plus `forward` over a block."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         config.validate()
@@ -82,6 +80,22 @@ class RecurrentLM(nn.Module):
     def is_lstm(self) -> bool:
         return self.config.cell == "lstm"
 
+    @property
+    def kind(self) -> str:
+        return self.config.cell
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def topic_dim(self) -> int:
+        return self.config.topic_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
     def _check_theta(self, theta: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         k = self.config.topic_dim
         if k == 0:
@@ -92,12 +106,12 @@ class RecurrentLM(nn.Module):
             theta = theta.unsqueeze(0).expand(batch, -1)
         if theta.shape != (batch, k):
             raise ValueError(f"theta must have shape [{batch}, {k}], not {list(theta.shape)}")
-        return theta.to(self.head.weight.device, torch.float32)
+        return theta.to(self.device, torch.float32)
 
     def initial_state(self, batch: int, theta: torch.Tensor | None = None, device=None):
         """Zero state, or the θ-derived state in `init` mode. LSTM: (h, c), each [layers, B, hidden]."""
         c = self.config
-        device = device if device is not None else self.head.weight.device
+        device = device if device is not None else self.device
         theta = self._check_theta(theta, batch) if c.topic_dim else None
         if self.topic_init is not None:
             s = torch.tanh(self.topic_init(theta.to(device)))  # [B, n_states*layers*hidden]
@@ -126,6 +140,13 @@ class RecurrentLM(nn.Module):
         logits, state = self.forward(token_ids.view(-1, 1), theta, state)
         return logits[:, 0], state
 
+    def state_layers(self, state) -> dict[str, torch.Tensor]:
+        """Per layer l: "h{l}" (and "c{l}" for an LSTM), each [B, hidden]."""
+        if self.is_lstm:
+            h, c = state
+            return {name: t for l in range(self.config.layers) for name, t in ((f"h{l}", h[l]), (f"c{l}", c[l]))}
+        return {f"h{l}": state[l] for l in range(self.config.layers)}
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -136,10 +157,3 @@ def detach_state(state):
     if isinstance(state, tuple):
         return tuple(s.detach() for s in state)
     return state.detach()
-
-
-def select_state(state, index: torch.Tensor):
-    """Keep the batch rows `index` of a state (for dropping finished sequences)."""
-    if isinstance(state, tuple):
-        return tuple(s[:, index] for s in state)
-    return state[:, index]

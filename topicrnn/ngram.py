@@ -1,76 +1,108 @@
-"""Markov n-gram language model over characters or words ("Remixing Noon").
+"""Markov n-gram language model over the ids of a tokenizer: characters or words ("Remixing Noon").
 
 p(w_1..w_n) = Π p(w_i | previous order-1 symbols). Smoothing:
   kn   - interpolated Kneser-Ney (absolute discount D per order, D = n1 / (n1 + 2 n2); lower orders use
          continuation counts; the bottom interpolates with the uniform distribution over the vocabulary);
   addk - add-k (Lidstone) on the full-order counts.
-A sentence's "viability" is its probability under the model (`viability`, or `score(...).logprob_nats`).
-Words: `\\w+` runs, single punctuation marks and newlines are tokens; spaces are implied between words
-(per-character figures still divide by the characters of the text). Unseen symbols map to <unk>.
+The vocabulary is the tokenizer's (`char`: one symbol per character; `word`: `\\w+` runs, single punctuation
+marks and newlines, spaces implied; `latex`: LaTeX tokens); <pad> and <bos> are never predicted, unseen symbols
+are <unk>, and <bos> pads the context at the start of a text. A model of records (`records=True`, equations)
+is fitted on each record framed <bos>...<eos> and predicts <eos>; a model of one text never does. A sentence's "viability" is its probability under the
+model: `LoadedModel(lm, lm.tokenizer).score(sentence).probability`.
 
-Run `python -m topicrnn.ngram --text FILE --order 5` for validation figures on the nanoGPT split.
+It implements the step protocol (topicrnn.interface): the state is the last order-1 ids [B, order-1]; each step
+returns the log of the smoothed distribution, computed in numpy. Sampling and scoring go through the one
+sampler and the one scoring path. `topiceq train --preset char-5gram` fits one (topicrnn.trainers).
 """
 from __future__ import annotations
 
-import math
-import re
 from collections import Counter, defaultdict
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
+import torch
 
-from .interface import Score
+from .configs import DictConfig
+from .tokenizers import Tokenizer
 
-BOS, UNK = "<s>", "<unk>"
-_WORD = re.compile(r"\w+|\n|[^\w\s]")
+
+@dataclass
+class NGramConfig(DictConfig):
+    order: int = 5
+    tokenizer: str = "char"  # char | word | latex
+    smoothing: str = "kn"  # kn | addk
+    k: float = 0.1  # add-k constant
+    records: bool = False  # fitted on records (each framed <bos>...<eos>), so <eos> is predicted
+
+    kind = "ngram"  # not a field: what a preset of this config trains
+
+    def validate(self) -> None:
+        if self.order < 1:
+            raise ValueError("order must be >= 1")
+        if self.tokenizer not in ("char", "word", "latex"):
+            raise ValueError(f"an n-gram's tokenizer must be char, word or latex, not {self.tokenizer!r}")
+        if self.smoothing not in ("kn", "addk"):
+            raise ValueError(f"smoothing must be kn or addk, not {self.smoothing!r}")
+
+
+@dataclass
+class NGramTrainConfig(DictConfig):
+    """An n-gram is fitted in one pass on one text file: its first 1 - val_fraction, validated on the rest."""
+
+    data_kind: str = "text"
+    val_fraction: float = 0.1
 
 
 class NGramLM:
-    def __init__(self, order: int = 5, unit: str = "char", smoothing: str = "kn", k: float = 0.1):
-        if order < 1:
-            raise ValueError("order must be >= 1")
-        if unit not in ("char", "word"):
-            raise ValueError("unit must be char or word")
-        if smoothing not in ("kn", "addk"):
-            raise ValueError("smoothing must be kn or addk")
-        self.order, self.unit, self.smoothing, self.k = order, unit, smoothing, k
-        self.vocab: list[str] = []
+    kind = "ngram"
+    topic_dim = 0
+    device = torch.device("cpu")
 
-    # ------------------------------------------------------------------ symbols
-    def symbols(self, text: str) -> list[str]:
-        return list(text) if self.unit == "char" else _WORD.findall(text)
-
-    def join(self, syms: Iterable[str]) -> str:
-        if self.unit == "char":
-            return "".join(syms)
-        out = ""
-        for s in syms:
-            if out and not out.endswith("\n") and s != "\n" and (s[0].isalnum() or s[0] == "_"):
-                out += " "
-            out += s
-        return out
-
-    def _ids(self, text: str) -> list[int]:
-        unk = self.index[UNK]
-        return [self.index.get(s, unk) for s in self.symbols(text)]
+    def __init__(self, tokenizer: Tokenizer, config: NGramConfig | None = None):
+        self.config = config or NGramConfig(tokenizer=tokenizer.kind)
+        self.config.validate()
+        self.tokenizer = tokenizer
+        self.order = self.config.order
+        self.vocab_size = tokenizer.vocab_size
+        # Symbols that can follow a context: all but <pad>, <bos> and (in one text) <eos>; <unk> stands for
+        # unseen ones.
+        self.predictable = np.ones(self.vocab_size, dtype=bool)
+        self.predictable[[tokenizer.pad_id, tokenizer.bos_id]] = False
+        self.predictable[tokenizer.eos_id] = self.config.records
+        self.n_predictable = int(self.predictable.sum())
+        self.counts: list[dict] = []
 
     # ------------------------------------------------------------------ fitting
     def fit(self, text: str) -> "NGramLM":
-        syms = self.symbols(text)
-        self.vocab = sorted(set(syms) | {UNK})
-        self.index = {s: i for i, s in enumerate(self.vocab)}
-        self.bos = len(self.vocab)  # a padding context symbol, never predicted
-        seq = [self.bos] * (self.order - 1) + [self.index[s] for s in syms]
+        """Count the n-grams of one text (context padded with <bos> at the start)."""
+        if self.config.records:
+            raise ValueError("this n-gram models records: fit it with fit_records(texts)")
+        return self._count([self.tokenizer.encode(text)])
+
+    def fit_records(self, texts: Sequence[str]) -> "NGramLM":
+        """Count the n-grams of each record, framed <bos>^(order-1) ... <eos>."""
+        if not self.config.records:
+            raise ValueError("this n-gram models one text: fit it with fit(text), or set records=True")
+        return self._count([self.tokenizer.encode(t, eos=True) for t in texts])
+
+    def _count(self, sequences: Sequence[list[int]]) -> "NGramLM":
+        n, bos = self.order, self.tokenizer.bos_id
+        raw: dict = defaultdict(Counter)
+        for ids in sequences:
+            seq = [bos] * (n - 1) + ids
+            for i in range(n - 1, len(seq)):
+                raw[tuple(seq[i - n + 1 : i])][seq[i]] += 1
+        self._build(raw)
+        return self
+
+    def _build(self, raw: dict) -> None:
+        """Full-order counts {context: Counter(next id)} -> the tables `distribution` reads."""
         n = self.order
-        # counts[m][context tuple (length m)] -> Counter(next id); m = 0 .. n-1
-        raw: list[dict] = [defaultdict(Counter) for _ in range(n)]
-        for i in range(n - 1, len(seq)):
-            w = seq[i]
-            raw[n - 1][tuple(seq[i - n + 1 : i])][w] += 1
-        if self.smoothing == "kn":
+        if self.config.smoothing == "kn":
             # Lower orders: continuation counts N1+(• ctx w) = distinct left extensions of (ctx, w).
             counts = [None] * n
-            counts[n - 1] = raw[n - 1]
+            counts[n - 1] = raw
             for m in range(n - 2, -1, -1):
                 cont: dict = defaultdict(Counter)
                 for ctx, nxt in counts[m + 1].items():
@@ -85,41 +117,40 @@ class NGramLM:
                 self.discount.append(n1 / (n1 + 2 * n2) if n1 + n2 > 0 else 0.5)
             self.totals = [{ctx: sum(nxt.values()) for ctx, nxt in counts[m].items()} for m in range(n)]
         else:
-            self.counts = raw
-            self.totals = [{ctx: sum(nxt.values()) for ctx, nxt in raw[n - 1].items()}] * n
+            self.counts = [raw] * n
+            self.totals = [{ctx: sum(nxt.values()) for ctx, nxt in raw.items()}] * n
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The full-order counts as flat tensors (contexts [E, order-1], next [E], count [E])."""
+        rows = [(ctx, w, c) for ctx, nxt in self.counts[-1].items() for w, c in nxt.items()]
+        width = self.order - 1
+        return {"contexts": torch.tensor([r[0] for r in rows], dtype=torch.int64).reshape(len(rows), width),
+                "next": torch.tensor([r[1] for r in rows], dtype=torch.int64),
+                "count": torch.tensor([r[2] for r in rows], dtype=torch.int64)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> "NGramLM":
+        raw: dict = defaultdict(Counter)
+        for ctx, w, c in zip(state["contexts"].tolist(), state["next"].tolist(), state["count"].tolist()):
+            raw[tuple(ctx)][w] = c
+        self._build(raw)
         return self
 
-    # ------------------------------------------------------------------ probabilities
-    def prob(self, w: int, context: tuple) -> float:
-        """p(w | context) for symbol id w; context = the previous order-1 ids (padded with bos)."""
-        n, V = self.order, len(self.vocab)
-        if self.smoothing == "addk":
-            ctx = context[len(context) - (n - 1) :] if n > 1 else ()
-            nxt = self.counts[n - 1].get(ctx)
-            c = nxt.get(w, 0) if nxt else 0
-            tot = self.totals[n - 1].get(ctx, 0)
-            return (c + self.k) / (tot + self.k * V)
-        p = 1.0 / V
-        for m in range(n):
-            ctx = context[len(context) - m :] if m else ()
-            nxt = self.counts[m].get(ctx)
-            if not nxt:
-                continue
-            tot = self.totals[m][ctx]
-            d = self.discount[m]
-            p = (max(nxt.get(w, 0) - d, 0.0) + d * len(nxt) * p) / tot
-        return p
+    def num_parameters(self) -> int:
+        """Stored counts (the n-gram's "parameters")."""
+        return sum(len(nxt) for nxt in self.counts[-1].values()) if self.counts else 0
 
+    # ------------------------------------------------------------------ probabilities
     def distribution(self, context: tuple) -> np.ndarray:
-        """p(· | context) over the vocabulary, as a vector."""
-        n, V = self.order, len(self.vocab)
-        if self.smoothing == "addk":
+        """p(· | context) over the vocabulary (zero where not `predictable`); context = the previous ids."""
+        n = self.order
+        if self.config.smoothing == "addk":
             ctx = context[len(context) - (n - 1) :] if n > 1 else ()
-            p = np.full(V, self.k)
+            p = np.where(self.predictable, self.config.k, 0.0)
             for w, c in (self.counts[n - 1].get(ctx) or {}).items():
                 p[w] += c
             return p / p.sum()
-        p = np.full(V, 1.0 / V)
+        p = np.where(self.predictable, 1.0 / self.n_predictable, 0.0)
         for m in range(n):
             ctx = context[len(context) - m :] if m else ()
             nxt = self.counts[m].get(ctx)
@@ -133,78 +164,20 @@ class NGramLM:
             p = q / tot
         return p
 
-    # ------------------------------------------------------------------ the interface
-    def score(self, text: str) -> Score:
-        """Total log-probability of `text` (from the start-of-text context) and bits per character."""
-        ids = self._ids(text)
-        ctx = [self.bos] * (self.order - 1)
-        total = 0.0
-        for w in ids:
-            total += math.log(self.prob(w, tuple(ctx[len(ctx) - (self.order - 1) :]) if self.order > 1 else ()))
-            ctx.append(w)
-        return Score.from_nats(total, len(text))
+    # ------------------------------------------------------------------ the step protocol
+    def initial_state(self, batch: int, theta=None) -> torch.Tensor:
+        """The start of a text: a context of <bos> only."""
+        return torch.full((batch, self.order - 1), self.tokenizer.bos_id, dtype=torch.int64)
 
-    def viability(self, sentence: str) -> float:
-        """The lecture's 'viability' of a sentence: its probability under the model."""
-        return math.exp(self.score(sentence).logprob_nats)
+    def step(self, ids: torch.Tensor, theta=None, state: torch.Tensor | None = None):
+        """ids [B] -> (log p(· | context + id) [B, V] float64, the new context [B, order-1])."""
+        if state is None:
+            state = self.initial_state(len(ids))
+        state = torch.cat([state, ids.view(-1, 1).cpu()], dim=1)[:, 1:] if self.order > 1 else state
+        with np.errstate(divide="ignore"):  # never-predicted symbols: log 0 = -inf
+            logp = np.log(np.stack([self.distribution(tuple(row)) for row in state.tolist()]))
+        return torch.from_numpy(logp), state
 
-    def sample(self, n: int = 1, max_len: int = 300, *, temperature: float = 1.0, prime: str = "",
-               seed: int | None = None) -> list[str]:
-        rng = np.random.default_rng(seed)
-        unk = self.index[UNK]
-        out = []
-        for _ in range(n):
-            ctx = [self.bos] * (self.order - 1) + self._ids(prime)
-            gen = []
-            for _ in range(max_len):
-                p = self.distribution(tuple(ctx[len(ctx) - (self.order - 1) :]) if self.order > 1 else ())
-                p[unk] = 0.0
-                if temperature <= 0:
-                    w = int(p.argmax())
-                else:
-                    p = p ** (1.0 / temperature)
-                    w = int(rng.choice(len(p), p=p / p.sum()))
-                gen.append(w)
-                ctx.append(w)
-            out.append(prime + ("" if not prime or self.unit == "char" else " ")
-                       + self.join(self.vocab[i] for i in gen))
-        return out
-
-
-def main(argv=None) -> int:
-    import argparse
-    import json
-    import time
-
-    from .data import read_text, split_text
-
-    ap = argparse.ArgumentParser(description="n-gram validation figures on the nanoGPT split (last 10%)")
-    ap.add_argument("--text", required=True)
-    ap.add_argument("--order", type=int, nargs="+", default=[5])
-    ap.add_argument("--unit", default="char", choices=["char", "word"])
-    ap.add_argument("--smoothing", default="kn", choices=["kn", "addk"])
-    ap.add_argument("--k", type=float, default=0.1)
-    ap.add_argument("--sample", type=int, default=0, help="also print a sample of this many symbols")
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args(argv)
-    train, val = split_text(read_text(a.text))
-    for order in a.order:
-        t0 = time.perf_counter()
-        lm = NGramLM(order, a.unit, a.smoothing, a.k).fit(train)
-        s = lm.score(val)
-        row = {"order": order, "unit": a.unit, "smoothing": a.smoothing, "val_nats_per_char": round(s.nats_per_char, 4),
-               "val_bits_per_char": round(s.bits_per_char, 4), "val_chars": s.n_chars,
-               "seconds": round(time.perf_counter() - t0, 1)}
-        if a.unit == "word":  # per-char is not comparable here: spaces are implied, an OOV word is one <unk>
-            ids = lm._ids(val)
-            row["val_words"] = len(ids)
-            row["val_oov_fraction"] = round(sum(i == lm.index[UNK] for i in ids) / max(1, len(ids)), 4)
-            row["val_perplexity_per_word"] = round(math.exp(-s.logprob_nats / max(1, len(ids))), 1)
-        print(json.dumps(row), flush=True)
-        if a.sample:
-            print(lm.sample(1, a.sample, seed=a.seed)[0])
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    def state_layers(self, state: torch.Tensor) -> dict[str, torch.Tensor]:
+        """An n-gram has no hidden vectors: its state is the context ids."""
+        return {}

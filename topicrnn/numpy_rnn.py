@@ -6,21 +6,54 @@ to [-5, 5], Adagrad updates. x_t is one-hot, so W_xh x_t is a column lookup. A b
 streams, loss summed over time and averaged over the batch) makes it usable on a whole book; B = 1 is
 min-char-rnn exactly. `to_torch()` gives the same network as torch nn.RNN + nn.Linear.
 
-Run `python -m topicrnn.numpy_rnn --text FILE` for validation figures on the nanoGPT split.
+It implements the step protocol (topicrnn.interface) with numpy inside: the state is h [B, hidden] (float64);
+sampling and scoring go through the one sampler and the one scoring path. `topiceq train --preset
+min-char-rnn` trains one (topicrnn.trainers).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
 
-from .interface import Score
-from .tokenizers import CharTokenizer
+from .configs import DictConfig
 
 PARAMS = ("Wxh", "Whh", "Why", "bh", "by")
 
 
+@dataclass
+class NumpyRNNConfig(DictConfig):
+    hidden: int = 100
+    init_scale: float = 0.01
+    seed: int = 0  # initial weights
+    vocab_size: int = 0  # set from the tokenizer at training time
+
+    kind = "numpy-rnn"  # not a field: what a preset of this config trains
+
+
+@dataclass
+class NumpyRNNTrainConfig(DictConfig):
+    """min-char-rnn's loop (`NumpyRNN.fit`) on one text file: its first 1 - val_fraction."""
+
+    data_kind: str = "text"  # one long text file
+    tokenizer: str = "char"
+    max_steps: int = 5000
+    seq_length: int = 25
+    batch_size: int = 1  # parallel streams
+    lr: float = 0.1
+    seed: int = 0  # where the streams restart after a wrap-around
+    val_fraction: float = 0.1
+
+
 class NumpyRNN:
+    kind = "numpy-rnn"
+    topic_dim = 0
+    device = torch.device("cpu")
+
     def __init__(self, vocab_size: int, hidden: int = 100, seed: int = 0, init_scale: float = 0.01):
         rng = np.random.default_rng(seed)
         self.vocab_size, self.hidden = vocab_size, hidden
@@ -32,7 +65,10 @@ class NumpyRNN:
             "by": np.zeros(vocab_size),
         }
         self.mem = {k: np.zeros_like(v) for k, v in self.p.items()}  # Adagrad memory
-        self.tokenizer: CharTokenizer | None = None
+
+    @classmethod
+    def from_config(cls, config: NumpyRNNConfig) -> "NumpyRNN":
+        return cls(config.vocab_size, config.hidden, config.seed, config.init_scale)
 
     # ------------------------------------------------------------------ core math
     def loss_and_grads(self, inputs: np.ndarray, targets: np.ndarray, hprev: np.ndarray):
@@ -80,24 +116,12 @@ class NumpyRNN:
             self.mem[k] += grads[k] * grads[k]
             self.p[k] -= lr * grads[k] / np.sqrt(self.mem[k] + 1e-8)
 
-    def forward_logprobs(self, ids: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Log-probabilities of the next symbol after each input id (ids [T]); -> ([T, V], last h)."""
-        P = self.p
-        out = np.empty((len(ids), self.vocab_size))
-        for t, i in enumerate(ids):
-            h = np.tanh(P["Wxh"][:, i] + P["Whh"] @ h + P["bh"])
-            y = P["Why"] @ h + P["by"]
-            y = y - y.max()
-            out[t] = y - np.log(np.exp(y).sum())
-        return out, h
-
-    # ------------------------------------------------------------------ training on text
-    def fit(self, text: str, *, steps: int = 1000, seq_length: int = 25, batch_size: int = 1, lr: float = 0.1,
+    # ------------------------------------------------------------------ training
+    def fit(self, ids, *, steps: int = 1000, seq_length: int = 25, batch_size: int = 1, lr: float = 0.1,
             seed: int = 0, progress: bool = False) -> list[float]:
-        """Adagrad on B streams of the text, chunks of seq_length, state carried (min-char-rnn's loop).
+        """Adagrad on B streams of the token ids, chunks of seq_length, state carried (min-char-rnn's loop).
         Returns the smoothed loss per character every 100 steps."""
-        tok = self.tokenizer
-        ids = np.asarray(tok.encode(text), dtype=np.int64)
+        ids = np.asarray(ids, dtype=np.int64)
         seg = len(ids) // batch_size
         streams = ids[: seg * batch_size].reshape(batch_size, seg)
         rng = np.random.default_rng(seed)
@@ -105,11 +129,7 @@ class NumpyRNN:
         pos = 0
         smooth = math.log(self.vocab_size) * seq_length
         curve = []
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=steps, desc="numpy-rnn")
+        bar = tqdm(total=steps, desc="numpy-rnn", disable=not progress)
         for step in range(steps):
             if pos + seq_length + 1 > seg:  # wrap around: fresh state, shifted start
                 pos, h = int(rng.integers(0, seq_length)), np.zeros((batch_size, self.hidden))
@@ -120,58 +140,46 @@ class NumpyRNN:
             pos += seq_length
             smooth = 0.999 * smooth + 0.001 * loss
             if (step + 1) % 100 == 0:
-                curve.append(smooth / seq_length)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{smooth / seq_length:.3f}", refresh=False)
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+                curve.append(float(smooth / seq_length))
+                bar.set_postfix(loss=f"{smooth / seq_length:.3f}", refresh=False)
+            bar.update(1)
+        bar.close()
         return curve
 
-    @classmethod
-    def for_text(cls, text: str, hidden: int = 100, seed: int = 0) -> "NumpyRNN":
-        tok = CharTokenizer().fit(text)
-        m = cls(tok.vocab_size, hidden, seed)
-        m.tokenizer = tok
-        return m
+    # ------------------------------------------------------------------ the step protocol
+    def initial_state(self, batch: int, theta=None) -> torch.Tensor:
+        return torch.zeros(batch, self.hidden, dtype=torch.float64)
 
-    # ------------------------------------------------------------------ the interface
-    def score(self, text: str) -> Score:
-        """Log-probability of text[1:] given text[0] (the state starts at zero on the first character)."""
-        ids = np.asarray(self.tokenizer.encode(text), dtype=np.int64)
-        lp, _ = self.forward_logprobs(ids[:-1], np.zeros(self.hidden))
-        total = float(lp[np.arange(len(ids) - 1), ids[1:]].sum())
-        return Score.from_nats(total, len(ids) - 1)
+    def step(self, ids: torch.Tensor, theta=None, state: torch.Tensor | None = None):
+        """ids [B] -> (log-probabilities of the next symbol [B, V] float64, h [B, hidden])."""
+        P = self.p
+        h = np.zeros((len(ids), self.hidden)) if state is None else state.numpy()
+        h = np.tanh(P["Wxh"][:, ids.cpu().numpy()].T + h @ P["Whh"].T + P["bh"])
+        y = h @ P["Why"].T + P["by"]
+        y = y - y.max(axis=1, keepdims=True)
+        logp = y - np.log(np.exp(y).sum(axis=1, keepdims=True))
+        return torch.from_numpy(logp), torch.from_numpy(h)
 
-    def sample(self, n: int = 1, max_len: int = 300, *, temperature: float = 1.0, prime: str = "\n",
-               seed: int | None = None) -> list[str]:
-        rng = np.random.default_rng(seed)
-        tok = self.tokenizer
-        out = []
-        for _ in range(n):
-            ids = tok.encode(prime or "\n")
-            lp, h = self.forward_logprobs(np.asarray(ids[:-1], dtype=np.int64), np.zeros(self.hidden))
-            cur, gen = ids[-1], []
-            for _ in range(max_len):
-                lp, h = self.forward_logprobs(np.asarray([cur]), h)
-                logits = lp[0].copy()
-                logits[list(tok.special_ids)] = -np.inf
-                if temperature <= 0:
-                    cur = int(logits.argmax())
-                else:
-                    p = np.exp((logits - logits.max()) / temperature)
-                    cur = int(rng.choice(len(p), p=p / p.sum()))
-                gen.append(cur)
-            out.append(prime + tok.decode(gen))
-        return out
+    def state_layers(self, state: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"h0": state}
+
+    def num_parameters(self) -> int:
+        return sum(v.size for v in self.p.values())
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(v.copy()) for k, v in self.p.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> "NumpyRNN":
+        for k in PARAMS:
+            if tuple(state[k].shape) != self.p[k].shape:
+                raise ValueError(f"numpy RNN weight {k}: shape {tuple(state[k].shape)}, expected {self.p[k].shape}")
+            self.p[k] = state[k].numpy().astype(np.float64)
+        return self
 
     # ------------------------------------------------------------------ torch twin
     def to_torch(self):
         """The same network as torch modules: (nn.RNN on one-hot inputs, nn.Linear output)."""
-        import torch
-        from torch import nn
-
         rnn = nn.RNN(self.vocab_size, self.hidden, nonlinearity="tanh", batch_first=True).double()
         head = nn.Linear(self.hidden, self.vocab_size).double()
         with torch.no_grad():
@@ -206,40 +214,3 @@ def numerical_gradient_check(model: NumpyRNN, inputs, targets, hprev, *, n_check
             denom = max(abs(num) + abs(ana), 1e-8)
             worst = max(worst, abs(num - ana) / denom)
     return worst
-
-
-def main(argv=None) -> int:
-    import argparse
-    import json
-    import time
-
-    from .data import read_text, split_text
-
-    ap = argparse.ArgumentParser(description="numpy RNN (min-char-rnn) validation figure on the nanoGPT split")
-    ap.add_argument("--text", required=True)
-    ap.add_argument("--hidden", type=int, default=100)
-    ap.add_argument("--steps", type=int, default=5000)
-    ap.add_argument("--seq-length", type=int, default=25)
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--lr", type=float, default=0.1)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sample", type=int, default=0)
-    a = ap.parse_args(argv)
-    train, val = split_text(read_text(a.text))
-    t0 = time.perf_counter()
-    m = NumpyRNN.for_text(train, a.hidden, a.seed)
-    curve = m.fit(train, steps=a.steps, seq_length=a.seq_length, batch_size=a.batch, lr=a.lr, seed=a.seed,
-                  progress=True)
-    s = m.score(val)
-    print(json.dumps({"hidden": a.hidden, "steps": a.steps, "seq_length": a.seq_length, "batch": a.batch,
-                      "train_chars_seen": a.steps * a.seq_length * a.batch,
-                      "train_smoothed_nats_per_char": round(curve[-1], 4) if curve else None,
-                      "val_nats_per_char": round(s.nats_per_char, 4), "val_bits_per_char": round(s.bits_per_char, 4),
-                      "val_chars": s.n_chars, "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
-    if a.sample:
-        print(m.sample(1, a.sample, seed=a.seed)[0])
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

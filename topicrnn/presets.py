@@ -1,16 +1,34 @@
-"""Named (ModelConfig, TrainConfig) pairs for `topiceq train --preset NAME`, and `--set key=value` overrides.
+"""Named (model config, train config) pairs for `topiceq train --preset NAME`, and `--set key=value` overrides.
 
-Add a preset with `register_preset(Preset(...))` (e.g. from the module that needs it). `--set` keys are
-field names of either dataclass (`hidden=256`, `lr=1e-3`), or qualified (`model.dropout=0.2`,
-`train.max_steps=50`); values are parsed to the field's type (`none` for optional fields).
+A preset names a model kind through its model config's `kind`: `ModelConfig` (rnn | gru | lstm, its cell),
+`NGramConfig` (ngram), `NumpyRNNConfig` (numpy-rnn). Add a preset with `register_preset(Preset(...))` (e.g.
+from the module that needs it). `--set` keys are field names of either dataclass (`hidden=256`, `lr=1e-3`), or
+qualified (`model.dropout=0.2`, `train.max_steps=50`); values are parsed to the field's type (`none` for
+optional fields).
+
+Adding a model kind (e.g. `hmm`, in topicrnn/hmm.py):
+  1. the model implements the step protocol (topicrnn.interface.SequenceModel) with `kind = "hmm"`; a config
+     dataclass (`DictConfig` of topicrnn/configs.py) with the class attribute `kind = "hmm"` configures it;
+  2. a trainer fn(preset, out_dir, *, data_path, topics_dir, resume, device, max_steps, progress) fits it,
+     writes OUT/best.pt with `checkpoint.save_checkpoint` (with "kind": "hmm") and returns the summary
+     described in topicrnn/trainers.py; a loader fn(payload, tokenizer, device) rebuilds the model;
+  3. one registration in each registry: `register_trainer("hmm", train_hmm)` at the end of
+     topicrnn/trainers.py, `"hmm": load_hmm` in `LOADERS` of topicrnn/checkpoint.py, and
+     `register_preset(Preset("hmm-...", "...", HMMConfig(...), HMMTrainConfig(...)))` below.
+Then `topiceq train --preset hmm-...`, `topiceq score` and `topiceq sample` work for it (tests/test_train.py
+adds a toy kind this way).
 """
 from __future__ import annotations
 
 import copy
+import types
 import typing
 from dataclasses import dataclass, fields
+from typing import Any
 
 from .models import ModelConfig
+from .ngram import NGramConfig, NGramTrainConfig
+from .numpy_rnn import NumpyRNNConfig, NumpyRNNTrainConfig
 from .train import TrainConfig
 
 
@@ -18,8 +36,12 @@ from .train import TrainConfig
 class Preset:
     name: str
     description: str
-    model: ModelConfig
-    train: TrainConfig
+    model: Any  # a model config dataclass with a `kind` (ModelConfig, NGramConfig, NumpyRNNConfig, ...)
+    train: Any  # its train config dataclass (TrainConfig, NGramTrainConfig, NumpyRNNTrainConfig, ...)
+
+    @property
+    def kind(self) -> str:
+        return self.model.kind
 
 
 PRESETS: dict[str, Preset] = {}
@@ -42,7 +64,7 @@ def get_preset(name: str) -> Preset:
 def _parse(value: str, typ, key: str):
     origin = typing.get_origin(typ)
     args = typing.get_args(typ)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         if value.lower() in ("none", "null") and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
@@ -131,3 +153,15 @@ register_preset(Preset(
     ModelConfig(cell="lstm", layers=1, hidden=32, embedding=16, dropout=0.0, topic_dim=-1, topic_mode="input"),
     TrainConfig(data_kind="records", tokenizer="latex", batch_size=8, max_steps=30, lr=5e-3, warmup_steps=3,
                 eval_every=10, log_every=5, max_record_tokens=300, threads=1)))
+
+# The lecture's models before the LSTM, on one text file (default: tinyshakespeare): validation figures on
+# its last 10% (docs/results.md).
+register_preset(Preset(
+    "char-5gram", "character 5-gram, interpolated Kneser-Ney (fitted in one pass; --set order=6, "
+    "--set smoothing=addk, --set tokenizer=word)",
+    NGramConfig(order=5, tokenizer="char", smoothing="kn"), NGramTrainConfig()))
+
+register_preset(Preset(
+    "min-char-rnn", "the lecture's numpy RNN: tanh, 100 hidden, BPTT 25, clip ±5, Adagrad 0.1 (--set batch_size=32 "
+    "for 32 parallel streams)",
+    NumpyRNNConfig(hidden=100), NumpyRNNTrainConfig(max_steps=5000, seq_length=25, batch_size=1, lr=0.1)))

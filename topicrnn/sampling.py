@@ -1,18 +1,22 @@
-"""The one sampler for torch language models (contract: /work/briefs/sampler_constraint.md).
+"""The one sampler, for every `SequenceModel` (torch RNN/GRU/LSTM, n-gram, numpy RNN, HMM).
 
-All n sequences advance together; the hidden state is carried step by step, so the prefix is never re-run.
-An optional `constraint` (e.g. topicrnn.latex_syntax) masks the next-token distribution per sequence and
-says what to append to sequences cut off at `max_len`.
+All n sequences advance together; the state is carried step by step, so the prefix is never re-run.
+Temperature, top-k / top-p, θ (one row per sequence or one for all) and an optional per-sequence
+`constraint` (e.g. topicrnn.latex_syntax: it masks the next-token distribution so the prefix stays
+completable, and says what to append to sequences cut off at `max_len`) are applied here once, for every kind.
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 
-from .models import RecurrentLM
+from .scoring import forward_block
 from .tokenizers import Tokenizer
+
+if TYPE_CHECKING:  # the protocol lives in interface.py, which imports this module
+    from .interface import SequenceModel
 
 
 class SequenceConstraint(Protocol):
@@ -55,11 +59,10 @@ def filter_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int 
 
 
 @torch.no_grad()
-def sample(model: RecurrentLM, tokenizer: Tokenizer, *, n: int = 1, max_len: int = 300,
+def sample(model: "SequenceModel", tokenizer: Tokenizer, *, n: int = 1, max_len: int = 300,
            temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
            greedy: bool = False, prime: str = "", theta=None, stop_at_eos: bool = True,
-           seed: int | None = None, constraint: SequenceConstraint | None = None,
-           device=None) -> list[str]:
+           seed: int | None = None, constraint: SequenceConstraint | None = None) -> list[str]:
     """Generate n texts; each is `prime` + the continuation (at most `max_len` new tokens).
 
     temperature <= 0 means greedy. Special tokens other than <eos> are never emitted; <eos> only when
@@ -67,19 +70,18 @@ def sample(model: RecurrentLM, tokenizer: Tokenizer, *, n: int = 1, max_len: int
     """
     if n < 1 or max_len < 0:
         raise ValueError("n must be >= 1 and max_len >= 0")
-    device = torch.device(device) if device is not None else model.head.weight.device
-    if device != model.head.weight.device:
-        model = model.to(device)
-    was_training = model.training
-    model.eval()
+    device = model.device
+    was_training = bool(getattr(model, "training", False))
+    if was_training:  # dropout off while sampling
+        model.eval()
     greedy = greedy or temperature <= 0
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
 
     vocab = tokenizer.vocab_size
-    if model.config.vocab_size != vocab:
-        raise ValueError(f"tokenizer has {vocab} tokens but the model {model.config.vocab_size}")
-    theta_t = theta_batch(theta, n, model.config.topic_dim, device)
+    if model.vocab_size != vocab:
+        raise ValueError(f"tokenizer has {vocab} tokens but the model {model.vocab_size}")
+    theta_t = theta_batch(theta, n, model.topic_dim, device)
     # Tokens never sampled: <pad>, <bos>, <unk> always; <eos> unless we stop on it. As an additive -inf bias,
     # so that banning and temperature are one kernel a step (on a GPU the loop is bound by kernel launches).
     ban_bias = torch.zeros(vocab, dtype=torch.float32, device=device)
@@ -92,7 +94,7 @@ def sample(model: RecurrentLM, tokenizer: Tokenizer, *, n: int = 1, max_len: int
     if tokenizer.unk_id in prime_ids:
         raise ValueError(f"the prime {prime!r} holds symbols the model never saw")
     prefix = torch.tensor([tokenizer.bos_id] + prime_ids, dtype=torch.long, device=device)
-    logits, state = model(prefix.unsqueeze(0).expand(n, -1), theta_t)
+    logits, state = forward_block(model, prefix.unsqueeze(0).expand(n, -1), theta_t, None)
     logits = logits[:, -1].float()
     if constraint is not None:
         constraint.start(n)

@@ -1,4 +1,4 @@
-"""Tokenizers: characters, or LaTeX tokens (a control sequence such as `\\frac` is one token).
+"""Tokenizers: characters, words, or LaTeX tokens (a control sequence such as `\\frac` is one token).
 
 Ids 0..3 are always the special tokens <pad>, <bos>, <eos>, <unk>; the rest is the vocabulary seen by
 `fit`, in sorted order so that two fits on the same text give the same ids. The whole vocabulary travels in
@@ -48,6 +48,11 @@ class Tokenizer:
 
     def detokenize(self, tokens: Iterable[str]) -> str:
         return "".join(tokens)
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) in `text` of each token of `tokenize(text)`, for pages that colour a token's characters
+        (a LaTeX control word's span includes the spaces its token dropped)."""
+        raise NotImplementedError
 
     # --- vocabulary ---
     def fit(self, texts: Iterable[str] | str, min_count: int = 1) -> "Tokenizer":
@@ -108,6 +113,31 @@ class CharTokenizer(Tokenizer):
     def tokenize(self, text: str) -> list[str]:
         return list(text)
 
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        return [(i, i + 1) for i in range(len(text))]
+
+
+_WORD = re.compile(r"\w+|\n|[^\w\s]")
+
+
+class WordTokenizer(Tokenizer):
+    """Words (`\\w+` runs), single punctuation marks and newlines; spaces are implied between words, so
+    per-character figures of a word model are not comparable with a character model's (spaces are not
+    predicted, and an unseen word costs one <unk>)."""
+
+    kind = "word"
+
+    def tokenize(self, text: str) -> list[str]:
+        return _WORD.findall(text)
+
+    def detokenize(self, tokens: Iterable[str]) -> str:
+        out = ""
+        for t in tokens:
+            if out and not out.endswith("\n") and t != "\n" and (t[0].isalnum() or t[0] == "_"):
+                out += " "
+            out += t
+        return out
+
 
 # \begin{NAME} / \end{NAME} as one token; control words (trailing spaces dropped, as TeX does);
 # control symbols (backslash + one non-letter, newline included); whitespace runs; any other character.
@@ -128,7 +158,8 @@ _SPACED_AFTER_WORD = frozenset("\\=&:+-<")  # (not `*`: `\operatorname*`)
 
 
 class LatexTokenizer(Tokenizer):
-    """LaTeX tokens: `\\frac`, `\\begin{pmatrix}`, `\\,`, `{`, `x`, ` ` ... (see sampler_constraint brief)."""
+    """LaTeX tokens: `\\frac`, `\\begin{pmatrix}`, `\\,`, `{`, `x`, ` ` ... (the units that
+    topicrnn/latex_syntax.py constrains)."""
 
     kind = "latex"
 
@@ -141,6 +172,9 @@ class LatexTokenizer(Tokenizer):
             else:
                 out.append(env or word or symbol or other)
         return out
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        return [m.span() for m in _LATEX_TOKEN.finditer(text)]  # one token per match, as in tokenize
 
     def detokenize(self, tokens: Iterable[str]) -> str:
         parts: list[str] = []
@@ -157,7 +191,7 @@ class LatexTokenizer(Tokenizer):
         return bool(_CONTROL_WORD.match(token))
 
 
-TOKENIZERS: dict[str, type[Tokenizer]] = {"char": CharTokenizer, "latex": LatexTokenizer}
+TOKENIZERS: dict[str, type[Tokenizer]] = {"char": CharTokenizer, "word": WordTokenizer, "latex": LatexTokenizer}
 
 
 def make_tokenizer(kind: str) -> Tokenizer:

@@ -12,23 +12,24 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
+from tqdm import tqdm
 
 from .checkpoint import read_checkpoint, save_checkpoint
+from .configs import DictConfig
 from .data import (RecordBatches, TextStreams, load_equation_split, make_records, read_text, split_text)
+from .interface import LN2
 from .models import ModelConfig, RecurrentLM, detach_state
 from .tokenizers import Tokenizer, make_tokenizer
 
-LN2 = math.log(2.0)
-
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DictConfig):
     data_kind: str = "text"  # text (one long file, truncated BPTT) | records (equations; --data INGESTDIR)
     tokenizer: str = "char"  # char | latex
     batch_size: int = 64  # streams (text) or records per batch
@@ -54,14 +55,6 @@ class TrainConfig:
     max_record_tokens: int = 0  # records: drop longer ones (0 = keep all)
     min_count: int = 1  # tokenizer: symbols seen fewer times -> <unk>
     threads: int = 0  # CPU: torch intra-op threads (0 = torch's default); 1 suits tiny models on a busy machine
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -220,12 +213,8 @@ def _set_rng_state(st: dict) -> None:
 
 
 def plot_loss_curve(history: dict, path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    fig = Figure(figsize=(6, 3.6), dpi=100)  # no pyplot: no global backend, no figure registry to close
+    ax = fig.subplots()
     if history["step"]:
         ax.plot(history["step"], history["train_loss"], lw=0.8, alpha=0.6, label="train (nats/token)")
     if history["val_step"]:
@@ -238,7 +227,6 @@ def plot_loss_curve(history: dict, path: Path, title: str = "") -> None:
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)
-    plt.close(fig)
     os.replace(tmp, path)
 
 
@@ -307,7 +295,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
             "data_info": data.info, "tokenizer": data.tokenizer.to_dict()}
 
     def snapshot() -> dict:
-        return {"model_config": model_config.to_dict(), "train_config": cfg.to_dict(),
+        return {"kind": model_config.kind, "model_config": model_config.to_dict(), "train_config": cfg.to_dict(),
                 "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                 "optimizer": opt.state_dict(), "step": step, "best_val": best_val, "history": history,
                 "rng": _rng_state(), "data_state": {"epoch": epoch, "pos": pos, "evals_since_best": evals_since_best,
@@ -331,8 +319,6 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir, *, data
             save_checkpoint(out / "best.pt", snap)
         save_checkpoint(out / "last.pt", snap)
         return res
-
-    from tqdm import tqdm
 
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, file=sys.stderr, dynamic_ncols=True,
                desc=preset or "train")

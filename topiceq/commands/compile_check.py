@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=int, default=5, help="how many of the most common errors to list")
 
 
-def read_equations(source: str, field: str) -> list[str]:
+def read_equations(source: str, field: str, split: str | None = None) -> list[str]:
+    """Equations of a .jsonl file of records (only those of `split` when given), a text file or stdin."""
     if source == "-":
         text = sys.stdin.read()
         is_jsonl = None
@@ -58,7 +59,8 @@ def read_equations(source: str, field: str) -> list[str]:
             raise ValueError(f"{source}:{number}: not JSON ({exc.msg}); use a .txt file for one equation a line")
         if not isinstance(record, dict) or field not in record:
             raise ValueError(f"{source}:{number}: no field {field!r} in this record (choose it with --field)")
-        out.append(str(record[field]))
+        if split is None or record.get("split") == split:
+            out.append(str(record[field]))
     return out
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from topiceq.arguments import add_checkpoint, add_device
+
 HELP = "bits per character / per token of the test split for every checkpoint"
 DESCRIPTION = (
     "Score the held-out equations (papers never seen in training) under every checkpoint, each equation with "
@@ -15,8 +17,7 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="DIR", help="ingest dir (equations.jsonl)")
     parser.add_argument("--topics", required=True, metavar="TOPICDIR", help="topic model folder")
-    parser.add_argument("--checkpoint", required=True, nargs="+", metavar="CKPT",
-                        help="checkpoint files or folders holding best.pt")
+    add_checkpoint(parser, many=True)
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--max-equations", type=int, default=None, help="score a seeded subset of the split")
     parser.add_argument("--seed", type=int, default=0)
@@ -28,15 +29,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also: generate N equations per topic and classify them back")
     parser.add_argument("--alignment", action="store_true",
                         help="also: per topic, LaTeX tokens whose probability rises most (lift over the baseline)")
+    add_device(parser)
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
-    from topicrnn.equation_model import (alignment_markdown, evaluate, infer_equation_topics, load_model,
-                                         load_topic_model, symbol_word_alignment, topic_awareness)
+    from pipeline.topics import TopicModel
+    from topicrnn.checkpoint import load_model
+    from topicrnn.evaluation import evaluate
+    from topicrnn.topic_probes import (alignment_markdown, infer_equation_topics, symbol_word_alignment,
+                                       topic_awareness)
+    from topicrnn.train import resolve_device
 
-    topic_model = load_topic_model(args.topics)
-    models = [load_model(c) for c in args.checkpoint]
+    topic_model = TopicModel.load(args.topics)
+    device = resolve_device(args.device)
+    models = [load_model(c, device=device) for c in args.checkpoint]
     table = evaluate(args.data, topic_model, models, split=args.split, max_equations=args.max_equations,
                      seed=args.seed, by=args.by, progress=True)
     out: dict = {"table": table.to_json()}

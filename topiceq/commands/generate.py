@@ -5,44 +5,47 @@ import argparse
 import json
 import sys
 
+from topiceq.arguments import add_checkpoint, add_device, add_topic, load_model_arg
+
 HELP = "generate equations for context words or a topic, each with its compile verdict"
 DESCRIPTION = (
     "Infer a topic mixture from --words (or take --topic ID|LABEL: θ = the mean θ of the training equations "
     "whose dominant topic it is), sample n equations from a topic-conditioned checkpoint with syntax-aware "
-    "decoding, and compile-check each one with pdflatex."
+    "decoding, and compile-check each one with pdflatex. With --topic, the equations are the ones the "
+    "`equations` flow writes for that topic with the same seed."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file or folder holding best.pt")
+    add_checkpoint(parser)
     parser.add_argument("--topics", required=True, metavar="TOPICDIR", help="topic model folder")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--words", nargs="+", help="context words (the topic mixture is inferred from them)")
-    which.add_argument("--topic", metavar="ID|LABEL", help="one topic, by id or label")
+    add_topic(parser, group=which, topics_option=False)
     parser.add_argument("-n", type=int, default=5, help="number of equations")
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--constrained", action=argparse.BooleanOptionalAction, default=True,
                         help="syntax-aware decoding (braces, environments, known control sequences only)")
     parser.add_argument("--length", type=int, default=300, help="maximum tokens per equation")
-    parser.add_argument("--theta", choices=["prototype", "onehot"], default="prototype",
-                        help="θ for --topic: mean training θ of the topic, or the one-hot vector")
     parser.add_argument("--data", metavar="DIR", default=None,
                         help="ingest dir the model was trained on (for the topic prototypes and the known "
                              "control sequences when the checkpoint does not store them)")
     parser.add_argument("--no-check", dest="check", action="store_false", help="skip the compile check")
+    add_device(parser)
     parser.add_argument("--json", action="store_true",
                         help='print {"topics": [{"id","label","weight"}], "equations": [{"equation","compiles","error"}]}')
 
 
 def run(args: argparse.Namespace) -> int:
-    from topicrnn.equation_model import generate, load_topic_model
+    from pipeline.topics import TopicModel
+    from topicrnn.generation import generate
 
     if args.n < 1:
         raise ValueError("-n must be at least 1")
-    topic_model = load_topic_model(args.topics)
+    topic_model = TopicModel.load(args.topics)
     words = " ".join(args.words) if args.words else None
-    result = generate(args.checkpoint, topic_model, words=words, topic=args.topic, n=args.n,
+    result = generate(load_model_arg(args), topic_model, words=words, topic=args.topic, n=args.n,
                       temperature=args.temperature, seed=args.seed, constrained=args.constrained,
                       max_len=args.length, theta_mode=args.theta, data_dir=args.data, check=args.check)
     if args.json:

@@ -4,12 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "read LaTeX sources (files, folders, .gz/.tar archives, unarXive JSONL) into equation/context records"
+HELP = "read LaTeX sources (files, folders, .gz/.tar/.zip archives, unarXive JSONL) into equation/context records"
 DESCRIPTION = (
-    "Extract every display equation with the words around it from LaTeX sources. SOURCE may be a .tex/.ltx/.Rnw "
-    "file, a folder (searched recursively), a .gz/.tar/.tar.gz/.tgz archive, an arXiv bulk tarball or an "
-    "unarXive .jsonl file. Macros the papers define are expanded so that each equation compiles on its own. "
-    "Writes OUT/equations.jsonl and OUT/report.json; nothing is written anywhere else."
+    "Extract every display equation with the prose around it from LaTeX sources. SOURCE may be a LaTeX file, a "
+    "folder (searched recursively), a gzip/bzip2/xz/tar/zip archive (recognised by its bytes, whatever its name), "
+    "an arXiv bulk tarball or an unarXive .jsonl file. Macros the papers (and their own .cls/.sty files) define "
+    "are expanded so that each equation compiles on its own. Splits follow the paper's identity (arXiv id, else "
+    "its content), so the same paper is read once and never lands in two splits. Writes OUT/equations.jsonl and "
+    "OUT/report.json (every input: read, partly read or skipped, with the reason); nothing is written anywhere "
+    "else."
 )
 
 
@@ -55,8 +58,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"  per split: {splits}")
     if report["dropped"]:
         print("  dropped: " + "; ".join(f"{r} {n}" for r, n in report["dropped"].items()))
-    if report["skipped_count"]:
-        print(f"  inputs skipped: {report['skipped_count']} (reasons in {args.out}/report.json)")
+    inputs = report["inputs"]
+    print(f"  inputs: {inputs['read']} read, {inputs['partly_read']} partly read, {inputs['skipped']} skipped"
+          + (f" (reasons in {args.out}/report.json)" if inputs["skipped"] or inputs["partly_read"] else ""))
+    if report["duplicate_papers_count"]:
+        print(f"  same paper found again: {report['duplicate_papers_count']} copies read once (see report.json)")
     if report["partly_read_count"]:
         print(f"  papers partly read: {report['partly_read_count']} (see report.json)")
     sys.stdout.flush()

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+
+from topiceq.arguments import add_checkpoint, add_device, load_model_arg
 
 HELP = "export a real-vs-fake equation quiz (quiz.json, answers.json, quiz.html, quiz.pdf)"
 DESCRIPTION = (
@@ -13,8 +16,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="equation model: a checkpoint file or a folder "
-                        "holding best.pt")
+    add_checkpoint(parser)
     parser.add_argument("--data", required=True, metavar="INGESTDIR", help="ingest folder (equations.jsonl) the topics were fitted on")
     parser.add_argument("--topics", required=True, metavar="TOPICDIR", help="topic model folder (topiceq topics fit --out)")
     parser.add_argument("-n", type=int, default=10, help="number of questions")
@@ -27,19 +29,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="longer/shorter equation within a question, in characters")
     parser.add_argument("--constrained", action=argparse.BooleanOptionalAction, default=True,
                         help="syntax-aware decoding")
-    parser.add_argument("--device", default="cpu", help="torch device for generation")
+    add_device(parser, help_for="generation")
     parser.add_argument("--title", default="Which is fake?", help="title of the page and the handout")
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.quiz import GenerationConfig, QuizConfig, make_quiz
+    from pipeline.quiz import QuizConfig, choose_topics, quiz_reals
+    from pipeline.quiz_export import assemble_quiz
+    from pipeline.topics import TopicModel
+    from topicrnn.conditioning import check_topic_dims, topic_labels
+    from topicrnn.generation import quiz_fakes
 
-    config = QuizConfig(max_length_ratio=args.max_length_ratio, title=args.title)
-    generation = GenerationConfig(candidates_per_question=args.candidates, temperature=args.temperature,
-                                  constrained=args.constrained, device=args.device)
-    quiz, paths, summary = make_quiz(args.checkpoint, args.data, args.topics, args.out, args.n, args.seed,
-                                     config=config, generation=generation)
+    if args.n < 1:
+        raise ValueError(f"-n must be at least 1, got {args.n}")
+    topic_model = TopicModel.load(args.topics)
+    records, reals = quiz_reals(args.data, topic_model.theta_by_id())
+    lm = load_model_arg(args)
+    check_topic_dims(lm, topic_model)
+    topics = choose_topics((r["topic"] for r in reals), args.n, args.seed)
+    fakes = quiz_fakes(lm, topic_model, topics, max(1, math.ceil(args.n * args.candidates / len(topics))),
+                       data_dir=args.data, seed=args.seed, temperature=args.temperature,
+                       constrained=args.constrained)
+    quiz, paths, summary = assemble_quiz(
+        reals, fakes, args.n, args.seed, args.out, topic_labels=topic_labels(topic_model),
+        config=QuizConfig(max_length_ratio=args.max_length_ratio, title=args.title),
+        known_equations=(r["equation"] for r in records))
+    summary.update(generated=len(fakes), generated_compiling=sum(f.compiles for f in fakes))
     if args.json:
         print(json.dumps(summary))
     else:
@@ -51,6 +67,6 @@ def run(args: argparse.Namespace) -> int:
         hard = summary.get("detector")
         if hard:
             print(f"how hard: a character n-gram detector tells {hard['equations']} generated equations from "
-                  f"real ones of the same length {hard['char_ngram_accuracy']:.0%} of the time, a bag of LaTeX "
-                  f"tokens {hard['tokens_accuracy']:.0%} (50% = chance)")
+                  f"real ones of the same topic and length {hard['char_ngram_accuracy']:.0%} of the time, a bag "
+                  f"of LaTeX tokens {hard['tokens_accuracy']:.0%} (50% = chance)")
     return 0

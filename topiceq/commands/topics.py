@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fit(args) -> int:
-    from pipeline.topics import TopicConfig, fit_topics
+    from pipeline.topic_fit import fit_topics
+    from pipeline.topics import TopicConfig
 
     config = TopicConfig(k=args.k, seed=args.seed, passes=args.passes, documents=args.documents,
                          max_per_paper=args.max_per_paper or None, max_per_source=args.max_per_source or None,
