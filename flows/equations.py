@@ -40,9 +40,10 @@ class EquationsPreset:
     topics: dict[str, Any] = field(default_factory=dict)  # TopicConfig overrides
     max_steps: int | None = None          # None: the model preset's own budget
     per_set: int = 500                    # equations generated per generation set, spread evenly over topics
-    temperature: float = 0.8
+    temperature: float = 1.0              # issue 20: T = 1 is the hardest to tell from real (docs/results.md)
     top_p: float | None = None            # nucleus sampling (None: off)
-    length_control: bool = True           # target lengths from the topic's real equations (constrained sets)
+    length_control: str = "cap"           # constrained sets: target lengths from the topic's real equations
+                                          # as a cap ("cap"), as the length to reach ("target"), or "off"
     eval_max_equations: int | None = 2000  # test equations scored for the bpc table (None: all)
     quiz_questions: int = 10
     compile_batch: int = 500              # equations per compile-check task
@@ -54,13 +55,18 @@ RUN_PRESETS: dict[str, EquationsPreset] = {
                                                    max_per_source=None, min_tokens=1, metrics=False),
                             per_set=24, eval_max_equations=200, quiz_questions=4, compile_batch=25),
     # `make run` on 2 CPU cores: the topic owner's defaults, the eq-cpu models (minutes each).
-    # 1,500 steps: on a quiet 2-core machine eq-cpu trains at ~10 steps/s; the topic model's gain over the
-    # baseline is largest around there (-0.1% at 400 steps, -2.3% at 1,200, -0.7% at 4,000: docs/results.md).
-    "cpu": EquationsPreset("eq-cpu", max_steps=1500, per_set=500, eval_max_equations=2000, quiz_questions=10),
+    # 3,000 steps (issue 20): at equal CPU time the 2 x 128 model with more steps beats a wider model and a
+    # larger batch, and its equations are much harder to tell from real ones than at 1,500 steps (detector
+    # 0.75 vs 0.91); on a quiet 2-core machine eq-cpu trains at ~10 steps/s (docs/results.md, issue 20).
+    "cpu": EquationsPreset("eq-cpu", max_steps=3000, per_set=500, eval_max_equations=2000, quiz_questions=10),
     # One GPU: the full 2 x 512 models; 1,000 equations per set (the compile-rate figure's sample size).
     "gpu": EquationsPreset("eq-lstm", per_set=1000, eval_max_equations=None, quiz_questions=20,
                            compile_batch=1000),
 }
+
+# Length control of the constrained sets -> `length_floor` of topicrnn.generation (no end before that share
+# of the target length; the target caps the length in both).
+LENGTH_FLOORS = {"off": 1.0, "cap": 0.0, "target": 1.0}
 
 # Generation sets: (name, model, syntax-aware decoding). The quiz draws its fakes from "topic".
 GENERATION_SETS = (("topic", "topic", True), ("topic-unconstrained", "topic", False),
@@ -174,10 +180,11 @@ def evaluate_models(data_dir: Path, topics_dir: Path, checkpoints: list[Path], m
             code=("topicrnn.generation", "topicrnn.checkpoint", "topicrnn.train"))
 def generate_by_topic(checkpoint: Path, data_dir: Path, topics_dir: Path, out_file: Path, set_name: str,
                       per_topic: int, temperature: float, constrained: bool, seed: int,
-                      device: str, top_p: float | None = None, length_control: bool = False) -> dict[str, Any]:
+                      device: str, top_p: float | None = None, length_control: str = "off") -> dict[str, Any]:
     """`per_topic` equations for every topic (θ = the topic's prototype; ignored by an unconditioned model)
     with `topicrnn.generation.generate_for_topics`, under the syntax constraint with target lengths drawn from
-    the topic's real training equations when `length_control`; one JSON line each in out_file."""
+    the topic's real training equations when `length_control` is "cap" or "target" (`LENGTH_FLOORS`); one
+    JSON line each in out_file."""
     from pipeline.topics import ThetaTable
     from topicrnn.checkpoint import load_model
     from topicrnn.conditioning import topic_labels, topic_theta, training_prototypes
@@ -191,7 +198,8 @@ def generate_by_topic(checkpoint: Path, data_dir: Path, topics_dir: Path, out_fi
         lm, {t: topic_theta(topic_model, t, prototypes=prototypes) for t in range(int(topic_model.k))}, per_topic,
         temperature=temperature, seed=seed, constrained=constrained, top_p=top_p,
         syntax=allowed_control_sequences(lm, data_dir) if constrained else None,
-        lengths=length_prior(lm, data_dir, topic_model) if constrained and length_control else None)
+        lengths=length_prior(lm, data_dir, topic_model) if constrained and length_control != "off" else None,
+        length_floor=LENGTH_FLOORS[length_control])
     labels = topic_labels(topic_model)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.with_name(out_file.name + ".part")
@@ -280,6 +288,8 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
     if preset not in RUN_PRESETS:
         raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(RUN_PRESETS)}")
     cfg = RUN_PRESETS[preset]
+    if cfg.length_control not in LENGTH_FLOORS:
+        raise ValueError(f"length_control must be one of {', '.join(LENGTH_FLOORS)}, not {cfg.length_control!r}")
     if max_steps is not None:
         cfg = replace(cfg, max_steps=max_steps)
     workers = workers or os.cpu_count() or 2
