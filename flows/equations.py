@@ -40,10 +40,9 @@ class EquationsPreset:
     topics: dict[str, Any] = field(default_factory=dict)  # TopicConfig overrides
     max_steps: int | None = None          # None: the model preset's own budget
     per_set: int = 500                    # equations generated per generation set, spread evenly over topics
-    temperature: float = 1.0              # issue 20: T = 1 is the hardest to tell from real (docs/results.md)
+    temperature: float = 1.0              # topicrnn.generation.DEFAULT_TEMPERATURE (issue 20, measured)
     top_p: float | None = None            # nucleus sampling (None: off)
-    length_control: str = "cap"           # constrained sets: target lengths from the topic's real equations
-                                          # as a cap ("cap"), as the length to reach ("target"), or "off"
+    length_control: str = "cap"           # constrained sets: topicrnn.generation.LENGTH_CONTROL (off|cap|target)
     eval_max_equations: int | None = 2000  # test equations scored for the bpc table (None: all)
     quiz_questions: int = 10
     compile_batch: int = 500              # equations per compile-check task
@@ -63,10 +62,6 @@ RUN_PRESETS: dict[str, EquationsPreset] = {
     "gpu": EquationsPreset("eq-lstm", per_set=1000, eval_max_equations=None, quiz_questions=20,
                            compile_batch=1000),
 }
-
-# Length control of the constrained sets -> `length_floor` of topicrnn.generation (no end before that share
-# of the target length; the target caps the length in both).
-LENGTH_FLOORS = {"off": 1.0, "cap": 0.0, "target": 1.0}
 
 # Generation sets: (name, model, syntax-aware decoding). The quiz draws its fakes from "topic".
 GENERATION_SETS = (("topic", "topic", True), ("topic-unconstrained", "topic", False),
@@ -183,12 +178,12 @@ def generate_by_topic(checkpoint: Path, data_dir: Path, topics_dir: Path, out_fi
                       device: str, top_p: float | None = None, length_control: str = "off") -> dict[str, Any]:
     """`per_topic` equations for every topic (θ = the topic's prototype; ignored by an unconditioned model)
     with `topicrnn.generation.generate_for_topics`, under the syntax constraint with target lengths drawn from
-    the topic's real training equations when `length_control` is "cap" or "target" (`LENGTH_FLOORS`); one
-    JSON line each in out_file."""
+    the topic's real training equations under `length_control` (topicrnn.generation.LENGTH_CONTROL); one JSON
+    line each in out_file."""
     from pipeline.topics import ThetaTable
     from topicrnn.checkpoint import load_model
     from topicrnn.conditioning import topic_labels, topic_theta, training_prototypes
-    from topicrnn.generation import allowed_control_sequences, generate_for_topics, length_prior
+    from topicrnn.generation import allowed_control_sequences, generate_for_topics, length_settings
     from topicrnn.train import resolve_device
 
     lm = load_model(checkpoint, device=resolve_device(device))
@@ -198,8 +193,7 @@ def generate_by_topic(checkpoint: Path, data_dir: Path, topics_dir: Path, out_fi
         lm, {t: topic_theta(topic_model, t, prototypes=prototypes) for t in range(int(topic_model.k))}, per_topic,
         temperature=temperature, seed=seed, constrained=constrained, top_p=top_p,
         syntax=allowed_control_sequences(lm, data_dir) if constrained else None,
-        lengths=length_prior(lm, data_dir, topic_model) if constrained and length_control != "off" else None,
-        length_floor=LENGTH_FLOORS[length_control])
+        **length_settings(lm, length_control, data_dir, topic_model, constrained))
     labels = topic_labels(topic_model)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.with_name(out_file.name + ".part")
@@ -288,8 +282,6 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
     if preset not in RUN_PRESETS:
         raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(RUN_PRESETS)}")
     cfg = RUN_PRESETS[preset]
-    if cfg.length_control not in LENGTH_FLOORS:
-        raise ValueError(f"length_control must be one of {', '.join(LENGTH_FLOORS)}, not {cfg.length_control!r}")
     if max_steps is not None:
         cfg = replace(cfg, max_steps=max_steps)
     workers = workers or os.cpu_count() or 2

@@ -29,6 +29,13 @@ from .conditioning import (check_topic_dims, default_data_dir, theta_for_request
 from .interface import LoadedModel
 from .latex_syntax import LatexConstraint, LengthPrior, SyntaxConfig, SyntaxVocabulary
 
+# Decoding defaults of every generating command and the flow (issue 20, measured in docs/results.md: at
+# T = 1 with the topic's real lengths as a cap, equations are hardest to tell from real ones).
+DEFAULT_TEMPERATURE = 1.0
+# Length control: target lengths drawn from the topic's real training equations; the value is the share of
+# the target before which the equation may not end (the target caps the length in both).
+LENGTH_CONTROL = {"off": None, "cap": 0.0, "target": 1.0}
+DEFAULT_LENGTH_CONTROL = "cap"
 TOPIC_SEED_STRIDE = 7919  # topic t samples with seed + 7919 t (its equations do not depend on the other topics)
 BATCH_SEED_STRIDE = 1000003  # sampler call b of one request uses seed + 1000003 b
 
@@ -68,6 +75,18 @@ def make_constraint(lm: LoadedModel, syntax: SyntaxVocabulary, config: SyntaxCon
         proto = LatexConstraint.for_tokenizer(lm.tokenizer, syntax, config)
         lm.cache[key] = proto
     return proto.fresh(targets, length_floor)
+
+
+def length_settings(lm: LoadedModel, mode: str, data_dir: str | Path | None, topic_model: Any = None,
+                    constrained: bool = True) -> dict[str, Any]:
+    """`lengths` and `length_floor` for `generate_for_topics` under a LENGTH_CONTROL mode (none without the
+    constraint or without the training equations of `data_dir`)."""
+    if mode not in LENGTH_CONTROL:
+        raise ValueError(f"unknown length control {mode!r}: use one of {', '.join(LENGTH_CONTROL)}")
+    floor = LENGTH_CONTROL[mode]
+    if floor is None or not constrained or data_dir is None:
+        return {"lengths": None, "length_floor": 1.0}
+    return {"lengths": length_prior(lm, data_dir, topic_model), "length_floor": floor}
 
 
 def length_prior(lm: LoadedModel, data_dir: str | Path, topic_model: Any = None) -> LengthPrior:
@@ -169,14 +188,16 @@ def compile_verdicts(equations: Sequence[str], *, progress: bool = False) -> lis
 
 
 def quiz_fakes(lm: LoadedModel, topic_model: Any, topics: Sequence[int], per_topic: int, *, data_dir: str | Path,
-               seed: int, temperature: float = 0.8, constrained: bool = True) -> list[FakeEquation]:
+               seed: int, temperature: float = DEFAULT_TEMPERATURE, constrained: bool = True,
+               length_control: str = DEFAULT_LENGTH_CONTROL) -> list[FakeEquation]:
     """The quiz's candidates: `per_topic` equations for each topic (θ = its prototype over the training split
     of data_dir), all topics' rows sharing the sampler calls, each with its compile verdict."""
     prototypes = training_prototypes(topic_model, data_dir)
     generated = generate_for_topics(
         lm, {t: topic_theta(topic_model, t, prototypes=prototypes) for t in topics}, per_topic,
         temperature=temperature, seed=seed, constrained=constrained, mix_topics=True, progress=True,
-        syntax=allowed_control_sequences(lm, data_dir) if constrained else None)
+        syntax=allowed_control_sequences(lm, data_dir) if constrained else None,
+        **length_settings(lm, length_control, data_dir, topic_model, constrained))
     verdicts = compile_verdicts([g.equation for g in generated], progress=True)
     return [FakeEquation(g.equation, g.topic, ok, err) for g, (ok, err) in zip(generated, verdicts)]
 
@@ -214,23 +235,28 @@ def top_topics(theta: np.ndarray, labels: Sequence[str], n: int = 3) -> list[Top
 
 
 def generate(lm: LoadedModel, topic_model: Any, *, words: str | Sequence[str] | None = None,
-             topic: str | int | None = None, n: int = 5, temperature: float = 0.8, seed: int = 0,
+             topic: str | int | None = None, n: int = 5, temperature: float = DEFAULT_TEMPERATURE, seed: int = 0,
              constrained: bool = True, max_len: int = 300, theta_mode: str = "prototype",
-             data_dir: str | Path | None = None, check: bool = True) -> GenerationResult:
-    """Equations for a topic mixture inferred from `words`, or for one topic (`topic` = id or label; the same
-    equations the flow writes for it with this seed)."""
+             data_dir: str | Path | None = None, check: bool = True,
+             length_control: str = DEFAULT_LENGTH_CONTROL) -> GenerationResult:
+    """Equations for a topic mixture inferred from `words` (the lengths of its dominant topic), or for one
+    topic (`topic` = id or label; the same equations the flow writes for it with this seed and decoding)."""
     t0 = time.perf_counter()
     check_topic_dims(lm, topic_model)
     data_dir = default_data_dir(lm, topic_model, data_dir)
     theta = theta_for_request(topic_model, words=words, topic=topic, mode=theta_mode, data_dir=data_dir)
     syntax = allowed_control_sequences(lm, data_dir) if constrained else None
+    lengths = length_settings(lm, length_control, data_dir, topic_model, constrained)
     if topic is None:
+        prior = lengths["lengths"]
         eqs = sample_equations(lm, theta, n=n, temperature=temperature, seed=seed, max_len=max_len, syntax=syntax,
-                               constrained=constrained)
+                               constrained=constrained, length_floor=lengths["length_floor"],
+                               target_lengths=None if prior is None else prior.targets(int(np.argmax(theta)), n, seed))
     else:
         index = topic if isinstance(topic, int) else int(topic_model.resolve_topic(str(topic)))
         eqs = [g.equation for g in generate_for_topics(lm, {index: theta}, n, temperature=temperature, seed=seed,
-                                                       constrained=constrained, syntax=syntax, max_len=max_len)]
+                                                       constrained=constrained, syntax=syntax, max_len=max_len,
+                                                       **lengths)]
     verdicts = compile_verdicts(eqs) if check else [(None, None)] * len(eqs)
     return GenerationResult(
         topics=top_topics(theta, topic_labels(topic_model), 3),
