@@ -68,3 +68,15 @@ def test_topic_matching_pairs_within_a_topic_and_drops_the_rest():
     assert sorted(pairs) == [("aa", "xx"), ("bbbb", "yyy"), ("cc", "zz")]  # topic 2 has no real: dropped
     with pytest.raises(ValueError, match="one topic per fake"):
         length_matched(fakes, reals, fake_topics=fake_topics)
+
+
+def test_quiz_difficulty_uses_compiling_fakes_of_each_topic():
+    from pipeline.quiz import FakeEquation, quiz_difficulty
+
+    reals = [{"equation": f"x_{i} + y_{i} = z", "topic": i % 2} for i in range(40)]
+    fakes = [FakeEquation(f"\\alpha\\alpha {i}", i % 3, compiles=i % 5 != 0) for i in range(60)]
+    out = quiz_difficulty(fakes, reals, seed=0)
+    # pairs only within a topic (topic 2 has no real equation) and only of fakes that compile (4 in 5)
+    pairs = sum(min(sum(f.compiles and f.topic == t for f in fakes), 20) for t in (0, 1))
+    assert out["equations"] == pairs < 40 and out["char_ngram_accuracy"] > 0.9
+    assert quiz_difficulty(fakes[:1], reals) is None
