@@ -55,8 +55,9 @@ RUN_PRESETS: dict[str, EquationsPreset] = {
                             per_set=24, eval_max_equations=200, quiz_questions=4, compile_batch=25),
     # `make run` on 2 CPU cores: the topic owner's defaults, the eq-cpu models (minutes each).
     # 3,000 steps (issue 20): at equal CPU time the 2 x 128 model with more steps beats a wider model and a
-    # larger batch, and its equations are much harder to tell from real ones than at 1,500 steps (detector
-    # 0.75 vs 0.91); on a quiet 2-core machine eq-cpu trains at ~10 steps/s (docs/results.md, issue 20).
+    # larger batch (validation 1.82 bits/char vs 1.88 and 1.92), and its equations are harder to tell from
+    # real ones than at 1,500 steps (char detector 0.798 vs 0.820, same decoding); ~11 min of `make run` on a
+    # quiet 2-core machine by the lead's 1,500-step timing (docs/results.md, issue 20).
     "cpu": EquationsPreset("eq-cpu", max_steps=3000, per_set=500, eval_max_equations=2000, quiz_questions=10),
     # One GPU: the full 2 x 512 models; 1,000 equations per set (the compile-rate figure's sample size).
     "gpu": EquationsPreset("eq-lstm", per_set=1000, eval_max_equations=None, quiz_questions=20,
