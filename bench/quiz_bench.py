@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -31,12 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# LaTeX tokens: control words, control symbols, then single non-space characters.
-TOKEN = re.compile(r"\\[A-Za-z]+\*?|\\.|\S")
-
-
-def latex_tokens(equation: str) -> list[str]:
-    return TOKEN.findall(equation)
+from pipeline.detector import detector_accuracy, latex_tokens, telltale_features  # noqa: E402
 
 
 def pairwise_scores(pairs: list[tuple[str, str]], folds: int, seed: int) -> dict:
@@ -69,20 +63,6 @@ def pairwise_scores(pairs: list[tuple[str, str]], folds: int, seed: int) -> dict
     return {"per_equation_accuracy": float(np.mean(per_equation)), "per_equation_std": float(np.std(per_equation)),
             "pairwise_accuracy": float(np.mean(pairwise)), "pairwise_std": float(np.std(pairwise)),
             "folds": folds}
-
-
-def telltale_tokens(pairs: list[tuple[str, str]], n: int = 8) -> dict[str, list[str]]:
-    """Token n-grams with the largest weights towards "fake" and towards "real", fitted on all pairs."""
-    from sklearn.feature_extraction.text import CountVectorizer
-    from sklearn.linear_model import LogisticRegression
-
-    texts = [t for real, fake in pairs for t in (real, fake)]
-    labels = np.array([label for _ in pairs for label in (0, 1)])
-    vectorizer = CountVectorizer(tokenizer=latex_tokens, token_pattern=None, lowercase=False, ngram_range=(1, 2))
-    model = LogisticRegression(max_iter=2000, C=1.0).fit(vectorizer.fit_transform(texts), labels)
-    names = vectorizer.get_feature_names_out()
-    order = np.argsort(model.coef_[0])
-    return {"fake": [str(names[i]) for i in order[::-1][:n]], "real": [str(names[i]) for i in order[:n]]}
 
 
 def longer_is_fake(pairs: list[tuple[str, str]]) -> float:
@@ -153,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         "longer_is_fake_matched": longer_is_fake(pairs),
         "longer_is_fake_unmatched": longer_is_fake(unmatched),
         "generation_seconds": round(generation_s, 1),
-        "telltale_tokens": telltale_tokens(pairs) if len(pairs) >= 2 else {},
+        "telltale_tokens": telltale_features([r for r, _ in pairs], [f for _, f in pairs]) if len(pairs) >= 2 else {},
+        "char_ngram_accuracy": detector_accuracy([r for r, _ in pairs], [f for _, f in pairs], "char").accuracy
+        if len(pairs) >= 2 else None,
     }
     if args.json:
         print(json.dumps(result))
@@ -164,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
               f"  (chance 0.500, {folds}-fold CV grouped by pair)")
         print(f"bag-of-tokens, which of two : {scores['pairwise_accuracy']:.3f} ± {scores['pairwise_std']:.3f}"
               f"  = {result['pairwise_vs_chance']:.2f}x chance")
+        if result["char_ngram_accuracy"] is not None:
+            print(f"char n-gram detector, per equation (pipeline.detector, stratified CV): "
+                  f"{result['char_ngram_accuracy']:.3f}")
         print(f"'longer is fake', quiz pairs: {result['longer_is_fake_matched']:.3f}; "
               f"with a random real of the topic: {result['longer_is_fake_unmatched']:.3f}")
         if result["telltale_tokens"]:

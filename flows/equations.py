@@ -13,6 +13,7 @@ worker thread and merged back (same bytes as one ingest). Outputs, all under the
     models/plain/  best.pt of the unconditioned baseline   (same budget, topic_dim=0)
     generated/     equations.jsonl: topic, set, equation   (topicrnn.generation.generate_for_topics)
     compile/       verdicts.jsonl, one per generated line  (pipeline.compile_check.check)
+                   + per set: balanced share and real-vs-fake detector accuracy (pipeline.wellformed, .detector)
     quiz/          quiz.json, answers.json, quiz.html, quiz.pdf (pipeline.quiz, pipeline.quiz_export)
     report.md, summary.json
 """
@@ -39,7 +40,9 @@ class EquationsPreset:
     topics: dict[str, Any] = field(default_factory=dict)  # TopicConfig overrides
     max_steps: int | None = None          # None: the model preset's own budget
     per_set: int = 500                    # equations generated per generation set, spread evenly over topics
-    temperature: float = 0.8
+    temperature: float = 1.0              # topicrnn.generation.DEFAULT_TEMPERATURE (issue 20, measured)
+    top_p: float | None = None            # nucleus sampling (None: off)
+    length_control: str = "cap"           # constrained sets: topicrnn.generation.LENGTH_CONTROL (off|cap|target)
     eval_max_equations: int | None = 2000  # test equations scored for the bpc table (None: all)
     quiz_questions: int = 10
     compile_batch: int = 500              # equations per compile-check task
@@ -51,9 +54,11 @@ RUN_PRESETS: dict[str, EquationsPreset] = {
                                                    max_per_source=None, min_tokens=1, metrics=False),
                             per_set=24, eval_max_equations=200, quiz_questions=4, compile_batch=25),
     # `make run` on 2 CPU cores: the topic owner's defaults, the eq-cpu models (minutes each).
-    # 1,500 steps: on a quiet 2-core machine eq-cpu trains at ~10 steps/s; the topic model's gain over the
-    # baseline is largest around there (-0.1% at 400 steps, -2.3% at 1,200, -0.7% at 4,000: docs/results.md).
-    "cpu": EquationsPreset("eq-cpu", max_steps=1500, per_set=500, eval_max_equations=2000, quiz_questions=10),
+    # 3,000 steps (issue 20): at equal CPU time the 2 x 128 model with more steps beats a wider model and a
+    # larger batch (validation 1.82 bits/char vs 1.88 and 1.92), and its equations are harder to tell from
+    # real ones than at 1,500 steps (char detector 0.798 vs 0.820, same decoding); ~11 min of `make run` on a
+    # quiet 2-core machine by the lead's 1,500-step timing (docs/results.md, issue 20).
+    "cpu": EquationsPreset("eq-cpu", max_steps=3000, per_set=500, eval_max_equations=2000, quiz_questions=10),
     # One GPU: the full 2 x 512 models; 1,000 equations per set (the compile-rate figure's sample size).
     "gpu": EquationsPreset("eq-lstm", per_set=1000, eval_max_equations=None, quiz_questions=20,
                            compile_batch=1000),
@@ -154,15 +159,18 @@ def train_equation_model(data_dir: Path, topics_dir: Path | None, out_dir: Path,
     return result
 
 
-@stage_task("evaluate", input_arg="checkpoints", outputs=(), code=("topicrnn.evaluation",))
+@stage_task("evaluate", input_arg="checkpoints", outputs=(), code=("topicrnn.evaluation", "topicrnn.checkpoint"))
 def evaluate_models(data_dir: Path, topics_dir: Path, checkpoints: list[Path], max_equations: int | None,
-                    seed: int) -> dict[str, Any]:
-    """`topicrnn.evaluation.evaluate`: bits per character of the test split for each checkpoint, overall
-    and per area (where the topic helps is rarely uniform)."""
+                    seed: int, device: str = "cpu") -> dict[str, Any]:
+    """`topicrnn.evaluation.evaluate`: bits per character of the test split for each checkpoint (on
+    `device`), overall and per area (where the topic helps is rarely uniform)."""
+    from topicrnn.checkpoint import load_model
     from topicrnn.evaluation import evaluate
+    from topicrnn.train import resolve_device
 
-    table = evaluate(data_dir, topics_dir, [str(c) for c in checkpoints], split="test",
-                     max_equations=max_equations, seed=seed, by="area", progress=True)
+    models = [load_model(c, device=resolve_device(device)) for c in checkpoints]
+    table = evaluate(data_dir, topics_dir, models, split="test", max_equations=max_equations, seed=seed,
+                     by="area", progress=True)
     return {"json": table.to_json(), "markdown": table.to_markdown()}
 
 
@@ -170,13 +178,15 @@ def evaluate_models(data_dir: Path, topics_dir: Path, checkpoints: list[Path], m
             code=("topicrnn.generation", "topicrnn.checkpoint", "topicrnn.train"))
 def generate_by_topic(checkpoint: Path, data_dir: Path, topics_dir: Path, out_file: Path, set_name: str,
                       per_topic: int, temperature: float, constrained: bool, seed: int,
-                      device: str) -> dict[str, Any]:
+                      device: str, top_p: float | None = None, length_control: str = "off") -> dict[str, Any]:
     """`per_topic` equations for every topic (θ = the topic's prototype; ignored by an unconditioned model)
-    with `topicrnn.generation.generate_for_topics`; one JSON line each in out_file."""
+    with `topicrnn.generation.generate_for_topics`, under the syntax constraint with target lengths drawn from
+    the topic's real training equations under `length_control` (topicrnn.generation.LENGTH_CONTROL); one JSON
+    line each in out_file."""
     from pipeline.topics import ThetaTable
     from topicrnn.checkpoint import load_model
     from topicrnn.conditioning import topic_labels, topic_theta, training_prototypes
-    from topicrnn.generation import allowed_control_sequences, generate_for_topics
+    from topicrnn.generation import allowed_control_sequences, generate_for_topics, length_settings
     from topicrnn.train import resolve_device
 
     lm = load_model(checkpoint, device=resolve_device(device))
@@ -184,8 +194,9 @@ def generate_by_topic(checkpoint: Path, data_dir: Path, topics_dir: Path, out_fi
     prototypes = training_prototypes(topic_model, data_dir)
     generated = generate_for_topics(
         lm, {t: topic_theta(topic_model, t, prototypes=prototypes) for t in range(int(topic_model.k))}, per_topic,
-        temperature=temperature, seed=seed, constrained=constrained,
-        syntax=allowed_control_sequences(lm, data_dir) if constrained else None)
+        temperature=temperature, seed=seed, constrained=constrained, top_p=top_p,
+        syntax=allowed_control_sequences(lm, data_dir) if constrained else None,
+        **length_settings(lm, length_control, data_dir, topic_model, constrained))
     labels = topic_labels(topic_model)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.with_name(out_file.name + ".part")
@@ -210,6 +221,31 @@ def compile_check_batch(equations_file: Path, start: int, stop: int, workers: in
     stats = CheckStats()
     verdicts = check(equations, workers=workers, use_cache=use_cache, stats=stats)
     return {"verdicts": [[bool(v.ok), v.error] for v in verdicts], "warnings": list(stats.warnings)}
+
+
+@stage_task("judge", input_arg="equations_file", outputs=(),
+            code=("pipeline.detector", "pipeline.quiz", "pipeline.topics", "pipeline.wellformed"))
+def judge_generated(equations_file: Path, data_dir: Path, topics_dir: Path, seed: int) -> dict[str, Any]:
+    """How a generated set compares with real test equations: balanced ( ) [ ] \\{ \\} share
+    (`pipeline.wellformed`) and the cross-validated real-vs-fake detectors against real test equations of the
+    same topic and length (`pipeline.detector.detect`; 0.5 = indistinguishable)."""
+    from pipeline.detector import detect
+    from pipeline.quiz import quiz_reals
+    from pipeline.topics import ThetaTable
+    from pipeline.wellformed import balanced_share
+
+    generated = [json.loads(line) for line in equations_file.read_text(encoding="utf-8").splitlines()]
+    _, test = quiz_reals(data_dir, ThetaTable(topics_dir).theta_by_id())  # test split, dominant topics
+    fakes, reals = [g["equation"] for g in generated], [r["equation"] for r in test]
+    out: dict[str, Any] = {"balanced": balanced_share(fakes), "real_balanced": balanced_share(reals)}
+    try:
+        result = detect(fakes, reals, seed=seed, fake_topics=[g["topic"] for g in generated],
+                        real_topics=[r["topic"] for r in test])
+    except ValueError:  # fewer than 2 topic-matched pairs (a tiny corpus)
+        return out
+    out.update(detector_char=result["char"].accuracy, detector_tokens=result["tokens"].accuracy,
+               detector_pairs=result["char"].n_fake)
+    return out
 
 
 @stage_task("quiz", input_arg="fakes_file", outputs=("out_dir",),
@@ -282,13 +318,16 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
                                          cfg.max_steps, device),
     }
     bpc_future = t(evaluate_models).submit(ingest_dir, topics_dir, [models["plain"], models["topic"]],
-                                           cfg.eval_max_equations, seed)
+                                           cfg.eval_max_equations, seed, device)
 
     generated: dict[str, dict[str, Any]] = {}
     for set_name, model_name, constrained in GENERATION_SETS:
         generated[set_name] = t(generate_by_topic)(
             models[model_name], ingest_dir, topics_dir, run_dir / "generated" / f"{set_name}.jsonl", set_name,
-            max(1, math.ceil(cfg.per_set / topics["k"])), cfg.temperature, constrained, seed, device)
+            max(1, math.ceil(cfg.per_set / topics["k"])), cfg.temperature, constrained, seed, device, cfg.top_p,
+            cfg.length_control)
+    judged = {set_name: t(judge_generated).submit(Path(info["file"]), ingest_dir, topics_dir, seed)
+              for set_name, info in generated.items()}
 
     # Compile checks: fixed-size batches fanned out over the task runner (threads or Dask workers).
     verdict_futures: dict[str, list] = {}
@@ -325,6 +364,14 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
     report.markdown("bpc", "Bits per character on the test split", bpc["markdown"])
     rates = compile_rates(generated, verdicts, topics["labels"])
     report.table("compile-rates", "Generated equations that compile", rates)
+    quality = {set_name: future.result() for set_name, future in judged.items()}
+    overall_rates = {r["set"]: r["rate"] for r in rates if r["topic"] == "all"}
+    report.table("wellformed", "Well-formed and hard to tell from real (detectors: 0.5 = chance; real test "
+                 f"equations balanced: {next(iter(quality.values()))['real_balanced']:.1%})", [
+        {"set": name, "balanced": round(q["balanced"], 4), "compile rate": overall_rates.get(name),
+         "char n-gram detector": q.get("detector_char"), "bag-of-tokens detector": q.get("detector_tokens"),
+         "pairs (same topic and length)": q.get("detector_pairs")}
+        for name, q in quality.items()])
     report.markdown("samples", "Sample equations by topic (syntax-aware decoding, compiling)",
                     sample_markdown(Path(generated["topic"]["file"]), verdicts["topic"], per_topic=2))
     report.link("quiz", "Quiz", Path(quiz["files"]["quiz.html"]))
@@ -337,6 +384,8 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
         "equations": corpus_stats["equations"], "papers": corpus_stats["papers_read"], "topics": topics["k"],
         "bpc_test": {row["name"]: row["bits_per_char"] for row in bpc["json"]["rows"]},
         "compile_rate": {s: overall[s]["rate"] for s in overall},
+        "balanced_share": {s: q["balanced"] for s, q in quality.items()},
+        "detector_accuracy": {s: q.get("detector_char") for s, q in quality.items()},
         "quiz_questions": quiz["questions"],
         "train_steps": {m: r["step"] for m, r in trained.items()},
         "warnings": warnings,
@@ -353,6 +402,10 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
         headline[f"test bits/char {name}"] = value
     for name, value in summary["compile_rate"].items():
         headline[f"compile rate {name}"] = value
+    for name, value in summary["balanced_share"].items():
+        headline[f"balanced {name}"] = value
+    for name, value in summary["detector_accuracy"].items():
+        headline[f"detector accuracy {name}"] = value
     print(format_summary(f"equations run finished: {run_dir}", headline, outputs))
     return summary
 

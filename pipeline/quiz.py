@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from pipeline import compile_check
+from pipeline.detector import detect
 from pipeline.ingest import read_records
 
 
@@ -341,6 +342,21 @@ def quiz_reals(data_dir: str | Path, theta_by_id: Mapping[str, np.ndarray]) -> t
     return records, reals
 
 
+def quiz_difficulty(fakes: Iterable, reals: Sequence[Mapping], seed: int = 0) -> dict | None:
+    """How hard the quiz is: the cross-validated accuracy of the real-vs-fake detectors (pipeline.detector:
+    character n-grams, bag of LaTeX tokens) on the compiling generated equations (FakeEquation or mappings)
+    against real test equations (records with their dominant `topic`) of the same topic and length; 0.5 =
+    indistinguishable. None with fewer than 2 matched pairs."""
+    usable = [f for f in map(_as_fake, fakes) if f.compiles]
+    try:
+        result = detect([f.equation for f in usable], [r["equation"] for r in reals], seed=seed,
+                        fake_topics=[f.topic for f in usable], real_topics=[int(r["topic"]) for r in reals])
+    except ValueError:
+        return None
+    return {"char_ngram_accuracy": result["char"].accuracy, "tokens_accuracy": result["tokens"].accuracy,
+            "equations": result["char"].n_fake}
+
+
 def quiz_summary(quiz: Quiz) -> dict:
     """A small machine-readable summary (for --json and flows)."""
     topics: dict[str, int] = {}
@@ -352,4 +368,4 @@ def quiz_summary(quiz: Quiz) -> dict:
 
 
 __all__ = ["QuizConfig", "FakeEquation", "Question", "Quiz", "attach_dominant_topics", "build_quiz",
-           "equation_length", "equation_rows", "quiz_summary", "choose_topics", "quiz_reals"]
+           "equation_length", "equation_rows", "quiz_summary", "quiz_difficulty", "choose_topics", "quiz_reals"]

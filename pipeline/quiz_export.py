@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from pipeline import compile_check
 from pipeline.compile_tex import run_tex
-from pipeline.quiz import Quiz, QuizConfig, build_quiz, quiz_summary
+from pipeline.quiz import Quiz, QuizConfig, build_quiz, quiz_difficulty, quiz_summary
 
 ASSETS = Path(__file__).resolve().parent / "quiz_assets"
 
@@ -156,7 +156,8 @@ def render_equations(equations: Sequence[str], workdir: Path, config: QuizConfig
 def tex_escape(text: str) -> str:
     """Plain text into LaTeX text mode."""
     replacements = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                    "\u00b7": r"$\cdot$"}  # the middle dot of topic labels (its text font is not always there)
     return "".join(replacements.get(ch, ch) for ch in text)
 
 
@@ -251,11 +252,14 @@ def export_quiz(quiz: Quiz, out_dir: str | Path, config: QuizConfig | None = Non
 def assemble_quiz(reals: list[dict], fakes: Iterable, n: int, seed: int, out_dir: str | Path, *,
                   topic_labels: Sequence[str] | Mapping[int, str] | None = None, config: QuizConfig | None = None,
                   known_equations: Iterable[str] = ()) -> tuple[Quiz, dict[str, Path], dict]:
-    """`build_quiz` + `export_quiz` into out_dir; returns (quiz, paths of the four files, summary)."""
+    """`build_quiz` + `export_quiz` into out_dir; returns (quiz, paths of the four files, summary with the
+    detectors' accuracy on all compiling fakes: `quiz_difficulty`)."""
     config = config or QuizConfig()
+    fakes = list(fakes)
     quiz = build_quiz(reals, fakes, n, seed, topic_labels=topic_labels, config=config,
                       known_equations=known_equations)
     paths = export_quiz(quiz, out_dir, config, progress=True)
     summary = quiz_summary(quiz)
     summary["files"] = {name: str(path) for name, path in paths.items()}
+    summary["detector"] = quiz_difficulty(fakes, reals, seed)
     return quiz, paths, summary

@@ -127,6 +127,27 @@ def area_nmi(theta: np.ndarray, areas: Sequence[str], mask: np.ndarray) -> float
     return float(normalized_mutual_info_score(labels, theta[mask].argmax(axis=1)))
 
 
+def topic_area_shares(theta: np.ndarray, areas: Sequence[str]) -> list[dict[str, float]]:
+    """Per topic, the share of its mass (the sum of θ_k over the equations) in each area (`coarse_area`: math,
+    astro-ph, physics, stat, cs-ml), largest first; equations without an area are left out ({} for every
+    topic when none has one)."""
+    coarse = [coarse_area(a) for a in areas]
+    names = sorted({a for a in coarse if a is not None})
+    k = theta.shape[1]
+    if not names:
+        return [{} for _ in range(k)]
+    mass = np.zeros((len(names), k))
+    for j, name in enumerate(names):
+        rows = [i for i, a in enumerate(coarse) if a == name]
+        mass[j] = theta[rows].sum(axis=0)
+    total = mass.sum(axis=0)
+    out = []
+    for t in range(k):
+        shares = {names[j]: float(mass[j, t] / total[t]) for j in range(len(names))} if total[t] > 0 else {}
+        out.append(dict(sorted(shares.items(), key=lambda kv: -kv[1])))
+    return out
+
+
 def fit_topics(data_dir: str | Path, out_dir: str | Path, config: TopicConfig | None = None, *,
                labels_file: str | Path | None = None, progress: bool = False) -> TopicModel:
     """Fit LDA on the ingest dir's train split (capped), write TOPICDIR, return the model."""
@@ -182,6 +203,10 @@ def fit_topics(data_dir: str | Path, out_dir: str | Path, config: TopicConfig | 
     t_theta = time.perf_counter()
     theta = model.theta_of_bows(bows, progress=progress)
     theta_seconds = time.perf_counter() - t_theta
+    # name each topic after the areas of the training contexts it was fitted on
+    shares = topic_area_shares(theta[train_idx], [records[i]["area"] for i in train_idx])
+    for topic, label, area_share in zip(model.topics, auto_labels(top, area_shares=shares), shares):
+        topic["auto_label"], topic["areas"] = label, area_share
     n_known = np.fromiter((sum(c for _, c in b) for b in bows), dtype=np.int32, count=len(bows))
     ids = np.array([r["id"] for r in records])
 

@@ -178,9 +178,29 @@ def load_labels(path: str | Path, k: int) -> dict[int, str]:
     return labels
 
 
-def auto_labels(top_words: list[list[str]], n_words: int = 3) -> list[str]:
-    """"galaxy-star-mass" from each topic's top words; made unique with the topic id if two collide."""
-    raw = ["-".join(words[:n_words]) or f"topic{t}" for t, words in enumerate(top_words)]
+AREA_LABEL_SHARE = 0.5  # a topic is named after one area when it holds this share of the topic's mass
+
+
+def area_prefix(shares: dict[str, float]) -> str:
+    """"astro-ph" when one area holds AREA_LABEL_SHARE of the topic, else the two largest ("math/physics");
+    "" without areas."""
+    ranked = list(shares)
+    if not ranked:
+        return ""
+    if shares[ranked[0]] >= AREA_LABEL_SHARE or len(ranked) == 1:
+        return ranked[0]
+    return "/".join(ranked[:2])
+
+
+def auto_labels(top_words: list[list[str]], n_words: int = 3,
+                area_shares: list[dict[str, float]] | None = None) -> list[str]:
+    """"astro-ph: halo · galaxy · power" from each topic's areas and top words ("halo · galaxy · power" where the
+    corpus gives no areas); made unique with the topic id if two collide."""
+    raw = []
+    for t, words in enumerate(top_words):
+        label = " · ".join(words[:n_words]) or f"topic{t}"
+        prefix = area_prefix(area_shares[t]) if area_shares else ""
+        raw.append(f"{prefix}: {label}" if prefix else label)
     counts = Counter(raw)
     return [f"{lab}#{t}" if counts[lab] > 1 else lab for t, lab in enumerate(raw)]
 
@@ -288,6 +308,10 @@ class TopicModel:
     @property
     def labels(self) -> list[str]:
         return topic_labels(self.topics)
+
+    def areas(self, topic: int) -> dict[str, float]:
+        """Share of the topic's mass per corpus area, largest first ({} for a model fitted without areas)."""
+        return dict(self.topics[topic].get("areas") or {})
 
     def top_words(self, topic: int, n: int = 10) -> list[str]:
         return [w for w, _ in self.top_word_weights(topic, n)]

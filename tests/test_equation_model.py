@@ -151,3 +151,31 @@ def test_equations_for_topics_do_not_depend_on_the_other_topics():
     rows = np.stack([thetas[0], thetas[2], thetas[2]])
     assert [g.equation for g in mixed] == sample_equations(lm, rows, n=3, seed=2, temperature=1.0, max_len=12,
                                                           constrained=False)
+
+
+def test_length_control_through_the_one_generation_path():
+    """Issue 20: `generate_for_topics(lengths=...)` gives each equation a target from its topic's lengths;
+    "target" ends no earlier than it, "cap" never much past it; the commands' defaults are the flow's."""
+    from flows.equations import RUN_PRESETS
+    from topicrnn.generation import DEFAULT_LENGTH_CONTROL, DEFAULT_TEMPERATURE, LENGTH_CONTROL, length_settings
+    from topicrnn.latex_syntax import LengthPrior
+    from topiceq import arguments
+
+    lm = tiny_lm("input", seed=6)
+    prior = LengthPrior({None: [6] * 30, 0: [3] * 30, 1: [10] * 30})
+    thetas = {t: np.eye(3, dtype=np.float32)[t] for t in range(2)}
+    kw = dict(temperature=1.5, seed=3, max_len=40, lengths=prior)
+    target = generate_for_topics(lm, thetas, 5, length_floor=1.0, **kw)
+    n_tokens = [len(lm.tokenizer.tokenize(g.equation)) for g in target]
+    # (a space token after a control word is sampled but vanishes when the text is tokenized again)
+    assert all(n >= (3, 10)[g.topic] - 2 for n, g in zip(n_tokens, target)), target
+    capped = generate_for_topics(lm, thetas, 5, length_floor=0.0, **kw)
+    assert all(len(lm.tokenizer.tokenize(g.equation)) <= 1.25 * (3, 10)[g.topic] + 8 for g in capped), capped
+    assert length_settings(lm, "off", None) == {"lengths": None, "length_floor": 1.0}
+    assert length_settings(lm, "cap", "anything", constrained=False)["lengths"] is None
+    with pytest.raises(ValueError, match="unknown length control"):
+        length_settings(lm, "exact", None)
+    assert arguments.LENGTH_MODES == tuple(LENGTH_CONTROL)
+    assert (arguments.DEFAULT_TEMPERATURE, arguments.DEFAULT_LENGTHS) == (DEFAULT_TEMPERATURE, DEFAULT_LENGTH_CONTROL)
+    assert all((p.temperature, p.length_control) == (DEFAULT_TEMPERATURE, DEFAULT_LENGTH_CONTROL)
+               for p in RUN_PRESETS.values())

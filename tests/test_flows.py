@@ -244,10 +244,13 @@ def test_equations_flow_tiny_then_cached(harness, tmp_path):
     assert len(generated) == len(verdicts) == 4 * 6
     rate = sum(json.loads(v)["ok"] for v in verdicts) / len(verdicts)
     assert summary["compile_rate"]["topic"] == pytest.approx(rate)
+    # issue 20: the constrained sets are balanced; the detectors' accuracy is a figure of the run
+    assert summary["balanced_share"]["topic"] == 1.0 and summary["balanced_share"]["plain"] == 1.0
+    assert set(summary["detector_accuracy"]) == {"topic", "topic-unconstrained", "plain"}
     for name in ("quiz json", "quiz html", "quiz pdf", "quiz answers", "report"):
         assert Path(summary["outputs"][name]).is_file(), name
     report = (run_dir / "report.md").read_text()
-    for title in ("Corpus", "Topics", "Bits per character", "compile", "Sample equations", "Quiz"):
+    for title in ("Corpus", "Topics", "Bits per character", "compile", "Sample equations", "Quiz", "Well-formed"):
         assert title in report
     assert "| area | equations |" in report  # the bits/char table per area
 
@@ -260,7 +263,7 @@ def test_equations_flow_tiny_then_cached(harness, tmp_path):
             flow_run_id=ArtifactFilterFlowRunId(any_=[first.state_details.flow_run_id])))
     keys = {a.key: a for a in artifacts}
     assert {"equations-corpus", "equations-topics", "equations-bpc", "equations-compile-rates",
-            "equations-samples", "equations-quiz"} <= set(keys), sorted(keys)
+            "equations-samples", "equations-quiz", "equations-wellformed"} <= set(keys), sorted(keys)
     assert "quiz.html" in str(keys["equations-quiz"].data)  # Prefect stores a link artifact as markdown
 
     second = run_flow(equations_flow, run_dir, return_state=True, **params)

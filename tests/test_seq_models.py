@@ -46,10 +46,13 @@ def test_latex_tokenizer_rules():
     assert tok.tokenize(s) == ["\\frac", "{", "a", "}", "{", "b", "}", " ", "+", " ", "\\alpha", "x", "\\,",
                                "\\begin{pmatrix*}", " ", "1", " ", "\\\\", " ", "2", "\\end{pmatrix*}",
                                "\\alpha", "1"]
-    # control word followed by a letter gets its space back; by a digit or symbol it does not
+    # a control word gets a space back before a letter, a digit, a command and most relations, as equations
+    # are written; before braces, scripts and brackets it does not
     assert tok.detokenize(tok.tokenize(r"\alpha   x + \beta_1")) == r"\alpha x + \beta_1"
     assert tok.detokenize(["\\alpha", "x"]) == "\\alpha x"
-    assert tok.detokenize(["\\alpha", "1"]) == "\\alpha1"
+    assert tok.detokenize(["\\alpha", "1"]) == "\\alpha 1"
+    assert tok.detokenize(["\\to", "\\mathcal", "{", "F", "}", "(", "\\cdot", ")", "\\le", "="]) \
+        == r"\to \mathcal{F}(\cdot)\le ="
     assert tok.tokenize("\\ a\\") == ["\\ ", "a", "\\"]
     tok.fit([s])
     assert tok.encode(r"\gamma")[0] == tok.unk_id

@@ -288,3 +288,37 @@ def test_cli_fit_show_infer_json(tmp_path, capsys):
     rc, stdout, err = _cli(capsys, "infer", "--model", str(out), "--json", "zzzqqq", "the")
     assert rc != 0 and "no word the topic model knows" in err and stdout == ""
     assert len(err.strip().splitlines()) <= 2
+
+
+def test_topics_are_named_after_their_dominant_area(planted, capsys):
+    """Issue 20: `astro-ph: star · galaxy · halo`; `topics show` lists each topic's areas."""
+    _, model = planted
+    for area in PLANTED:
+        t = topic_of_area(model, area)
+        shares = model.areas(t)
+        assert list(shares)[0] == area and shares[area] > 0.7 and abs(sum(shares.values()) - 1) < 1e-6
+        assert model.topics[t]["auto_label"] == f"{area}: " + " · ".join(model.top_words(t, 3))
+    again = TopicModel.load(model.directory)
+    assert again.areas(topic_of_area(again, "stat")) == model.areas(topic_of_area(model, "stat"))
+    assert again.resolve_topic(again.topics[2]["auto_label"].upper()) == 2
+    rc, stdout, _ = _cli(capsys, "show", "--model", str(model.directory), "-n", "4")
+    assert rc == 0 and all(f"[{area} " in stdout for area in PLANTED)
+    rc, stdout, _ = _cli(capsys, "show", "--model", str(model.directory), "--json")
+    assert {list(t["areas"])[0] for t in json.loads(stdout)["topics"]} == set(PLANTED)
+
+
+def test_area_shares_and_prefixes():
+    from pipeline.topic_fit import topic_area_shares
+    from pipeline.topics import area_prefix, auto_labels
+
+    theta = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.5, 0.5]])
+    shares = topic_area_shares(theta, ["math.GT", "math", "hep-th", "formats"])  # formats: no area
+    assert list(shares[0]) == ["math", "physics"] and abs(shares[0]["math"] - 1.7 / 1.8) < 1e-9
+    assert list(shares[1]) == ["physics", "math"]
+    assert area_prefix({"math": 0.45, "physics": 0.4, "stat": 0.15}) == "math/physics"
+    assert area_prefix({"stat": 0.6, "math": 0.4}) == "stat" and area_prefix({}) == ""
+    assert topic_area_shares(theta, ["", "formats", "", ""]) == [{}, {}]
+    words = [["halo", "galaxy", "power", "x"], ["halo", "galaxy", "power"]]
+    assert auto_labels(words, area_shares=[{"astro-ph": 1.0}, {}]) == ["astro-ph: halo · galaxy · power",
+                                                                       "halo · galaxy · power"]
+    assert auto_labels([["a"], ["a"]]) == ["a#0", "a#1"]

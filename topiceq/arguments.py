@@ -3,6 +3,7 @@
   --checkpoint CKPT      a checkpoint file, or a folder holding best.pt (else last.pt)
   --device               auto | cpu | cuda | mps (auto: CUDA > MPS > CPU); the n-gram and the numpy RNN
                          always compute on the CPU
+  --temperature, --lengths  the decoding of generated equations (defaults: topicrnn.generation's, the flow's)
   --topic ID|LABEL       θ of one topic: its prototype (the mean θ of the training equations whose dominant
                          topic it is), or the one-hot vector with --theta onehot; needs the topic model the
                          model was trained with (--topics, default: the one its checkpoint names)
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 THETA_MODES = ("prototype", "onehot")  # topicrnn.conditioning.THETA_MODES
+LENGTH_MODES = ("off", "cap", "target")  # topicrnn.generation.LENGTH_CONTROL
+DEFAULT_TEMPERATURE, DEFAULT_LENGTHS = 1.0, "cap"  # topicrnn.generation.DEFAULT_TEMPERATURE / _LENGTH_CONTROL
 
 
 def add_checkpoint(parser, *, many: bool = False, required: bool = True) -> None:
@@ -25,6 +28,14 @@ def add_device(parser, *, help_for: str = "the model") -> None:
     parser.add_argument("--device", default="auto", choices=DEVICES,
                         help=f"torch device for {help_for} (auto: CUDA > MPS > CPU; n-gram and numpy models run "
                              "on the CPU)")
+
+
+def add_decoding(parser) -> None:
+    """--temperature and --lengths of equation generation (the `equations` flow's decoding by default)."""
+    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="sampling temperature")
+    parser.add_argument("--lengths", choices=LENGTH_MODES, default=DEFAULT_LENGTHS,
+                        help="length control under the syntax constraint: target lengths drawn from the topic's "
+                             "real training equations as a cap (cap), as the length to reach (target), or none")
 
 
 def add_topic(parser, *, group=None, topics_option: bool = True) -> None:

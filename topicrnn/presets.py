@@ -148,7 +148,7 @@ register_preset(Preset(
     "eq-cpu", "equation model small enough for `make run` on 2 CPU cores (2 x 128, minutes)",
     ModelConfig(cell="lstm", layers=2, hidden=128, embedding=64, dropout=0.1, topic_dim=-1, topic_mode="input"),
     TrainConfig(data_kind="records", tokenizer="latex", batch_size=32, max_steps=600, lr=3e-3, warmup_steps=30,
-                eval_every=100, early_stop_evals=4, log_every=10, max_record_tokens=300, min_count=2)))
+                eval_every=250, early_stop_evals=4, log_every=10, max_record_tokens=300, min_count=2)))
 
 register_preset(Preset(
     "eq-tiny", "equation model for tests: 1 x 32 LSTM, a few dozen steps",

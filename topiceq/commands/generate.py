@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from topiceq.arguments import add_checkpoint, add_device, add_topic, load_model_arg
+from topiceq.arguments import add_checkpoint, add_decoding, add_device, add_topic, load_model_arg
 
 HELP = "generate equations for context words or a topic, each with its compile verdict"
 DESCRIPTION = (
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--words", nargs="+", help="context words (the topic mixture is inferred from them)")
     add_topic(parser, group=which, topics_option=False)
     parser.add_argument("-n", type=int, default=5, help="number of equations")
-    parser.add_argument("--temperature", type=float, default=0.8)
+    add_decoding(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--constrained", action=argparse.BooleanOptionalAction, default=True,
                         help="syntax-aware decoding (braces, environments, known control sequences only)")
@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     words = " ".join(args.words) if args.words else None
     result = generate(load_model_arg(args), topic_model, words=words, topic=args.topic, n=args.n,
                       temperature=args.temperature, seed=args.seed, constrained=args.constrained,
-                      max_len=args.length, theta_mode=args.theta, data_dir=args.data, check=args.check)
+                      max_len=args.length, theta_mode=args.theta, data_dir=args.data, check=args.check,
+                      length_control=args.lengths)
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
         return 0

@@ -5,7 +5,7 @@ import argparse
 import json
 import math
 
-from topiceq.arguments import add_checkpoint, add_device, load_model_arg
+from topiceq.arguments import add_checkpoint, add_decoding, add_device, load_model_arg
 
 HELP = "export a real-vs-fake equation quiz (quiz.json, answers.json, quiz.html, quiz.pdf)"
 DESCRIPTION = (
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", type=int, default=10, help="number of questions")
     parser.add_argument("--out", required=True, metavar="QUIZDIR", help="folder for the quiz files")
     parser.add_argument("--seed", type=int, default=0, help="seed for generation, pairing and order")
-    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
+    add_decoding(parser)
     parser.add_argument("--candidates", type=float, default=3.0,
                         help="equations generated per question (some do not compile or find no real match)")
     parser.add_argument("--max-length-ratio", type=float, default=1.3,
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     topics = choose_topics((r["topic"] for r in reals), args.n, args.seed)
     fakes = quiz_fakes(lm, topic_model, topics, max(1, math.ceil(args.n * args.candidates / len(topics))),
                        data_dir=args.data, seed=args.seed, temperature=args.temperature,
-                       constrained=args.constrained)
+                       constrained=args.constrained, length_control=args.lengths)
     quiz, paths, summary = assemble_quiz(
         reals, fakes, args.n, args.seed, args.out, topic_labels=topic_labels(topic_model),
         config=QuizConfig(max_length_ratio=args.max_length_ratio, title=args.title),
@@ -64,4 +64,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"quiz: {len(quiz.questions)} of {args.n} questions ({topics_text}); "
               f"{summary['generated_compiling']}/{summary['generated']} generated equations compiled "
               f"({rate:.0%}); wrote {', '.join(paths)} to {args.out}")
+        hard = summary.get("detector")
+        if hard:
+            print(f"how hard: a character n-gram detector tells {hard['equations']} generated equations from "
+                  f"real ones of the same topic and length {hard['char_ngram_accuracy']:.0%} of the time, a bag "
+                  f"of LaTeX tokens {hard['tokens_accuracy']:.0%} (50% = chance)")
     return 0

@@ -80,10 +80,17 @@ def _fit(args) -> int:
     return 0
 
 
+def _areas(model, topic: int, min_share: float = 0.05) -> str:
+    """"math 92% · physics 5%": the topic's mass per area (those with at least min_share)."""
+    return " · ".join(f"{a} {100 * s:.0f}%" for a, s in model.areas(topic).items() if s >= min_share)
+
+
 def _table(model, n: int) -> str:
     width = max(len(lab) for lab in model.labels)
-    return "\n".join(f"{t:>3}  {model.labels[t]:<{width}}  " + " ".join(model.top_words(t, n))
-                     for t in range(model.k))
+    areas = [_areas(model, t) for t in range(model.k)]
+    area_width = max(len(a) for a in areas)
+    return "\n".join(f"{t:>3}  {model.labels[t]:<{width}}  " + (f"[{areas[t]:<{area_width}}]  " if area_width else "")
+                     + " ".join(model.top_words(t, n)) for t in range(model.k))
 
 
 def _show(args) -> int:
@@ -93,7 +100,7 @@ def _show(args) -> int:
     if args.labels:
         model.set_labels(load_labels(args.labels, model.k), args.labels)
     if args.json:
-        print(json.dumps({"topics": [{"id": t, "label": model.labels[t],
+        print(json.dumps({"topics": [{"id": t, "label": model.labels[t], "areas": model.areas(t),
                                       "top_words": [{"word": w, "weight": p}
                                                     for w, p in model.top_word_weights(t, args.words)]}
                                      for t in range(model.k)]}, indent=1))

@@ -1,0 +1,154 @@
+"""How hard is it to tell generated equations from real ones? A cross-validated real-vs-fake classifier.
+
+Two detectors, both a logistic regression scored by stratified k-fold cross-validation (each equation is
+classified by a model that never saw it), on strings only:
+
+* ``"char"``: TF-IDF of character n-grams (1–4 by default): spelling, spacing, short token runs;
+* ``"tokens"``: counts of LaTeX-token unigrams and bigrams (`\\frac`, `{`, `x`, ...), the quiz's old figure.
+
+The real set is matched to the fakes first (`length_matched`): for every fake, an unused real equation of the
+closest length, and of the same topic when topics are given, so that neither length nor subject matter (the
+test split is mostly one book) says which is which. Accuracy 0.5 means indistinguishable; lower is better
+for the model. Example::
+
+    from pipeline.detector import detect
+    result = detect(fakes, real_test_equations, seed=0, fake_topics=topics, real_topics=real_topics)
+    result["char"].accuracy, result["tokens"].accuracy
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+
+FEATURES = ("char", "tokens")
+# LaTeX tokens: control words, control symbols, then single non-space characters.
+_LATEX_TOKEN = re.compile(r"\\[A-Za-z]+\*?|\\.|\S")
+
+
+def latex_tokens(equation: str) -> list[str]:
+    return _LATEX_TOKEN.findall(equation)
+
+
+@dataclass
+class DetectorConfig:
+    folds: int = 5                     # stratified k-fold (fewer when a class has fewer equations)
+    seed: int = 0                      # fold shuffling and length-matching ties
+    char_ngrams: tuple[int, int] = (1, 4)
+    token_ngrams: tuple[int, int] = (1, 2)
+    c: float = 1.0                     # inverse regularisation of the logistic regression
+    max_equations: int | None = 2000   # per class at most (seeded subsample): the CV cost grows with it
+
+
+@dataclass
+class DetectorResult:
+    features: str
+    accuracy: float  # mean held-out accuracy over the folds
+    std: float       # its standard deviation over the folds
+    n_real: int
+    n_fake: int
+    folds: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def length_matched(fakes: Sequence[str], reals: Sequence[str], seed: int = 0,
+                   fake_topics: Sequence[object] | None = None,
+                   real_topics: Sequence[object] | None = None) -> list[tuple[str, str]]:
+    """(fake, real) pairs: each fake with an unused real equation of the closest length in characters (ties
+    and the order fakes are served in come from the seed). With topics (one label per fake and per real),
+    only a real of the fake's topic; fakes left without one are dropped, as are fakes beyond the reals."""
+    if fake_topics is not None or real_topics is not None:
+        if fake_topics is None or real_topics is None or len(fake_topics) != len(fakes) \
+                or len(real_topics) != len(reals):
+            raise ValueError("give one topic per fake and one per real equation, or none")
+        pairs: list[tuple[str, str]] = []
+        for j, topic in enumerate(sorted(set(fake_topics), key=str)):
+            group_fakes = [f for f, t in zip(fakes, fake_topics) if t == topic]
+            group_reals = [r for r, t in zip(reals, real_topics) if t == topic]
+            pairs += length_matched(group_fakes, group_reals, seed + j) if group_reals else []
+        return pairs
+    rng = np.random.default_rng(seed)
+    real_lengths = np.array([len(r) for r in reals], dtype=np.int64)
+    order = np.argsort(real_lengths + rng.random(len(reals)), kind="stable")  # random ties
+    sorted_lengths = real_lengths[order]
+    used = np.zeros(len(reals), dtype=bool)
+    pairs = []
+    for i in rng.permutation(len(fakes))[:len(reals)]:
+        n = len(fakes[i])
+        lo = hi = int(np.searchsorted(sorted_lengths, n))
+        lo -= 1
+        while lo >= 0 and used[order[lo]]:  # walk outwards to the nearest unused real
+            lo -= 1
+        while hi < len(order) and used[order[hi]]:
+            hi += 1
+        below = lo >= 0 and (hi >= len(order) or n - sorted_lengths[lo] <= sorted_lengths[hi] - n)
+        pick = order[lo] if below else order[hi]
+        used[pick] = True
+        pairs.append((fakes[i], reals[pick]))
+    return pairs
+
+
+def _classifier(features: str, config: DetectorConfig):
+    if features == "char":
+        vectorizer = TfidfVectorizer(analyzer="char", ngram_range=config.char_ngrams, sublinear_tf=True,
+                                     lowercase=False, min_df=1)
+    elif features == "tokens":
+        vectorizer = CountVectorizer(tokenizer=latex_tokens, token_pattern=None, lowercase=False,
+                                     ngram_range=config.token_ngrams)
+    else:
+        raise ValueError(f"unknown detector features {features!r}: choose one of {', '.join(FEATURES)}")
+    return make_pipeline(vectorizer, LogisticRegression(C=config.c, max_iter=2000))
+
+
+def detector_accuracy(reals: Sequence[str], fakes: Sequence[str], features: str = "char",
+                      config: DetectorConfig | None = None) -> DetectorResult:
+    """Cross-validated accuracy of telling `fakes` from `reals` (use the sets as given: match lengths first
+    with `length_matched`, or call `detect`). ValueError when either set has fewer than 2 equations."""
+    config = config or DetectorConfig()
+    rng = np.random.default_rng(config.seed)
+    reals, fakes = list(reals), list(fakes)
+    if config.max_equations is not None:
+        if len(reals) > config.max_equations:
+            reals = [reals[i] for i in sorted(rng.choice(len(reals), config.max_equations, replace=False))]
+        if len(fakes) > config.max_equations:
+            fakes = [fakes[i] for i in sorted(rng.choice(len(fakes), config.max_equations, replace=False))]
+    if min(len(reals), len(fakes)) < 2:
+        raise ValueError(f"the detector needs at least 2 real and 2 generated equations, got {len(reals)} and "
+                         f"{len(fakes)}: generate more equations")
+    texts = reals + fakes
+    labels = np.array([0] * len(reals) + [1] * len(fakes))
+    folds = max(2, min(config.folds, len(reals), len(fakes)))
+    scores = []
+    for train, test in StratifiedKFold(n_splits=folds, shuffle=True, random_state=config.seed).split(texts, labels):
+        model = _classifier(features, config).fit([texts[i] for i in train], labels[train])
+        scores.append(float(np.mean(model.predict([texts[i] for i in test]) == labels[test])))
+    return DetectorResult(features, float(np.mean(scores)), float(np.std(scores)), len(reals), len(fakes), folds)
+
+
+def detect(fakes: Sequence[str], reals: Sequence[str], *, seed: int = 0, config: DetectorConfig | None = None,
+           fake_topics: Sequence[object] | None = None,
+           real_topics: Sequence[object] | None = None) -> dict[str, DetectorResult]:
+    """Both detectors on `fakes` against matched equations drawn from `reals` (real test equations): of the
+    same length, and of the same topic when topics are given (see `length_matched`)."""
+    config = config or DetectorConfig(seed=seed)
+    pairs = length_matched(fakes, reals, seed=seed, fake_topics=fake_topics, real_topics=real_topics)
+    matched_fakes, matched_reals = [f for f, _ in pairs], [r for _, r in pairs]
+    return {features: detector_accuracy(matched_reals, matched_fakes, features, config) for features in FEATURES}
+
+
+def telltale_features(reals: Sequence[str], fakes: Sequence[str], features: str = "tokens", n: int = 8,
+                      config: DetectorConfig | None = None) -> dict[str, list[str]]:
+    """The features with the largest weights towards "fake" and towards "real", fitted on all equations."""
+    config = config or DetectorConfig()
+    model = _classifier(features, config).fit(list(reals) + list(fakes), [0] * len(reals) + [1] * len(fakes))
+    names = model[0].get_feature_names_out()
+    order = np.argsort(model[-1].coef_[0])
+    return {"fake": [str(names[i]) for i in order[::-1][:n]], "real": [str(names[i]) for i in order[:n]]}
