@@ -408,6 +408,10 @@ class TopicModel:
             _write_json(self.directory / TOPICS_FILE, {"topics": self.topics})
 
 
+class InferenceUnavailable(ValueError):
+    """θ from words needs the LDA itself (gensim); a ThetaTable only holds θ of ingested equations."""
+
+
 class ThetaTable:
     """What a topic dir offers without gensim: k, labels, top words (topics.json), θ of every ingested equation
     (theta.npz). For machines without gensim (the GPU check) and for planted θ in tests; turning words into
@@ -436,8 +440,11 @@ class ThetaTable:
         return resolve_topic(key, self.topics)
 
     def infer_many(self, texts):
-        raise ValueError(f"{self.directory} is read without gensim: θ cannot be inferred from words; load "
-                         "the topic model (pipeline.topics.TopicModel) instead")
+        raise InferenceUnavailable(f"{self.directory} is read without gensim: θ cannot be inferred from "
+                                   "words; install gensim (pip install gensim) to use --words")
+
+    def infer(self, texts):
+        return self.infer_many(texts)
 
 
 def _write_json(path: Path, obj) -> None:

@@ -11,7 +11,8 @@ import pytest
 
 from pipeline.topic_tokens import Tokenizer
 from pipeline.topic_fit import fit_topics, select_training
-from pipeline.topics import TopicConfig, TopicModel, load_labels, read_equations, source_group
+from pipeline.topics import ThetaTable, TopicConfig, TopicModel, load_labels, read_equations, source_group
+from topicrnn.conditioning import theta_for_request
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -154,6 +155,16 @@ def test_unknown_only_text_is_a_clear_error_and_infer_many_falls_back(planted):
     assert n_known.tolist() == [3, 0]
     np.testing.assert_allclose(theta[1], model.prior)
     assert model.unknown_words("stars the zzzunknown galaxies") == ["the", "zzzunknown"]  # plurals count as known
+
+
+def test_words_without_gensim_say_what_to_install(planted, tmp_path):
+    """A topic dir read as a ThetaTable (no gensim, the GPU image) cannot turn words into θ: one clear error,
+    not an AttributeError and not "none of the words is known"."""
+    _, model = planted
+    table = ThetaTable(model.directory)
+    with pytest.raises(ValueError, match="install gensim"):
+        theta_for_request(table, words="star galaxy")
+    assert theta_for_request(table, topic=1, mode="onehot").argmax() == 1
 
 
 def test_outputs_theta_by_id_labels_and_reload(planted, tmp_path):

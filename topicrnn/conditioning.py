@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from pipeline.ingest import read_records
+from pipeline.topics import InferenceUnavailable
 
 from .interface import LoadedModel
 
@@ -102,6 +103,8 @@ def theta_for_request(topic_model: Any, *, words: str | Sequence[str] | None = N
         text = words if isinstance(words, str) else " ".join(words)
         try:
             return np.asarray(topic_model.infer([text])[0], dtype=np.float32)
+        except InferenceUnavailable:
+            raise
         except ValueError as exc:
             raise ValueError(f"none of the words {text!r} is in the topic model's vocabulary: "
                              f"try words from `topiceq topics show` ({exc})") from None
