@@ -37,6 +37,7 @@ class EquationsPreset:
     """Sizes and budgets of one `topiceq run --preset`."""
 
     model_preset: str                     # topicrnn preset of both equation models
+    plain_overrides: tuple[str, ...] = ()  # more --set for the baseline (its width: equal scoring parameters)
     topics: dict[str, Any] = field(default_factory=dict)  # TopicConfig overrides
     max_steps: int | None = None          # None: the model preset's own budget
     per_set: int = 500                    # equations generated per generation set, spread evenly over topics
@@ -53,12 +54,14 @@ RUN_PRESETS: dict[str, EquationsPreset] = {
     "tiny": EquationsPreset("eq-tiny", topics=dict(k=4, passes=4, no_below=1, max_per_paper=None,
                                                    max_per_source=None, min_tokens=1, metrics=False),
                             per_set=24, eval_max_equations=200, quiz_questions=4, compile_batch=25),
-    # `make run` on 2 CPU cores: the topic owner's defaults, the eq-cpu models (minutes each).
-    # 3,000 steps (issue 20): at equal CPU time the 2 x 128 model with more steps beats a wider model and a
-    # larger batch (validation 1.82 bits/char vs 1.88 and 1.92), and its equations are harder to tell from
-    # real ones than at 1,500 steps (char detector 0.798 vs 0.820, same decoding); ~11 min of `make run` on a
-    # quiet 2-core machine by the lead's 1,500-step timing (docs/results.md, issue 20).
-    "cpu": EquationsPreset("eq-cpu", max_steps=3000, per_set=500, eval_max_equations=2000, quiz_questions=10),
+    # `make run` on 2 CPU cores: the topic owner's defaults, 2 x 128 models, 3,000 steps each (issue 20: at
+    # equal CPU time more steps beat a wider model or a larger batch; 5,000 steps lower bits/char but not the
+    # detector). The topic model reads θ from its own context encoder with FiLM (eq-ctx-cpu): on unseen papers
+    # it beat the plain model of equal scoring parameters where LDA θ joined to the input did not (bench/
+    # conditioning_bench.py); the baseline is widened to 2 x 159 to match its 440 K scoring parameters.
+    # Measured from a fresh clone on a quiet 2-core machine: docs/results.md, issue 20.
+    "cpu": EquationsPreset("eq-ctx-cpu", plain_overrides=("hidden=159",), max_steps=3000, per_set=500,
+                           eval_max_equations=2000, quiz_questions=10),
     # One GPU: the full 2 x 512 models; 1,000 equations per set (the compile-rate figure's sample size).
     "gpu": EquationsPreset("eq-lstm", per_set=1000, eval_max_equations=None, quiz_questions=20,
                            compile_batch=1000),
@@ -314,8 +317,8 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
     trained = {
         "topic": t(train_equation_model)(ingest_dir, topics_dir, models["topic"], cfg.model_preset, [],
                                          cfg.max_steps, device),
-        "plain": t(train_equation_model)(ingest_dir, None, models["plain"], cfg.model_preset, PLAIN_OVERRIDES,
-                                         cfg.max_steps, device),
+        "plain": t(train_equation_model)(ingest_dir, None, models["plain"], cfg.model_preset,
+                                         PLAIN_OVERRIDES + list(cfg.plain_overrides), cfg.max_steps, device),
     }
     bpc_future = t(evaluate_models).submit(ingest_dir, topics_dir, [models["plain"], models["topic"]],
                                            cfg.eval_max_equations, seed, device)
