@@ -192,6 +192,9 @@ def test_context_model_beats_the_plain_model_on_unseen_papers_and_needs_their_co
     plain, ctx = table.rows
     assert table.baseline == plain.name and ctx.topic_mode.startswith("context")
     assert ctx.bits_per_char < 0.95 * plain.bits_per_char, (ctx.bits_per_char, plain.bits_per_char)
+    # equal-size comparisons count what reaches p(equation | context): not the topic model's decoder
+    assert plain.scoring_parameters == plain.parameters and ctx.scoring_parameters < ctx.parameters
+    assert f"{ctx.parameters:,} ({ctx.scoring_parameters:,} scoring)" in table.to_markdown()
     # the same test equations with the other subject's contexts: worse than with their own
     lm = load_model(ckpts["context"])
     assert lm.kind == "context-lstm" and lm.topic_dim == 2  # the LDA bridge's K

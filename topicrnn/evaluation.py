@@ -43,6 +43,8 @@ class EvalRow:
     nats: float
     bits_per_char: float
     bits_per_token: float
+    # parameters that reach p(equation | θ) (a context model's topic decoder only trains its encoder)
+    scoring_parameters: int | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -77,7 +79,9 @@ class EvalTable:
         for r in self.rows:
             rel = self.relative_to_baseline(r)
             rel_s = "baseline" if r.name == self.baseline else ("—" if rel is None else f"{rel * 100:+.1f}%")
-            lines.append(f"| {r.name} | {r.topic_mode} | {r.parameters:,} | {r.bits_per_char:.4f} | "
+            params = f"{r.parameters:,}" + (f" ({r.scoring_parameters:,} scoring)"
+                                            if r.scoring_parameters not in (None, r.parameters) else "")
+            lines.append(f"| {r.name} | {r.topic_mode} | {params} | {r.bits_per_char:.4f} | "
                          f"{r.bits_per_token:.4f} | {rel_s} |")
         if self.rows:
             r0 = self.rows[0]
@@ -132,7 +136,8 @@ def score_records(lm: LoadedModel, records: Sequence[dict], thetas: np.ndarray |
     chars = int(equation_chars(records).sum())
     tokens = sum(len(s) - 1 for s in seqs)                 # predicted positions (tokens + end)
     row = EvalRow(name=lm.name, path=str(lm.path), topic_mode=lm.topic_mode, parameters=lm.n_parameters(),
-                  equations=len(records), chars=chars, tokens=tokens, nats=total,
+                  scoring_parameters=int(lm.model.scoring_parameters())
+                  if hasattr(lm.model, "scoring_parameters") else None, equations=len(records), chars=chars, tokens=tokens, nats=total,
                   bits_per_char=total / LN2 / max(chars, 1), bits_per_token=total / LN2 / max(tokens, 1))
     return row, nats
 

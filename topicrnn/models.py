@@ -123,6 +123,11 @@ class TorchStepModel(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def scoring_parameters(self) -> int:
+        """Parameters that reach p(equation | θ): all of them here (a context model leaves out its topic
+        model's decoder); the figure equal-size comparisons match."""
+        return self.num_parameters()
+
 
 class RecurrentLM(TorchStepModel):
     """The torch kinds of the step protocol (topicrnn.interface.SequenceModel), plus `forward` over a block."""
