@@ -261,14 +261,16 @@ def export_quiz_files(data_dir: Path, topics_dir: Path, fakes_file: Path, verdic
     from pipeline.topics import ThetaTable
 
     topic_table = ThetaTable(topics_dir)
-    _, reals = quiz_reals(data_dir, topic_table.theta_by_id())
+    records, reals = quiz_reals(data_dir, topic_table.theta_by_id())
     fakes = []
     with open(fakes_file, encoding="utf-8") as gf, open(verdicts_file, encoding="utf-8") as vf:
         for g_line, v_line in zip(gf, vf):
             g, v = json.loads(g_line), json.loads(v_line)
             fakes.append(FakeEquation(equation=g["equation"], topic=int(g["topic"]), compiles=bool(v["ok"]),
                                       error=v.get("error")))
-    return assemble_quiz(reals, fakes, n, seed, out_dir, topic_labels=topic_table.labels)[2]
+    # a fake that is a verbatim copy of a corpus equation (memorised) is no fake: as in `topiceq quiz`
+    return assemble_quiz(reals, fakes, n, seed, out_dir, topic_labels=topic_table.labels,
+                         known_equations=(r["equation"] for r in records))[2]
 
 
 # --------------------------------------------------------------------------------------------------- flow

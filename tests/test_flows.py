@@ -266,6 +266,17 @@ def test_equations_flow_tiny_then_cached(harness, tmp_path):
             "equations-samples", "equations-quiz", "equations-wellformed"} <= set(keys), sorted(keys)
     assert "quiz.html" in str(keys["equations-quiz"].data)  # Prefect stores a link artifact as markdown
 
+    # A "fake" that is a verbatim training equation (memorised) never enters the flow's quiz
+    from flows.equations import export_quiz_files
+
+    train_eq = next(json.loads(line)["equation"] for line in (run_dir / "ingest" / "equations.jsonl").open()
+                    if json.loads(line)["split"] == "train")
+    fakes, checked = tmp_path / "copy.jsonl", tmp_path / "copy.verdicts.jsonl"
+    fakes.write_text(json.dumps({"equation": train_eq, "topic": 0}) + "\n" + "\n".join(generated) + "\n")
+    checked.write_text(json.dumps({"ok": True}) + "\n" + "\n".join(verdicts) + "\n")
+    copied = export_quiz_files.fn(run_dir / "ingest", run_dir / "topics", fakes, checked, tmp_path / "quiz", 4, 0)
+    assert copied["counts"]["fakes_copy_of_real"] == 1
+
     second = run_flow(equations_flow, run_dir, return_state=True, **params)
     assert second.result()["compile_rate"] == summary["compile_rate"]
     states = task_states(second)

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         corpus = [Path(c) for c in args.corpus] if args.corpus else [DEFAULT_CORPUS]
         check_corpus(corpus, default=not args.corpus)
     else:
-        text = Path(args.text) if args.text else DEFAULT_TEXT
+        text = Path(args.text) if args.text else DEFAULT_LETTERS_TEXT if args.flow == "hmm" else DEFAULT_TEXT
         if not text.is_file():
             raise FileNotFoundError(f"text file {text} does not exist: pass --text FILE")
     preset = args.preset or default_preset()
@@ -134,9 +134,6 @@ def run(args: argparse.Namespace) -> int:
         elif args.flow == "hmm":
             from flows.hmm import hmm_flow
 
-            text = Path(args.text) if args.text else DEFAULT_LETTERS_TEXT
-            if not text.is_file():
-                raise FileNotFoundError(f"text file {text} does not exist: pass --text FILE")
             summary = run_flow(hmm_flow, run_dir, **runner, text=str(text.resolve()), seed=args.seed,
                                device="cpu" if args.device == "mps" else args.device, refresh=args.refresh)
         else:
