@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 import feedparser
 
-from pipeline.arxiv_meta import PaperMeta, parse_arxiv_id
+from pipeline.arxiv_meta import PaperMeta, parse_arxiv_id, versioned
 from pipeline.polite_http import PoliteClient, Retryable
 
 DEFAULT_API_URL = "https://export.arxiv.org/api/query"
@@ -135,7 +135,7 @@ def lookup_ids(client: PoliteClient, api_url: str, ids: list[tuple[str, int | No
     found: dict[str, PaperMeta] = {}
     for i in range(0, len(ids), batch):
         chunk = ids[i:i + batch]
-        id_list = ",".join(f"{a}v{v}" if v else a for a, v in chunk)
+        id_list = ",".join(versioned(a, v) for a, v in chunk)
         page = _get_page(client, query_url(api_url, id_list=id_list, start=0, max_results=len(chunk)))
         if notes is not None:
             notes.extend(page.problems)

@@ -26,6 +26,7 @@ from datetime import date
 from pathlib import Path
 from typing import Iterable
 
+from pipeline.archives import looks_like_tar
 from pipeline.arxiv_api import DEFAULT_API_URL, list_category, lookup_ids
 from pipeline.arxiv_meta import (MANIFEST_FILE, PART_SUFFIX, ManifestWriter, PaperMeta, file_stem, is_complete,
                                  parse_arxiv_id, read_manifest, versioned)
@@ -96,18 +97,6 @@ class DownloadSummary:
 
 # ----------------------------------------------------------------------------------------------- checks
 
-def _is_tar_header(block: bytes) -> bool:
-    if len(block) < 512:
-        return False
-    if block[257:262] == b"ustar":
-        return True
-    try:  # old v7 tars have no magic: check the header checksum
-        stored = int(block[148:156].replace(b"\0", b" ").strip() or b"-1", 8)
-    except ValueError:
-        return False
-    return stored == sum(block[:148]) + 8 * 32 + sum(block[156:512])
-
-
 class SourceCheck:
     """Fed a source's bytes as they arrive: checks the magic (gzip, tar or PDF), decompresses gzip to the end
     (capped) and keeps the head of the content, so that `finish()` can say what the source is."""
@@ -134,7 +123,7 @@ class SourceCheck:
             self.kind = "gzip"
         elif data[:5] == b"%PDF-":
             self.kind = "pdf"
-        elif _is_tar_header(data[:512]):
+        elif looks_like_tar(data[:512]):
             self.kind = "tar"
         else:
             shown = data[:24].decode("latin-1").encode("unicode_escape").decode("ascii")
@@ -180,7 +169,7 @@ class SourceCheck:
             return "pdf-only", None
         if self.head.startswith(b"%!PS"):
             return "no-source", "PostScript only"
-        return ("tar.gz" if _is_tar_header(self.head[:512]) else "gz"), None
+        return ("tar.gz" if looks_like_tar(self.head[:512]) else "gz"), None
 
 
 @dataclass

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline import compile_check
-from pipeline.compile_tex import run_tex
+from pipeline.compile_tex import first_error, read_log, run_tex
 from pipeline.quiz import Quiz, QuizConfig, build_quiz, quiz_difficulty, quiz_summary
 
 ASSETS = Path(__file__).resolve().parent / "quiz_assets"
@@ -57,13 +57,7 @@ def run_pdflatex(tex_file: Path, timeout: float) -> str | None:
     pdf = tex_file.with_suffix(".pdf")
     if result.returncode == 0 and pdf.exists() and pdf.stat().st_size > 0:
         return None
-    log = tex_file.with_suffix(".log")
-    return _tex_error(log.read_text(encoding="utf-8", errors="replace") if log.exists() else "")
-
-
-def _tex_error(log: str) -> str:
-    lines = [line for line in log.splitlines() if line.startswith("!")]
-    return lines[0] if lines else "pdflatex failed (no error line in the log)"
+    return first_error(read_log(tex_file.with_suffix(".log"))) or "pdflatex failed (no error line in the log)"
 
 
 @dataclass
