@@ -22,13 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pipeline.compile_check import check  # noqa: E402
 from pipeline.quiz import quiz_reals  # noqa: E402
 from pipeline.topics import ThetaTable  # noqa: E402
 from topicrnn.checkpoint import load_model  # noqa: E402
-from topicrnn.conditioning import topic_theta, training_prototypes  # noqa: E402
-from topicrnn.generation import (DEFAULT_LENGTH_CONTROL, DEFAULT_TEMPERATURE, LENGTH_CONTROL,  # noqa: E402
-                                 allowed_control_sequences, generate_for_topics, length_settings)
+from topicrnn.generation import DEFAULT_LENGTH_CONTROL, DEFAULT_TEMPERATURE, LENGTH_CONTROL, quiz_fakes  # noqa: E402
 
 
 def code(equation: str) -> str:
@@ -60,23 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     shown = sorted(ranked[:args.topics_shown] if args.topics_shown else ranked)
 
     lm = load_model(args.checkpoint, device=args.device)
-    prototypes = training_prototypes(table, args.data)
-    generated = generate_for_topics(
-        lm, {t: topic_theta(table, t, prototypes=prototypes) for t in shown}, args.per_topic * args.candidates,
-        temperature=args.temperature, seed=args.seed, mix_topics=True, progress=True,
-        syntax=allowed_control_sequences(lm, args.data),
-        **length_settings(lm, args.lengths, args.data, table))
-    verdicts = check([g.equation for g in generated], progress=True)
+    candidates = quiz_fakes(lm, table, shown, args.per_topic * args.candidates, data_dir=args.data,
+                            seed=args.seed, temperature=args.temperature, length_control=args.lengths)
     fakes: dict[int, list[str]] = {t: [] for t in shown}
-    for g, v in zip(generated, verdicts):
-        if v.ok and len(fakes[g.topic]) < args.per_topic:
-            fakes[g.topic].append(g.equation)
+    for f in candidates:
+        if f.compiles and len(fakes[f.topic]) < args.per_topic:
+            fakes[f.topic].append(f.equation)
 
     rng = np.random.default_rng(args.seed)
     total = len(reals)
     lines = [f"Model `{lm.name}` ({lm.n_parameters():,} parameters), T = {args.temperature:g}, lengths "
-             f"{args.lengths}, seed {args.seed}; {len(generated)} generated for {len(shown)} topics, "
-             f"{sum(v.ok for v in verdicts)} compile.", ""]
+             f"{args.lengths}, seed {args.seed}; {len(candidates)} generated for {len(shown)} topics, "
+             f"{sum(f.compiles for f in candidates)} compile.", ""]
     for t in shown:
         pool = by_topic[t]
         real = [pool[i] for i in rng.choice(len(pool), size=min(args.per_topic, len(pool)), replace=False)]

@@ -18,8 +18,8 @@ LENGTH_MODES = ("off", "cap", "target")  # topicrnn.generation.LENGTH_CONTROL
 DEFAULT_TEMPERATURE, DEFAULT_LENGTHS = 1.0, "cap"  # topicrnn.generation.DEFAULT_TEMPERATURE / _LENGTH_CONTROL
 
 
-def add_checkpoint(parser, *, many: bool = False, required: bool = True) -> None:
-    parser.add_argument("--checkpoint", required=required, nargs="+" if many else None, metavar="CKPT",
+def add_checkpoint(parser, *, many: bool = False) -> None:
+    parser.add_argument("--checkpoint", required=True, nargs="+" if many else None, metavar="CKPT",
                         help="checkpoint file, or folder holding best.pt (else last.pt)"
                              + ("; several" if many else ""))
 
@@ -51,12 +51,12 @@ def add_topic(parser, *, group=None, topics_option: bool = True) -> None:
                             help="topic model folder for --topic (default: the one the checkpoint was trained with)")
 
 
-def load_model_arg(args, **kwargs):
+def load_model_arg(args):
     """The model of --checkpoint on --device (heavy imports here, when a command runs)."""
     from topicrnn.checkpoint import load_model
     from topicrnn.train import resolve_device
 
-    return load_model(args.checkpoint, device=resolve_device(args.device), **kwargs)
+    return load_model(args.checkpoint, device=resolve_device(args.device))
 
 
 def theta_arg(args, lm):

@@ -37,13 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipeline.quiz import QuizConfig, choose_topics, quiz_reals
     from pipeline.quiz_export import assemble_quiz
-    from pipeline.topics import TopicModel
+    from pipeline.topics import ThetaTable
     from topicrnn.conditioning import check_topic_dims, topic_labels
     from topicrnn.generation import quiz_fakes
 
     if args.n < 1:
         raise ValueError(f"-n must be at least 1, got {args.n}")
-    topic_model = TopicModel.load(args.topics)
+    topic_model = ThetaTable(args.topics)  # θ, labels and prototypes: no LDA (gensim) needed
     records, reals = quiz_reals(args.data, topic_model.theta_by_id())
     lm = load_model_arg(args)
     check_topic_dims(lm, topic_model)
