@@ -50,6 +50,12 @@ _LATEX_COMMAND = re.compile(r"\\[A-Za-z@]+\*?")
 _WORD = re.compile(r"[a-z]+")
 
 
+def plain_words(text: str) -> list[str]:
+    """Every alphabetic word of a text (lower case, ASCII, LaTeX commands removed), before stop words and length
+    limits: the LDA's and the context encoder's (topicrnn.data.context_words) reading of prose."""
+    return _WORD.findall(fold_ascii(_LATEX_COMMAND.sub(" ", text or "")))
+
+
 def fold_ascii(text: str) -> str:
     """Lower case with accents removed: "Schrödinger" -> "schrodinger"."""
     text = unicodedata.normalize("NFKD", text)
@@ -68,8 +74,8 @@ class Tokenizer:
         self.plurals = plurals or {}  # learned from a corpus by plural_map(); empty = no folding
 
     def words(self, text: str) -> list[str]:
-        """Every alphabetic word of the text (lower case, ASCII), before stop words and length limits."""
-        return _WORD.findall(fold_ascii(_LATEX_COMMAND.sub(" ", text or "")))
+        """Every alphabetic word of the text (`plain_words`)."""
+        return plain_words(text)
 
     def __call__(self, text: str) -> list[str]:
         lo, hi, stop, plurals = self.config.min_length, self.config.max_length, self.stopwords, self.plurals

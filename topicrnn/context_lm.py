@@ -193,7 +193,9 @@ class ContextLM(TorchStepModel):
         cached = self._cond_cache
         if not self.training and cached is not None and cached[0] == (batch, versions) and (
                 (theta is None and cached[1] is None)
-                or (theta is not None and cached[1] is not None and torch.equal(theta, cached[1]))):
+                or (theta is not None and cached[1] is not None
+                    # the sampler passes the same tensor every step: no device sync for torch.equal then
+                    and (theta is cached[1] or torch.equal(theta, cached[1])))):
             return cached[2]
         if theta is None:
             cond = self.encoder.empty_theta(batch, device).expand(batch, -1)

@@ -17,7 +17,6 @@ them (`Record.context`) and batches bring them padded (`Batch.context`, 0 = padd
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 from pipeline.ingest import read_records
-from pipeline.topic_tokens import EXTRA_STOPWORDS, fold_ascii
+from pipeline.topic_tokens import EXTRA_STOPWORDS, plain_words
 from pipeline.topics import read_theta
 
 from .tokenizers import Tokenizer
@@ -257,8 +256,6 @@ def load_equation_split(ingest_dir, topic_dir=None, split: str = "train") -> Equ
 
 # ----------------------------------------------------------------------------- context words (issue 20)
 
-_LATEX_COMMAND = re.compile(r"\\[A-Za-z@]+\*?")
-_WORD = re.compile(r"[a-z]+")
 MAX_CONTEXT_WORDS = 256  # ids kept per context (ingest contexts hold ~100 words; a bound for odd records)
 # English function words of three letters or more (gensim's list is not importable on the GPU image; these are
 # the ones that rank highest by document frequency in the training contexts and say nothing about the topic).
@@ -275,8 +272,7 @@ def context_words(text: str) -> list[str]:
     one of the words that sit around every equation (pipeline.topic_tokens.EXTRA_STOPWORDS) nor a function
     word. No gensim, so that it runs where the LDA does not (the GPU image); other very common words go by
     document frequency when the vocabulary is built (ContextVocab.fit's max_df)."""
-    return [w for w in _WORD.findall(fold_ascii(_LATEX_COMMAND.sub(" ", text or "")))
-            if len(w) >= 3 and w not in EXTRA_STOPWORDS and w not in FUNCTION_WORDS]
+    return [w for w in plain_words(text) if len(w) >= 3 and w not in EXTRA_STOPWORDS and w not in FUNCTION_WORDS]
 
 
 @dataclass

@@ -123,10 +123,6 @@ class SyntaxAutomaton:
             self._marks_cache[stack] = m
         return m
 
-    @staticmethod
-    def _gf(flags) -> int:
-        return flags & GF
-
     # --- finishing arguments ---
     def _args_next(self, kinds, after, stack, xa=""):
         """State once the current argument is done: the next pending argument or the `after` flags."""

@@ -250,10 +250,6 @@ class TokenAutomaton:
     def state(self, sid: int):
         return self._states[sid]
 
-    def run_text(self, text: str):
-        """State after a whole text spelled by characters (None if illegal): for checks and tests."""
-        return self.auto.text(START, text)
-
 
 class LengthPrior:
     """Lengths in tokens of real training equations, per topic (and all together), to draw targets from.
