@@ -67,6 +67,9 @@ RUN_PRESETS: dict[str, EquationsPreset] = {
                            compile_batch=1000),
 }
 
+JUDGE_REPEATS = 3     # detector matchings averaged per generated set (one moves it by ±0.01-0.02)
+JUDGE_MIN_PAIRS = 20  # an area's own detector figure needs this many matched pairs
+
 PLAIN_OVERRIDES = ["topic_dim=0", "context_encoder=false", "film=none"]  # the baseline of any model preset
 
 # Generation sets: (name, model, syntax-aware decoding). The quiz draws its fakes from "topic".
@@ -231,23 +234,36 @@ def compile_check_batch(equations_file: Path, start: int, stop: int, workers: in
 def judge_generated(equations_file: Path, data_dir: Path, topics_dir: Path, seed: int) -> dict[str, Any]:
     """How a generated set compares with real test equations: balanced ( ) [ ] \\{ \\} share
     (`pipeline.wellformed`) and the cross-validated real-vs-fake detectors against real test equations of the
-    same topic and length (`pipeline.detector.detect`; 0.5 = indistinguishable)."""
-    from pipeline.detector import detect
+    same topic and length (`pipeline.detector.detect`; 0.5 = indistinguishable), averaged over
+    JUDGE_REPEATS matchings, pooled and per area of the topics (the areas with JUDGE_MIN_PAIRS pairs)."""
+    from pipeline.detector import DetectorConfig, detect
     from pipeline.quiz import quiz_reals
     from pipeline.topics import ThetaTable
     from pipeline.wellformed import balanced_share
 
     generated = [json.loads(line) for line in equations_file.read_text(encoding="utf-8").splitlines()]
-    _, test = quiz_reals(data_dir, ThetaTable(topics_dir).theta_by_id())  # test split, dominant topics
-    fakes, reals = [g["equation"] for g in generated], [r["equation"] for r in test]
-    out: dict[str, Any] = {"balanced": balanced_share(fakes), "real_balanced": balanced_share(reals)}
-    try:
-        result = detect(fakes, reals, seed=seed, fake_topics=[g["topic"] for g in generated],
-                        real_topics=[r["topic"] for r in test])
-    except ValueError:  # fewer than 2 topic-matched pairs (a tiny corpus)
-        return out
-    out.update(detector_char=result["char"].accuracy, detector_tokens=result["tokens"].accuracy,
-               detector_pairs=result["char"].n_fake)
+    table = ThetaTable(topics_dir)
+    _, test = quiz_reals(data_dir, table.theta_by_id())  # test split, dominant topics
+    out: dict[str, Any] = {"balanced": balanced_share([g["equation"] for g in generated]),
+                           "real_balanced": balanced_share([r["equation"] for r in test])}
+    config = DetectorConfig(seed=seed, repeats=JUDGE_REPEATS)
+    area_of = {t: next(iter(table.areas(t)), "") for t in range(int(table.k))}
+    groups = {"": (generated, test)}
+    for area in sorted({a for a in area_of.values() if a}):
+        groups[area] = ([g for g in generated if area_of[int(g["topic"])] == area],
+                        [r for r in test if area_of[int(r["topic"])] == area])
+    for area, (fakes, reals) in groups.items():
+        try:
+            result = detect([g["equation"] for g in fakes], [r["equation"] for r in reals], seed=seed, config=config,
+                            fake_topics=[g["topic"] for g in fakes], real_topics=[r["topic"] for r in reals])
+        except ValueError:  # fewer than 2 topic-matched pairs (a tiny corpus, a small area)
+            continue
+        if not area:
+            out.update(detector_char=result["char"].accuracy, detector_char_spread=result["char"].spread,
+                       detector_tokens=result["tokens"].accuracy, detector_pairs=result["char"].n_fake)
+        elif result["char"].n_fake >= JUDGE_MIN_PAIRS:
+            out.setdefault("detector_char_by_area", {})[area] = {"accuracy": result["char"].accuracy,
+                                                                  "pairs": result["char"].n_fake}
     return out
 
 
@@ -371,11 +387,15 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
     report.table("compile-rates", "Generated equations that compile", rates)
     quality = {set_name: future.result() for set_name, future in judged.items()}
     overall_rates = {r["set"]: r["rate"] for r in rates if r["topic"] == "all"}
-    report.table("wellformed", "Well-formed and hard to tell from real (detectors: 0.5 = chance; real test "
-                 f"equations balanced: {next(iter(quality.values()))['real_balanced']:.1%})", [
+    report.table("wellformed", "Well-formed and hard to tell from real (detectors: 0.5 = chance, the mean of "
+                 f"{JUDGE_REPEATS} matchings ± their spread; real test equations balanced: "
+                 f"{next(iter(quality.values()))['real_balanced']:.1%})", [
         {"set": name, "balanced": round(q["balanced"], 4), "compile rate": overall_rates.get(name),
-         "char n-gram detector": q.get("detector_char"), "bag-of-tokens detector": q.get("detector_tokens"),
-         "pairs (same topic and length)": q.get("detector_pairs")}
+         "char n-gram detector": _plus_minus(q.get("detector_char"), q.get("detector_char_spread")),
+         "bag-of-tokens detector": _rounded(q.get("detector_tokens")),
+         "pairs (same topic and length)": q.get("detector_pairs"),
+         "char detector by area of the topic (pairs)": "; ".join(
+             f"{area} {v['accuracy']:.3f} ({v['pairs']})" for area, v in (q.get("detector_char_by_area") or {}).items())}
         for name, q in quality.items()])
     report.markdown("samples", "Sample equations by topic (syntax-aware decoding, compiling)",
                     sample_markdown(Path(generated["topic"]["file"]), verdicts["topic"], per_topic=2))
@@ -391,6 +411,7 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
         "compile_rate": {s: overall[s]["rate"] for s in overall},
         "balanced_share": {s: q["balanced"] for s, q in quality.items()},
         "detector_accuracy": {s: q.get("detector_char") for s, q in quality.items()},
+        "detector_by_area": {s: q.get("detector_char_by_area") or {} for s, q in quality.items()},
         "quiz_questions": quiz["questions"],
         "train_steps": {m: r["step"] for m, r in trained.items()},
         "warnings": warnings,
@@ -451,6 +472,14 @@ def sample_markdown(generated_file: Path, verdicts: list, per_topic: int = 2) ->
         body = "\n".join(f"$$ {e} $$" for e in eqs) if eqs else "(no compiling equation)"
         parts.append(f"**{topic}: {labels[topic]}**\n\n{body}\n")
     return "\n".join(parts)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+def _plus_minus(value: float | None, spread: float | None) -> str | None:
+    return None if value is None else f"{value:.3f} ± {spread or 0.0:.3f}"
 
 
 def _jsonable(value: Any) -> Any:

@@ -310,8 +310,7 @@ class TopicModel:
         return topic_labels(self.topics)
 
     def areas(self, topic: int) -> dict[str, float]:
-        """Share of the topic's mass per corpus area, largest first ({} for a model fitted without areas)."""
-        return dict(self.topics[topic].get("areas") or {})
+        return topic_areas(self.topics, topic)
 
     def top_words(self, topic: int, n: int = 10) -> list[str]:
         return [w for w, _ in self.top_word_weights(topic, n)]
@@ -433,6 +432,9 @@ class ThetaTable:
     def theta_by_id(self) -> dict[str, np.ndarray]:
         return self._theta
 
+    def areas(self, topic: int) -> dict[str, float]:
+        return topic_areas(self.topics, topic)
+
     def top_words(self, topic: int, n: int = 10) -> list[str]:
         return [w["word"] for w in self.topics[topic].get("top_words", [])][:n]
 
@@ -445,6 +447,11 @@ class ThetaTable:
 
     def infer(self, texts):
         return self.infer_many(texts)
+
+
+def topic_areas(topics: list[dict], topic: int) -> dict[str, float]:
+    """Share of the topic's mass per corpus area, largest first ({} for a model fitted without areas)."""
+    return dict(topics[topic].get("areas") or {})
 
 
 def _write_json(path: Path, obj) -> None:

@@ -80,3 +80,18 @@ def test_quiz_difficulty_uses_compiling_fakes_of_each_topic():
     pairs = sum(min(sum(f.compiles and f.topic == t for f in fakes), 20) for t in (0, 1))
     assert out["equations"] == pairs < 40 and out["char_ngram_accuracy"] > 0.9
     assert quiz_difficulty(fakes[:1], reals) is None
+
+
+def test_repeats_average_matchings_and_folds_of_consecutive_seeds():
+    rng = random.Random(4)
+    pool = equations(rng, 60, "sum") + equations(rng, 60, "frac")
+    rng.shuffle(pool)
+    fakes, reals = pool[:40] + equations(rng, 20, "frac"), pool[40:]
+    repeated = detect(fakes, reals, seed=5, config=DetectorConfig(seed=5, repeats=3))
+    for features, result in repeated.items():
+        singles = [detect(fakes, reals, seed=s, config=DetectorConfig(seed=s))[features].accuracy for s in (5, 6, 7)]
+        assert len(set(singles)) > 1  # the matchings differ, so the repeats are not one run thrice
+        assert result.repeats == 3
+        assert result.accuracy == pytest.approx(sum(singles) / 3)
+        assert result.spread == pytest.approx((sum((a - result.accuracy) ** 2 for a in singles) / 3) ** 0.5)
+    assert detect(fakes, reals, seed=5)["char"].spread == 0.0

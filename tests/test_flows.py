@@ -246,7 +246,7 @@ def test_equations_flow_tiny_then_cached(harness, tmp_path):
     assert summary["compile_rate"]["topic"] == pytest.approx(rate)
     # issue 20: the constrained sets are balanced; the detectors' accuracy is a figure of the run
     assert summary["balanced_share"]["topic"] == 1.0 and summary["balanced_share"]["plain"] == 1.0
-    assert set(summary["detector_accuracy"]) == {"topic", "topic-unconstrained", "plain"}
+    assert set(summary["detector_accuracy"]) == set(summary["detector_by_area"]) == {"topic", "topic-unconstrained", "plain"}
     for name in ("quiz json", "quiz html", "quiz pdf", "quiz answers", "report"):
         assert Path(summary["outputs"][name]).is_file(), name
     report = (run_dir / "report.md").read_text()
