@@ -1,0 +1,184 @@
+"""Does a decoding choice make a run's equations harder to tell from real ones? The flow's own generation and
+judge, one setting varied at a time, over several generation seeds.
+
+Each row generates what the `equations` flow's "topic" set holds (`--per-topic` equations for every topic,
+syntax constraint, lengths capped by the topic's real lengths, T = `--temperature`) from a checkpoint on a
+finished run's ingest and topics, for each of `--gen-seeds`, and judges it as the flow does
+(`pipeline.detector.detect`: real test equations of the same topic and length, `--repeats` matchings
+averaged). The spread between generation seeds is the figure's noise: a single run's detector moves by
+±0.01-0.02 with the seed alone. Variants (`--variant`, several allowed):
+
+    base              the flow's decoding (θ = the topic's LDA prototype)
+    context           θ from the model's own context encoder on a training context of the topic, one per
+                      equation (a context-lstm only): in-distribution θ instead of the prototype
+    likely:K          best of K candidates per slot by the model's own log-probability per character
+    typical:K:Q       of K candidates, the one nearest the Q quantile of real validation equations' log-prob
+    guided:W          logits (1 + W) log p_topic − W log p_plain (`--plain` checkpoint): topic guidance
+
+    python bench/detector_sweep.py --run data/runs/latest --variant base --variant context \\
+        --variant likely:4 --variant typical:4:0.8 --variant guided:0.5 --gen-seeds 0,1,2,3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from pipeline.detector import DetectorConfig, detect  # noqa: E402
+from pipeline.ingest import read_records  # noqa: E402
+from pipeline.quiz import quiz_reals  # noqa: E402
+from pipeline.topics import ThetaTable  # noqa: E402
+from topicrnn.checkpoint import load_model  # noqa: E402
+from topicrnn.conditioning import topic_theta, training_prototypes  # noqa: E402
+from topicrnn.context_lm import context_theta_rows, reads_contexts  # noqa: E402
+from topicrnn.generation import (TOPIC_SEED_STRIDE, TopicEquation, allowed_control_sequences,  # noqa: E402
+                                 generate_for_topics, length_settings, sample_equations)
+from topicrnn.scoring import sequence_logprobs  # noqa: E402
+
+
+class GuidedModel:
+    """Two models of one vocabulary stepped together: (1 + w) log p_a − w log p_b (b takes no θ)."""
+
+    training = False
+
+    def __init__(self, a, b, weight: float):
+        self.a, self.b, self.weight = a, b, weight
+        self.device, self.vocab_size, self.topic_dim = a.device, a.vocab_size, a.topic_dim
+
+    def eval(self):
+        return self
+
+    def _mix(self, la, lb):
+        return (1 + self.weight) * torch.log_softmax(la.float(), -1) - self.weight * torch.log_softmax(lb.float(), -1)
+
+    def forward(self, tokens, theta, state):
+        la, sa = self.a(tokens, theta, None if state is None else state[0])
+        lb, sb = self.b(tokens, None, None if state is None else state[1])
+        return self._mix(la, lb), (sa, sb)
+
+    def step(self, ids, theta, state):
+        la, sa = self.a.step(ids, theta, state[0])
+        lb, sb = self.b.step(ids, None, state[1])
+        return self._mix(la, lb), (sa, sb)
+
+
+def nats_per_char(lm, equations, thetas) -> np.ndarray:
+    ids = [lm.tokenizer.encode(e, bos=True, eos=lm.add_eos) for e in equations]
+    lp = sequence_logprobs(lm.model, ids, thetas if lm.conditioned else None, pad_id=lm.tokenizer.pad_id,
+                           chunk=lm.chunk)
+    return -lp / np.array([len(e) + 1 for e in equations])
+
+
+def generate(variant: str, lm, plain, table, data, per_topic: int, seed: int, temperature: float):
+    kind, *params = variant.split(":")
+    thetas = {t: topic_theta(table, t, prototypes=training_prototypes(table, data)) for t in range(int(table.k))}
+    syntax = allowed_control_sequences(lm, data)
+    lengths = length_settings(lm, "cap", data, table, True)
+    if kind == "context":
+        if not reads_contexts(lm.model):
+            raise SystemExit("--variant context needs a context-lstm checkpoint (one with a context encoder)")
+        theta_of = table.theta_by_id()
+        by_topic: dict[int, list[dict]] = {}
+        for r in read_records(data, "train"):
+            if r["id"] in theta_of:
+                by_topic.setdefault(int(np.argmax(theta_of[r["id"]])), []).append(r)
+        rng = np.random.default_rng(seed)
+        view = replace(lm, model=lm.model.with_context_theta())
+        out = []
+        for t in range(int(table.k)):
+            pool = by_topic.get(t) or [r for rs in by_topic.values() for r in rs]
+            picks = [pool[i] for i in rng.choice(len(pool), per_topic, replace=len(pool) < per_topic)]
+            rows = context_theta_rows(lm.model, [p["context"] for p in picks])
+            s = seed + TOPIC_SEED_STRIDE * t
+            eqs = sample_equations(view, rows, n=per_topic, temperature=temperature, seed=s, syntax=syntax,
+                                   target_lengths=lengths["lengths"].targets(t, per_topic, s),
+                                   length_floor=lengths["length_floor"])
+            out += [TopicEquation(t, e) for e in eqs]
+        return out
+    k = int(params[0]) if kind in ("likely", "typical") else 1
+    target = lm if kind != "guided" else replace(lm, model=GuidedModel(lm.model, plain.model, float(params[0])))
+    gen = generate_for_topics(target, thetas, per_topic * k, temperature=temperature, seed=seed, syntax=syntax,
+                              **lengths)
+    if k == 1:
+        return gen
+    theta_rows = np.stack([thetas[g.topic] for g in gen]).astype(np.float32)
+    nll = nats_per_char(lm, [g.equation for g in gen], theta_rows)
+    goal = None
+    if kind == "typical":
+        val = list(read_records(data, "val"))[:1500]
+        theta_of = table.theta_by_id()
+        val_topics = [int(np.argmax(theta_of[r["id"]])) if r["id"] in theta_of else 0 for r in val]
+        goal = float(np.quantile(nats_per_char(lm, [r["equation"] for r in val],
+                                               np.stack([thetas[t] for t in val_topics]).astype(np.float32)),
+                                 float(params[1])))
+    chosen = []
+    for t in range(int(table.k)):
+        idx = [i for i, g in enumerate(gen) if g.topic == t]
+        for j in range(per_topic):
+            candidates = idx[j * k:(j + 1) * k]
+            chosen.append(gen[min(candidates, key=lambda i: nll[i] if goal is None else abs(nll[i] - goal))])
+    return chosen
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--run", required=True, help="a finished `topiceq run` folder (ingest/, topics/, models/)")
+    ap.add_argument("--checkpoint", help="default: RUN/models/topic/best.pt")
+    ap.add_argument("--plain", help="the guidance's unconditioned model (default: RUN/models/plain/best.pt)")
+    ap.add_argument("--variant", action="append", help="see above (default: base)")
+    ap.add_argument("--gen-seeds", default="0,1,2,3")
+    ap.add_argument("--per-topic", type=int, default=10, help="equations per topic (the cpu preset's 500 / 50)")
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--repeats", type=int, default=3, help="detector matchings averaged per set (as the flow)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    run = Path(args.run)
+    data, table = run / "ingest", ThetaTable(run / "topics")
+    lm = load_model(args.checkpoint or run / "models" / "topic" / "best.pt", device="cpu")
+    variants = args.variant or ["base"]
+    plain = None
+    if any(v.startswith("guided") for v in variants):
+        plain = load_model(args.plain or run / "models" / "plain" / "best.pt", device="cpu")
+        if plain.tokenizer.tokens != lm.tokenizer.tokens:
+            raise SystemExit("guidance needs two models of one vocabulary")
+    _, test = quiz_reals(data, table.theta_by_id())
+    rows = []
+    for variant in variants:
+        per_seed = []
+        t0 = time.perf_counter()
+        for seed in [int(s) for s in args.gen_seeds.split(",")]:
+            gen = generate(variant, lm, plain, table, data, args.per_topic, seed, args.temperature)
+            result = detect([g.equation for g in gen], [r["equation"] for r in test], seed=0,
+                            config=DetectorConfig(seed=0, repeats=args.repeats),
+                            fake_topics=[g.topic for g in gen], real_topics=[r["topic"] for r in test])
+            per_seed.append((result["char"].accuracy, result["tokens"].accuracy, result["char"].n_fake,
+                             float(np.mean([len(g.equation) for g in gen]))))
+        chars = [p[0] for p in per_seed]
+        rows.append({"variant": variant, "char": statistics.mean(chars),
+                     "char_se": statistics.stdev(chars) / len(chars) ** 0.5 if len(chars) > 1 else 0.0,
+                     "char_per_seed": chars, "tokens": statistics.mean(p[1] for p in per_seed),
+                     "pairs": per_seed[0][2], "mean_length": statistics.mean(p[3] for p in per_seed),
+                     "seconds": time.perf_counter() - t0})
+        if not args.json:
+            r = rows[-1]
+            print(f"{variant:16} char {r['char']:.3f} ± {r['char_se']:.3f} (s.e. over {len(chars)} seeds: "
+                  f"{', '.join(f'{c:.3f}' for c in chars)})  tokens {r['tokens']:.3f}  pairs {r['pairs']}  "
+                  f"length {r['mean_length']:.0f}  {r['seconds']:.0f} s", flush=True)
+    if args.json:
+        print(json.dumps({"checkpoint": str(lm.path), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
