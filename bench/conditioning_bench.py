@@ -201,7 +201,7 @@ def time_cells(size: str, device_name: str) -> str:
     import torch
 
     from topicrnn.context_lm import FilmLSTMLayer
-    from topicrnn.train import resolve_device
+    from topicrnn.device import resolve_device
 
     dev = resolve_device(device_name)
     p = job_preset(size, "ctx-cell", 1)

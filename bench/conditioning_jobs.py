@@ -121,7 +121,7 @@ class Worker:
     def __init__(self, args):
         import torch
 
-        from topicrnn.train import resolve_device
+        from topicrnn.device import resolve_device
 
         self.args = args
         self.bundle = Path(args.bundle)

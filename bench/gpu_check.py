@@ -153,7 +153,8 @@ def cmd_run(args) -> int:
     from topicrnn.evaluation import evaluate
     from topicrnn.generation import allowed_control_sequences, sample_equations
     from topicrnn.presets import apply_overrides, get_preset
-    from topicrnn.train import prepare_data, resolve_device, train
+    from topicrnn.device import resolve_device
+    from topicrnn.train import prepare_data, train
 
     t_start = time.perf_counter()
     out = Path(args.out)

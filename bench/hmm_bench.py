@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 
-from topicrnn.hmm import HMM, resolve_device
+from topicrnn.device import resolve_device
+from topicrnn.hmm import HMM
 from topicrnn.hmm_config import InstabilityConfig
 from topicrnn.hmm_experiments import bit_hmm, emission_grid, instability_data
 
@@ -289,7 +290,7 @@ def main() -> int:
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    device = resolve_device(a.device)
+    device = resolve_device(a.device, mps=False)
     out = {"torch": torch.__version__, "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
            else "cpu", "threads": torch.get_num_threads()}
     if a.part in ("iteration", "all"):

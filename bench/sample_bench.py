@@ -18,10 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
+from topicrnn.device import resolve_device
 from topicrnn.models import ModelConfig, RecurrentLM
 from topicrnn.sampling import sample
 from topicrnn.tokenizers import CharTokenizer
-from topicrnn.train import resolve_device
 
 TEXT = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\n-&$3"
 

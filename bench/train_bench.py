@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from topicrnn.data import Batch
+from topicrnn.device import resolve_device
 from topicrnn.models import ModelConfig, RecurrentLM
-from topicrnn.train import TrainConfig, make_optimizer, resolve_device, train_step
+from topicrnn.train import TrainConfig, make_optimizer, train_step
 
 
 class Bare(nn.Module):

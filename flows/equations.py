@@ -172,7 +172,7 @@ def evaluate_models(data_dir: Path, topics_dir: Path, checkpoints: list[Path], m
     `device`), overall and per area (where the topic helps is rarely uniform)."""
     from topicrnn.checkpoint import load_model
     from topicrnn.evaluation import evaluate
-    from topicrnn.train import resolve_device
+    from topicrnn.device import resolve_device
 
     models = [load_model(c, device=resolve_device(device)) for c in checkpoints]
     table = evaluate(data_dir, topics_dir, models, split="test", max_equations=max_equations, seed=seed,
@@ -193,7 +193,7 @@ def generate_by_topic(checkpoint: Path, data_dir: Path, topics_dir: Path, out_fi
     from topicrnn.checkpoint import load_model
     from topicrnn.conditioning import topic_labels, topic_theta, training_prototypes
     from topicrnn.generation import allowed_control_sequences, generate_for_topics, length_settings
-    from topicrnn.train import resolve_device
+    from topicrnn.device import resolve_device
 
     lm = load_model(checkpoint, device=resolve_device(device))
     topic_model = ThetaTable(topics_dir)  # θ and labels only: no LDA needed
@@ -268,7 +268,7 @@ def judge_generated(equations_file: Path, data_dir: Path, topics_dir: Path, seed
 
 
 @stage_task("quiz", input_arg="fakes_file", outputs=("out_dir",),
-            code=("pipeline.quiz", "pipeline.quiz_export", "pipeline.topics"))
+            code=("pipeline.detector", "pipeline.quiz", "pipeline.quiz_export", "pipeline.topics"))
 def export_quiz_files(data_dir: Path, topics_dir: Path, fakes_file: Path, verdicts_file: Path, out_dir: Path,
                       n: int, seed: int) -> dict[str, Any]:
     """`pipeline.quiz_export.assemble_quiz`: real test-split equations against the generated ones."""

@@ -179,3 +179,17 @@ def test_length_control_through_the_one_generation_path():
     assert (arguments.DEFAULT_TEMPERATURE, arguments.DEFAULT_LENGTHS) == (DEFAULT_TEMPERATURE, DEFAULT_LENGTH_CONTROL)
     assert all((p.temperature, p.length_control) == (DEFAULT_TEMPERATURE, DEFAULT_LENGTH_CONTROL)
                for p in RUN_PRESETS.values())
+
+
+def test_resolve_device_names_what_is_missing():
+    from topicrnn.device import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu") == resolve_device(torch.device("cpu"))
+    auto = resolve_device("auto")
+    assert auto.type == ("cuda" if torch.cuda.is_available() else auto.type)
+    assert resolve_device("auto", mps=False).type != "mps"  # the HMMs compute in float64
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    with pytest.raises(RuntimeError, match="MPS is not available"):
+        resolve_device("mps", mps=False)

@@ -54,7 +54,7 @@ def add_topic(parser, *, group=None, topics_option: bool = True) -> None:
 def load_model_arg(args):
     """The model of --checkpoint on --device (heavy imports here, when a command runs)."""
     from topicrnn.checkpoint import load_model
-    from topicrnn.train import resolve_device
+    from topicrnn.device import resolve_device
 
     return load_model(args.checkpoint, device=resolve_device(args.device))
 

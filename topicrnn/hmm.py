@@ -25,6 +25,7 @@ import torch
 from . import hmm_fused
 from .hmm_chunks import MERGE_TOL, ChunkedSymbols, as_symbols, chunk_layout, default_chunks, forward_backward
 from .hmm_fused import FusedSymbols
+from .device import resolve_device
 
 LN2 = math.log(2.0)
 ENGINES = ("auto", "fused", "chunked")  # the forward-backward pass (module docstring)
@@ -72,15 +73,6 @@ class ConvergenceMonitor:
         return self.iter >= self.n_iter or bool(self.converged_models.all())
 
 
-def resolve_device(device) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device cuda asked for, but torch sees no CUDA GPU; use cpu or auto")
-    return device
-
-
 def _normalised(a, name: str, shape: tuple) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     if a.shape != shape:
@@ -111,7 +103,7 @@ class _BaseHMM:
         self.startprob_prior, self.transmat_prior = startprob_prior, transmat_prior
         self.seed, self.dtype, self.chunk_length, self.verbose = seed, dtype, chunk_length, verbose
         self.engine = engine
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, mps=False)
         self._pi = self._A = None
         self.monitor_ = ConvergenceMonitor(tol, n_iter, verbose)
 

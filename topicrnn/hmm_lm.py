@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .hmm import HMM, resolve_device
+from .device import resolve_device
+from .hmm import HMM
 from .hmm_config import HMMConfig, HMMTrainConfig
 from .tokenizers import Tokenizer, make_tokenizer
 
@@ -35,7 +36,7 @@ def build_hmm(model_cfg: HMMConfig, train_cfg: HMMTrainConfig, tokenizer: Tokeni
     prior = 1.0 + train_cfg.transition_pseudocount
     return HMM(model_cfg.n_states, tokenizer.vocab_size, start_symbol=tokenizer.bos_id, n_iter=train_cfg.iterations,
                tol=train_cfg.tol, emissionprob_prior=1.0 + train_cfg.emission_pseudocount, transmat_prior=prior,
-               startprob_prior=prior, seed=train_cfg.seed, device=resolve_device(device),
+               startprob_prior=prior, seed=train_cfg.seed, device=resolve_device(device, mps=False),
                dtype=DTYPES[train_cfg.dtype], chunk_length=train_cfg.chunk_length)
 
 

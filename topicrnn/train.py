@@ -26,6 +26,7 @@ from .checkpoint import read_checkpoint, save_checkpoint
 from .configs import DictConfig
 from .context_encoder import lda_topic_words, topic_word_matrix
 from .context_lm import build_model, context_conditioning
+from .device import resolve_device
 from .data import (ContextVocab, RecordBatches, TextStreams, load_equation_split, make_records, read_text,
                    split_text)
 from .interface import LN2
@@ -73,20 +74,6 @@ class TrainConfig(DictConfig):
     context_vocab_max: int = 2000  # context words kept (the most frequent of the training contexts)
     context_min_df: int = 3  # ... that are in at least this many training contexts
     context_max_df: float = 0.3  # ... and in at most this share of them
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name in (None, "", "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda asked for, but torch sees no CUDA GPU; use --device auto or cpu")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RuntimeError("--device mps asked for, but MPS is not available; use --device auto or cpu")
-    return torch.device(name)
 
 
 def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from topicrnn.evaluation import evaluate
     from topicrnn.topic_probes import (alignment_markdown, infer_equation_topics, symbol_word_alignment,
                                        topic_awareness)
-    from topicrnn.train import resolve_device
+    from topicrnn.device import resolve_device
 
     topic_model = TopicModel.load(args.topics)
     device = resolve_device(args.device)

@@ -73,10 +73,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from topicrnn import hmm_experiments as ex
-    from topicrnn.hmm import resolve_device
+    from topicrnn.device import resolve_device
     from topicrnn.hmm_config import CharHMMConfig, InstabilityConfig, LettersConfig
 
-    device = str(resolve_device(args.device))
+    device = str(resolve_device(args.device, mps=False))
     if getattr(args, "text", None) and not Path(args.text).is_file():
         raise FileNotFoundError(f"text file {args.text} does not exist: pass --text FILE")
     if args.hmm_command == "letters":
