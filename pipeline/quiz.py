@@ -20,7 +20,6 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from pipeline import compile_check
-from pipeline.detector import detect
 from pipeline.ingest import read_records
 
 
@@ -129,7 +128,8 @@ def attach_dominant_topics(records: Iterable[Mapping], theta_by_id: Mapping[str,
     return out
 
 
-def _as_fake(item) -> FakeEquation:
+def as_fake_equation(item) -> FakeEquation:
+    """A FakeEquation from itself or a mapping with equation, topic, compiles (and error)."""
     if isinstance(item, FakeEquation):
         return item
     if isinstance(item, Mapping):
@@ -190,7 +190,7 @@ def build_quiz(real_records: Iterable[Mapping], fake_equations: Iterable, n: int
     fakes: list[FakeEquation] = []
     seen: set[str] = set()
     for item in fake_equations:
-        fake = _as_fake(item)
+        fake = as_fake_equation(item)
         counts["fakes_given"] += 1
         key = _normalised(fake.equation)
         if not fake.compiles or not key:
@@ -342,21 +342,6 @@ def quiz_reals(data_dir: str | Path, theta_by_id: Mapping[str, np.ndarray]) -> t
     return records, reals
 
 
-def quiz_difficulty(fakes: Iterable, reals: Sequence[Mapping], seed: int = 0) -> dict | None:
-    """How hard the quiz is: the cross-validated accuracy of the real-vs-fake detectors (pipeline.detector:
-    character n-grams, bag of LaTeX tokens) on the compiling generated equations (FakeEquation or mappings)
-    against real test equations (records with their dominant `topic`) of the same topic and length; 0.5 =
-    indistinguishable. None with fewer than 2 matched pairs."""
-    usable = [f for f in map(_as_fake, fakes) if f.compiles]
-    try:
-        result = detect([f.equation for f in usable], [r["equation"] for r in reals], seed=seed,
-                        fake_topics=[f.topic for f in usable], real_topics=[int(r["topic"]) for r in reals])
-    except ValueError:
-        return None
-    return {"char_ngram_accuracy": result["char"].accuracy, "tokens_accuracy": result["tokens"].accuracy,
-            "equations": result["char"].n_fake}
-
-
 def quiz_summary(quiz: Quiz) -> dict:
     """A small machine-readable summary (for --json and flows)."""
     topics: dict[str, int] = {}
@@ -367,5 +352,5 @@ def quiz_summary(quiz: Quiz) -> dict:
             "counts": dict(quiz.counts)}
 
 
-__all__ = ["QuizConfig", "FakeEquation", "Question", "Quiz", "attach_dominant_topics", "build_quiz",
-           "equation_length", "equation_rows", "quiz_summary", "quiz_difficulty", "choose_topics", "quiz_reals"]
+__all__ = ["QuizConfig", "FakeEquation", "as_fake_equation", "Question", "Quiz", "attach_dominant_topics",
+           "build_quiz", "equation_length", "equation_rows", "quiz_summary", "choose_topics", "quiz_reals"]

@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from pipeline import compile_check
 from pipeline.compile_tex import first_error, read_log, run_tex
-from pipeline.quiz import Quiz, QuizConfig, build_quiz, quiz_difficulty, quiz_summary
+from pipeline.detector import detect
+from pipeline.quiz import Quiz, QuizConfig, as_fake_equation, build_quiz, quiz_summary
 
 ASSETS = Path(__file__).resolve().parent / "quiz_assets"
 
@@ -242,6 +243,21 @@ def export_quiz(quiz: Quiz, out_dir: str | Path, config: QuizConfig | None = Non
 
 
 # ------------------------------------------------------------------------------------- the quiz stage
+
+def quiz_difficulty(fakes: Iterable, reals: Sequence[Mapping], seed: int = 0) -> dict | None:
+    """How hard the quiz is: the cross-validated accuracy of the real-vs-fake detectors (pipeline.detector:
+    character n-grams, bag of LaTeX tokens) on the compiling generated equations (FakeEquation or mappings)
+    against real test equations (records with their dominant `topic`) of the same topic and length; 0.5 =
+    indistinguishable. None with fewer than 2 matched pairs."""
+    usable = [f for f in map(as_fake_equation, fakes) if f.compiles]
+    try:
+        result = detect([f.equation for f in usable], [r["equation"] for r in reals], seed=seed,
+                        fake_topics=[f.topic for f in usable], real_topics=[int(r["topic"]) for r in reals])
+    except ValueError:
+        return None
+    return {"char_ngram_accuracy": result["char"].accuracy, "tokens_accuracy": result["tokens"].accuracy,
+            "equations": result["char"].n_fake}
+
 
 def assemble_quiz(reals: list[dict], fakes: Iterable, n: int, seed: int, out_dir: str | Path, *,
                   topic_labels: Sequence[str] | Mapping[int, str] | None = None, config: QuizConfig | None = None,

@@ -71,7 +71,8 @@ def test_topic_matching_pairs_within_a_topic_and_drops_the_rest():
 
 
 def test_quiz_difficulty_uses_compiling_fakes_of_each_topic():
-    from pipeline.quiz import FakeEquation, quiz_difficulty
+    from pipeline.quiz import FakeEquation
+    from pipeline.quiz_export import quiz_difficulty
 
     reals = [{"equation": f"x_{i} + y_{i} = z", "topic": i % 2} for i in range(40)]
     fakes = [FakeEquation(f"\\alpha\\alpha {i}", i % 3, compiles=i % 5 != 0) for i in range(60)]
