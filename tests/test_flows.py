@@ -412,3 +412,44 @@ def test_hmm_flow_runs_both_experiments_then_comes_from_the_cache(harness, tmp_p
     second = run_flow(hmm_flow, tmp_path / "run", **params)
     assert second["phase_transition_iteration"] == first["phase_transition_iteration"]
     assert figure.stat().st_mtime_ns == stamp  # both tasks came from the cache
+
+
+def test_judge_reports_the_detector_pooled_and_per_area_of_the_topics(tmp_path):
+    """Two topics, one per area: the "math" fakes are another style than its real equations, the "physics"
+    fakes are the same style as its reals; the judge's per-area figures say which area gives itself away."""
+    import random
+
+    import numpy as np
+
+    from flows.equations import JUDGE_REPEATS, judge_generated
+
+    rng = random.Random(0)
+
+    def equation(style: str) -> str:
+        a, b = rng.choice("abcxyz"), rng.choice("uvw")
+        return (rf"\sum_{{{a}=1}}^{{{rng.randint(2, 99)}}} {b}_{a}" if style == "sum"
+                else rf"\frac{{{a} + {b}}}{{\sqrt{{{rng.randint(2, 9)}}}}}")
+
+    data, topics = tmp_path / "ingest", tmp_path / "topics"
+    data.mkdir()
+    topics.mkdir()
+    records = [{"id": f"p{t}#{i}", "paper": f"p{t}", "area": area, "split": "test", "equation": equation(style),
+                "context": ""}
+               for t, (area, style) in enumerate((("math", "sum"), ("physics", "frac"))) for i in range(80)]
+    (data / "equations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    np.savez(topics / "theta.npz", ids=np.array([r["id"] for r in records]),
+             theta=np.array([[0.9, 0.1] if r["id"].startswith("p0") else [0.1, 0.9] for r in records], np.float32))
+    (topics / "topics.json").write_text(json.dumps({"topics": [
+        {"auto_label": "math: sum", "areas": {"math": 0.9, "physics": 0.1}},
+        {"auto_label": "physics: frac", "areas": {"physics": 0.8, "math": 0.2}}]}))
+    fakes = tmp_path / "fakes.jsonl"
+    fakes.write_text("".join(json.dumps({"topic": t, "equation": equation("frac")}) + "\n"
+                             for t in (0, 1) for _ in range(40)))
+
+    out = judge_generated.fn(fakes, data, topics, seed=0)
+    by_area = out["detector_char_by_area"]
+    assert set(by_area) == {"math", "physics"} and all(v["pairs"] == 40 for v in by_area.values())
+    assert by_area["math"]["accuracy"] > 0.95 and by_area["physics"]["accuracy"] < 0.75
+    assert by_area["physics"]["accuracy"] < out["detector_char"] < by_area["math"]["accuracy"]
+    assert out["detector_pairs"] == 80 and out["detector_char_spread"] >= 0.0 and JUDGE_REPEATS >= 2
+    assert out["balanced"] == out["real_balanced"] == 1.0
