@@ -34,6 +34,7 @@ from torch import nn
 from .context_encoder import ContextEncoder
 from .data import ContextVocab, pad_contexts
 from .models import ModelConfig, RecurrentLM, TorchStepModel
+from .theta import theta_batch
 
 
 def build_model(config: ModelConfig) -> nn.Module:
@@ -175,19 +176,12 @@ class ContextLM(TorchStepModel):
         or None (the no-context θ). Cached while evaluating, so a sampler passing the same θ every step
         encodes it once."""
         device = self.head.weight.device
-        if theta is not None and theta.dim() == 1:
-            theta = theta.unsqueeze(0).expand(batch, -1)
         if self.encoder is None:
-            if theta is None or theta.shape != (batch, self.cond_dim):
-                raise ValueError(f"this model is topic-conditioned (topic_dim={self.cond_dim}): pass theta "
-                                 f"[B, {self.cond_dim}]")
-            return theta.to(device, torch.float32)
+            return theta_batch(theta, batch, self.cond_dim, device)
         if theta is not None:
-            k = self.config.topic_dim
-            if self.topic_words is None or theta.shape != (batch, k):
-                raise ValueError(f"this model takes an LDA θ of shape [B, {k}] (or contexts), "
-                                 f"not {list(theta.shape)}")
-            theta = theta.to(device, torch.float32)
+            if self.topic_words is None:
+                raise ValueError("this model reads θ from contexts only (no LDA topics were bridged at training)")
+            theta = theta_batch(theta, batch, self.config.topic_dim, device, what="an LDA θ, or contexts")
         # the cache holds while the weights are unchanged (in-place updates bump a tensor's _version)
         versions = tuple(p._version for p in self.encoder.parameters())
         cached = self._cond_cache
@@ -274,10 +268,7 @@ class ContextThetaView(TorchStepModel):
         return self.lm.conditioning_mode
 
     def _cond(self, theta: torch.Tensor | None, batch: int) -> torch.Tensor:
-        if theta is None:
-            raise ValueError(f"pass θ inside the network [B, {self.topic_dim}] (context_theta_rows)")
-        theta = theta.to(self.device, torch.float32)
-        return theta.unsqueeze(0).expand(batch, -1) if theta.dim() == 1 else theta
+        return theta_batch(theta, batch, self.topic_dim, self.device, what="θ inside the network: context_theta_rows")
 
     def initial_state(self, batch: int, theta: torch.Tensor | None = None, device=None):
         return self.lm.initial_state(batch, device=device)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .configs import DictConfig
+from .theta import theta_batch
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 TOPIC_MODES = ("input", "init", "bias")
@@ -154,16 +155,7 @@ class RecurrentLM(TorchStepModel):
 
 
     def _check_theta(self, theta: torch.Tensor | None, batch: int) -> torch.Tensor | None:
-        k = self.config.topic_dim
-        if k == 0:
-            return None
-        if theta is None:
-            raise ValueError(f"this model is topic-conditioned (topic_dim={k}): pass theta [B, {k}]")
-        if theta.dim() == 1:
-            theta = theta.unsqueeze(0).expand(batch, -1)
-        if theta.shape != (batch, k):
-            raise ValueError(f"theta must have shape [{batch}, {k}], not {list(theta.shape)}")
-        return theta.to(self.device, torch.float32)
+        return theta_batch(theta, batch, self.config.topic_dim, self.device)
 
     def initial_state(self, batch: int, theta: torch.Tensor | None = None, device=None):
         """Zero state, or the θ-derived state in `init` mode. LSTM: (h, c), each [layers, B, hidden]."""

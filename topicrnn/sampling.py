@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
 import torch
 
 from .scoring import forward_block
+from .theta import theta_batch
 from .tokenizers import Tokenizer
 
 if TYPE_CHECKING:  # the protocol lives in interface.py, which imports this module
@@ -24,21 +24,6 @@ class SequenceConstraint(Protocol):
     def allowed_mask(self) -> torch.Tensor: ...  # bool [B, V]
     def advance(self, token_ids: list[int]) -> None: ...
     def closing(self) -> list[str]: ...
-
-
-def theta_batch(theta, n: int, k: int, device) -> torch.Tensor | None:
-    """None | [K] | [n, K] (array, list or tensor) -> float tensor [n, K] on `device` (None if k == 0)."""
-    if k == 0:
-        return None
-    if theta is None:
-        raise ValueError(f"this model is topic-conditioned (K={k}): pass theta (a topic mixture of {k} floats)")
-    t = torch.as_tensor(np.asarray(theta, dtype=np.float32) if not torch.is_tensor(theta) else theta)
-    t = t.to(device=device, dtype=torch.float32)
-    if t.dim() == 1:
-        t = t.unsqueeze(0).expand(n, -1)
-    if t.shape != (n, k):
-        raise ValueError(f"theta must be [{k}] or [{n}, {k}], not {list(t.shape)}")
-    return t
 
 
 def filter_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
