@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from topicrnn.hmm import HMM, BatchedHMM, ConvergenceMonitor
+from topicrnn.scoring import forward_block
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -290,7 +291,7 @@ def test_step_protocol_reproduces_score_and_round_trips():
     np.testing.assert_allclose(total.numpy(), [m.score(x) for x in X], rtol=1e-10)
     assert torch.allclose(m.state_layers(state)["posterior"].sum(-1), torch.ones(3, dtype=torch.float64))
     tokens = torch.cat([torch.full((3, 1), 5), torch.as_tensor(X)], 1)
-    logits, _ = m.forward(tokens)
+    logits, _ = forward_block(m, tokens, None, None)  # what scoring and sampling run: steps, one by one
     via_forward = logits[:, :-1].gather(2, tokens[:, 1:, None]).squeeze(-1).sum(1)
     np.testing.assert_allclose(via_forward.numpy(), total.numpy(), rtol=1e-12)
     with pytest.raises(ValueError, match="theta"):

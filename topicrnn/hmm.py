@@ -465,14 +465,6 @@ class HMM(BatchedHMM):
         logits = (self._predict_state(post) @ B).log()  # log 0 = -inf: a symbol the model never emits
         return logits, post
 
-    def forward(self, tokens: torch.Tensor, theta=None, state=None):
-        """tokens [B, T] -> (log-probabilities of the next symbol [B, T, V], state), one step at a time."""
-        out = []
-        for t in range(tokens.shape[1]):
-            logits, state = self.step(tokens[:, t], theta, state)
-            out.append(logits)
-        return torch.stack(out, 1), state
-
     def state_layers(self, state: torch.Tensor) -> dict:
         return {"posterior": state}
 
