@@ -38,18 +38,20 @@ def instability_experiment(out_dir: Path, config: InstabilityConfig) -> dict[str
 
 
 @flow(name="hmm", log_prints=True)
-def hmm_flow(text: str, out: str, chars: int = 20_000, iterations: int = 1000, grid: int = 50,
-             instability_iterations: int = 15, bits: int = 1000, seed: int = 0, device: str = "cpu",
+def hmm_flow(text: str, out: str, chars: int | None = None, iterations: int | None = None, grid: int | None = None,
+             instability_iterations: int | None = None, bits: int | None = None, seed: int = 0, device: str = "cpu",
              refresh: bool = False, artifacts: bool = True) -> dict[str, Any]:
-    """Run the letters experiment on `text` and the instability grid; figures, tables and a report in `out`."""
+    """Run the letters experiment on `text` and the instability grid; figures, tables and a report in `out`.
+    A size left None is the experiment config's own default (LettersConfig, InstabilityConfig)."""
     logger = get_run_logger()
     run_dir = Path(out).resolve()
     text_path = Path(text).resolve()
     if not text_path.is_file():
         raise FileNotFoundError(f"hmm: text file {text_path} does not exist")
     opts = {"refresh_cache": True} if refresh else {}
-    letters_cfg = LettersConfig(chars=chars, iterations=iterations, seed=seed, device=device)
-    grid_cfg = InstabilityConfig(grid=grid, iterations=instability_iterations, seed=seed, bits=bits, device=device)
+    letters_cfg = LettersConfig(**_given(chars=chars, iterations=iterations), seed=seed, device=device)
+    grid_cfg = InstabilityConfig(**_given(grid=grid, iterations=instability_iterations, bits=bits), seed=seed,
+                                 device=device)
     letters = letters_experiment.with_options(**opts).submit(text_path, run_dir / "letters", letters_cfg)
     unstable = instability_experiment.with_options(**opts).submit(run_dir / "instability", grid_cfg)
     letters, unstable = letters.result(), unstable.result()
@@ -82,3 +84,7 @@ def hmm_flow(text: str, out: str, chars: int = 20_000, iterations: int = 1000, g
     summary["outputs"] = outputs
     print(format_summary(f"hmm run finished: {run_dir}", summary, outputs))
     return summary
+
+
+def _given(**sizes: int | None) -> dict[str, int]:
+    return {name: value for name, value in sizes.items() if value is not None}
