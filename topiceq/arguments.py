@@ -60,27 +60,33 @@ def load_model_arg(args):
 
 
 def theta_arg(args, lm):
-    """θ [K] for a model from --topic/--theta/--topics: None for an unconditioned model, the uniform mixture
-    without --topic."""
+    """θ [K] for a model from --words (where the command has it: θ inferred by the LDA of --topics),
+    --topic/--theta/--topics: None for an unconditioned model, the uniform mixture without either."""
     import numpy as np
 
-    from pipeline.topics import ThetaTable
+    from pipeline.topics import ThetaTable, TopicModel
     from topicrnn.conditioning import check_topic_dims, default_data_dir, theta_for_request
 
+    words = getattr(args, "words", None)
+    flag = "--words" if words else "--topic"
     if not lm.conditioned:
-        if args.topic is not None:
-            raise ValueError(f"--topic: {lm.path} takes no topic vector (it was trained without topics)")
+        if words or args.topic is not None:
+            raise ValueError(f"{flag}: {lm.path} takes no topic vector (it was trained without topics)")
         return None
-    if args.topic is None:
+    if not words and args.topic is None:
         return np.full(lm.topic_dim, 1.0 / lm.topic_dim, dtype=np.float32)
     topic_dir = args.topics or (lm.metadata.get("topic") or {}).get("dir")
-    if not topic_dir and args.theta == "onehot" and str(args.topic).isdigit():
+    if not words and not topic_dir and args.theta == "onehot" and str(args.topic).isdigit():
         index = int(args.topic)  # a one-hot θ by id needs only K, not the topic model
         if not 0 <= index < lm.topic_dim:
             raise ValueError(f"--topic {index}: the model has topics 0..{lm.topic_dim - 1}")
         return np.eye(lm.topic_dim, dtype=np.float32)[index]
     if not topic_dir:
-        raise ValueError("--topic needs the topic model the checkpoint was trained with: pass --topics TOPICDIR")
+        raise ValueError(f"{flag} needs the topic model the checkpoint was trained with: pass --topics TOPICDIR")
+    if words:  # inferring θ from words needs the LDA itself (gensim)
+        topic_model = TopicModel.load(topic_dir)
+        check_topic_dims(lm, topic_model)
+        return theta_for_request(topic_model, words=" ".join(words))
     table = ThetaTable(topic_dir)  # θ of a topic needs no gensim: prototypes come from theta.npz
     check_topic_dims(lm, table)
     return theta_for_request(table, topic=args.topic, mode=args.theta, data_dir=default_data_dir(lm, table))

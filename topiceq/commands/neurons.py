@@ -78,29 +78,18 @@ def excerpt(text: str, start: int, chars: int, records: bool) -> str:
 
 def _theta(args, lm):
     """θ for a topic-conditioned model and a note for the page: from --words, --topic (prototype or one-hot,
-    as in `topiceq generate`), or the uniform mixture."""
+    as in `topiceq generate`), or the uniform mixture (`theta_arg`)."""
     import numpy as np
 
-    if not args.words:
-        theta = theta_arg(args, lm)
-        if theta is None:
-            return None, ""
-        return theta, (f"θ = the uniform mixture of the {lm.topic_dim} topics" if args.topic is None
-                       else f"θ = topic {args.topic} ({args.theta})")
-    if not lm.conditioned:
-        raise ValueError(f"--words: {lm.path} takes no topic vector (it was trained without topics)")
-    from pipeline.topics import TopicModel
-    from topicrnn.conditioning import check_topic_dims, theta_for_request
-
-    topic_dir = args.topics or (lm.metadata.get("topic") or {}).get("dir")
-    if not topic_dir:
-        raise ValueError("--words needs the topic model the checkpoint was trained with: pass --topics TOPICDIR")
-    topic_model = TopicModel.load(topic_dir)
-    check_topic_dims(lm, topic_model)
-    theta = theta_for_request(topic_model, words=" ".join(args.words))
-    top = np.argsort(-theta)[:3]
-    return theta, (f"θ from the words {' '.join(args.words)!r} "
-                   f"(top topics {', '.join(f'{i}: {theta[i]:.0%}' for i in top)})")
+    theta = theta_arg(args, lm)
+    if theta is None:
+        return None, ""
+    if args.words:
+        top = np.argsort(-theta)[:3]
+        return theta, (f"θ from the words {' '.join(args.words)!r} "
+                       f"(top topics {', '.join(f'{i}: {theta[i]:.0%}' for i in top)})")
+    return theta, (f"θ = the uniform mixture of the {lm.topic_dim} topics" if args.topic is None
+                   else f"θ = topic {args.topic} ({args.theta})")
 
 
 def run(args: argparse.Namespace) -> int:
