@@ -11,6 +11,8 @@ averaged). The spread between generation seeds is the figure's noise: a single r
     base              the flow's decoding (θ = the topic's LDA prototype)
     context           θ from the model's own context encoder on a training context of the topic, one per
                       equation (a context-lstm only): in-distribution θ instead of the prototype
+    context-test      the same on contexts of the test split (unseen papers: TopicEq's "an equation for this
+                      paragraph"; the judge still pairs by topic and length, not with that paragraph's equation)
     likely:K          best of K candidates per slot by the model's own log-probability per character
     typical:K:Q       of K candidates, the one nearest the Q quantile of real validation equations' log-prob
     guided:W          logits (1 + W) log p_topic − W log p_plain (`--plain` checkpoint): topic guidance
@@ -85,12 +87,12 @@ def generate(variant: str, lm, plain, table, data, per_topic: int, seed: int, te
     thetas = {t: topic_theta(table, t, prototypes=training_prototypes(table, data)) for t in range(int(table.k))}
     syntax = allowed_control_sequences(lm, data)
     lengths = length_settings(lm, "cap", data, table, True)
-    if kind == "context":
+    if kind in ("context", "context-test"):
         if not reads_contexts(lm.model):
             raise SystemExit("--variant context needs a context-lstm checkpoint (one with a context encoder)")
         theta_of = table.theta_by_id()
         by_topic: dict[int, list[dict]] = {}
-        for r in read_records(data, "train"):
+        for r in read_records(data, "train" if kind == "context" else "test"):
             if r["id"] in theta_of:
                 by_topic.setdefault(int(np.argmax(theta_of[r["id"]])), []).append(r)
         rng = np.random.default_rng(seed)
