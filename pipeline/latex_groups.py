@@ -45,6 +45,14 @@ def scan_groups(text: str, start: int = 0, marks: tuple[str, ...] = (), envs: bo
         yield m.start(), tok, depth
 
 
+def skip_space(text: str, i: int) -> int:
+    """Past the blanks (spaces, tabs, line ends) at text[i:], as TeX skips them before an argument."""
+    n = len(text)
+    while i < n and text[i] in " \t\r\n":
+        i += 1
+    return i
+
+
 def group_end(text: str, start: int) -> int:
     """Offset just past the `{...}` group that opens at text[start], or -1 when it never closes."""
     for pos, tok, depth in scan_groups(text, start):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from pipeline.latex_groups import find_top_level, group_end
+from pipeline.latex_groups import find_top_level, group_end, skip_space
 
 
 class MacroLimitError(ValueError):
@@ -99,13 +99,6 @@ class _BadDefinition(Exception):
     pass
 
 
-def _skip_ws(text: str, i: int) -> int:
-    n = len(text)
-    while i < n and text[i] in " \t\r\n":
-        i += 1
-    return i
-
-
 def _read_group(text: str, i: int) -> tuple[str, int]:
     """Brace group starting at text[i] == '{' -> (content, index after)."""
     if i >= len(text) or text[i] != "{":
@@ -132,7 +125,7 @@ def _parse_definition(text: str, i: int, kind: str, table: MacroTable) -> tuple[
         if nm is None:
             raise _BadDefinition
         name = nm.group(1) or nm.group(2)
-        i = _skip_ws(text, nm.end())
+        i = skip_space(text, nm.end())
         nargs = 0
         default = None
         if text.startswith("[", i):
@@ -140,10 +133,10 @@ def _parse_definition(text: str, i: int, kind: str, table: MacroTable) -> tuple[
             if not n_str.strip().isdigit():
                 raise _BadDefinition
             nargs = int(n_str.strip())
-            i = _skip_ws(text, i)
+            i = skip_space(text, i)
             if text.startswith("[", i):
                 default, i = _read_bracket(text, i)
-                i = _skip_ws(text, i)
+                i = skip_space(text, i)
         body, end = _read_group(text, i)
         return Macro(name, nargs, default, _clean_body(body)), end
     if kind in ("def", "gdef", "edef", "xdef"):
@@ -168,20 +161,20 @@ def _parse_definition(text: str, i: int, kind: str, table: MacroTable) -> tuple[
     if kind in ("newenvironment", "renewenvironment"):
         if text.startswith("*", i):
             i += 1
-        i = _skip_ws(text, i)
+        i = skip_space(text, i)
         name, i = _read_group(text, i)
-        i = _skip_ws(text, i)
+        i = skip_space(text, i)
         nargs = 0
         default = None
         if text.startswith("[", i):
             n_str, i = _read_bracket(text, i)
             nargs = int(n_str.strip()) if n_str.strip().isdigit() else 0
-            i = _skip_ws(text, i)
+            i = skip_space(text, i)
             if text.startswith("[", i):
                 default, i = _read_bracket(text, i)
-                i = _skip_ws(text, i)
+                i = skip_space(text, i)
         _, i = _read_group(text, i)
-        i = _skip_ws(text, i)
+        i = skip_space(text, i)
         _, end = _read_group(text, i)
         table.envs[name.strip()] = (nargs, default)
         return None, end
@@ -193,7 +186,7 @@ def _parse_definition(text: str, i: int, kind: str, table: MacroTable) -> tuple[
         if nm is None:
             raise _BadDefinition
         name = nm.group(1) or nm.group(2)
-        i = _skip_ws(text, nm.end())
+        i = skip_space(text, nm.end())
         body, end = _read_group(text, i)
         op = "\\operatorname*" if star else "\\operatorname"
         return Macro(name, 0, None, op + "{" + body.strip() + "}"), end
@@ -247,7 +240,7 @@ def _join(before: str, after: str) -> str:
 
 def _read_arg(text: str, i: int) -> tuple[str, int]:
     """One undelimited TeX argument at text[i:] (spaces skipped): brace group content or a single token."""
-    i = _skip_ws(text, i)
+    i = skip_space(text, i)
     n = len(text)
     if i >= n:
         return "", i
@@ -269,7 +262,7 @@ def _read_arg(text: str, i: int) -> tuple[str, int]:
 
 def _braced_args_follow(text: str, i: int, n: int) -> bool:
     for _ in range(n):
-        i = _skip_ws(text, i)
+        i = skip_space(text, i)
         if not text.startswith("{", i):
             return False
         end = group_end(text, i)
@@ -348,7 +341,7 @@ def expand_macros(text: str, macros: dict[str, Macro], config: ExpandConfig | No
         args: list[str] = []
         nargs = macro.nargs
         if macro.default is not None and nargs > 0:
-            j = _skip_ws(text, i)
+            j = skip_space(text, i)
             if text.startswith("[", j):
                 try:
                     opt, i = _read_bracket(text, j)
@@ -384,7 +377,7 @@ def expand_macros(text: str, macros: dict[str, Macro], config: ExpandConfig | No
 # ----------------------------------------------------------------------------------------------- special forms
 
 def _peek(text: str, i: int) -> tuple[str, int]:
-    j = _skip_ws(text, i)
+    j = skip_space(text, i)
     return (text[j] if j < len(text) else ""), j
 
 

@@ -22,7 +22,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from pipeline.latex_clean import find_env_end
-from pipeline.latex_groups import find_top_level, group_end
+from pipeline.latex_groups import find_top_level, group_end, skip_space
 from pipeline.latex_macros import ExpandConfig, Macro, MacroLimitError, MacroTable, expand_macros
 
 # ----------------------------------------------------------------------------------------------- whole document
@@ -64,16 +64,9 @@ _REFLIKE_BODY_RE = re.compile(r"\\(?:[a-zA-Z]*ref|[a-zA-Z]*cite[a-zA-Z]*|label|i
                               r"input|include)(?![a-zA-Z@])")
 
 
-def _skip_ws(text: str, i: int) -> int:
-    n = len(text)
-    while i < n and text[i] in " \t\r\n":
-        i += 1
-    return i
-
-
 def _skip_arg(text: str, i: int) -> int:
     """Past one undelimited argument at text[i:] (blanks skipped): a brace group or a single token."""
-    i = _skip_ws(text, i)
+    i = skip_space(text, i)
     if i >= len(text):
         return i
     if text[i] == "{":
@@ -88,7 +81,7 @@ def _skip_arg(text: str, i: int) -> int:
 def _skip_options(text: str, i: int) -> int:
     """Past any `[...]` option groups at text[i:] (blanks skipped)."""
     while True:
-        j = _skip_ws(text, i)
+        j = skip_space(text, i)
         if not text.startswith("[", j):
             return i
         close = find_top_level(text[j + 1:j + 2001], 0, "]")
@@ -126,7 +119,7 @@ def _delimited_call_end(text: str, i: int, params: str) -> int:
             i += stop + len(nxt)
             k += 2
         else:  # a literal the call must start with
-            j = _skip_ws(text, i) if piece.strip() != piece else i
+            j = skip_space(text, i) if piece.strip() != piece else i
             if not text.startswith(piece.strip() or piece, j):
                 return start
             i = j + len(piece.strip() or piece)
