@@ -139,7 +139,8 @@ def main(argv=None) -> None:
     ap.add_argument("--run", required=True, help="a finished `topiceq run` folder (ingest/, topics/, models/)")
     ap.add_argument("--checkpoint", help="default: RUN/models/topic/best.pt")
     ap.add_argument("--plain", help="the guidance's unconditioned model (default: RUN/models/plain/best.pt)")
-    ap.add_argument("--variant", action="append", help="see above (default: base)")
+    ap.add_argument("--variant", action="append", help="see above (default: base); list base first to get each "
+                                                       "row's difference to it")
     ap.add_argument("--gen-seeds", default="0,1,2,3")
     ap.add_argument("--per-topic", type=int, default=10, help="equations per topic (the cpu preset's 500 / 50)")
     ap.add_argument("--temperature", type=float, default=1.0)
@@ -173,10 +174,14 @@ def main(argv=None) -> None:
                      "char_per_seed": chars, "tokens": statistics.mean(p[1] for p in per_seed),
                      "pairs": per_seed[0][2], "mean_length": statistics.mean(p[3] for p in per_seed),
                      "seconds": time.perf_counter() - t0})
+        base = next((r for r in rows if r["variant"] == "base"), None)
+        if base is not None:  # the baseline measured in this run: each row's difference to it
+            rows[-1]["char_minus_base"] = rows[-1]["char"] - base["char"]
         if not args.json:
             r = rows[-1]
+            versus = f"  vs base {r['char_minus_base']:+.3f}" if "char_minus_base" in r and r is not base else ""
             print(f"{variant:16} char {r['char']:.3f} ± {r['char_se']:.3f} (s.e. over {len(chars)} seeds: "
-                  f"{', '.join(f'{c:.3f}' for c in chars)})  tokens {r['tokens']:.3f}  pairs {r['pairs']}  "
+                  f"{', '.join(f'{c:.3f}' for c in chars)}){versus}  tokens {r['tokens']:.3f}  pairs {r['pairs']}  "
                   f"length {r['mean_length']:.0f}  {r['seconds']:.0f} s", flush=True)
     if args.json:
         print(json.dumps({"checkpoint": str(lm.path), "rows": rows}, indent=2))
