@@ -27,7 +27,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +39,10 @@ if str(ROOT) not in sys.path:
 
 from pipeline.detector import DetectorConfig, detect  # noqa: E402
 from pipeline.ingest import read_records  # noqa: E402
-from pipeline.quiz import quiz_reals  # noqa: E402
+from pipeline.quiz import attach_dominant_topics  # noqa: E402
 from pipeline.topics import ThetaTable  # noqa: E402
 from topicrnn.checkpoint import load_model  # noqa: E402
-from topicrnn.conditioning import topic_theta, training_prototypes  # noqa: E402
+from topicrnn.conditioning import topic_prototypes, topic_theta  # noqa: E402
 from topicrnn.context_lm import context_theta_rows, reads_contexts  # noqa: E402
 from topicrnn.generation import (TOPIC_SEED_STRIDE, TopicEquation, allowed_control_sequences,  # noqa: E402
                                  generate_for_topics, length_settings, sample_equations)
@@ -82,50 +82,68 @@ def nats_per_char(lm, equations, thetas) -> np.ndarray:
     return -lp / np.array([len(e) + 1 for e in equations])
 
 
-def generate(variant: str, lm, plain, table, data, per_topic: int, seed: int, temperature: float):
+@dataclass
+class Setup:
+    """What every variant and seed shares, read once per run: θ per topic, the constraint's vocabulary and
+    length prior, and the run's records with their dominant topic."""
+
+    thetas: dict[int, np.ndarray]
+    syntax: object
+    lengths: dict
+    records: list[dict]
+    goals: dict[float, float] = field(default_factory=dict)  # typical: quantile -> validation nats/char
+
+    @classmethod
+    def read(cls, lm, table, data: Path) -> "Setup":
+        records = list(read_records(data))
+        prototypes = topic_prototypes(table, [r for r in records if r["split"] == "train"])
+        return cls({t: topic_theta(table, t, prototypes=prototypes) for t in range(int(table.k))},
+                   allowed_control_sequences(lm, data), length_settings(lm, "cap", data, table, True),
+                   attach_dominant_topics(records, table.theta_by_id(), split=None))
+
+    def split(self, name: str) -> list[dict]:
+        return [r for r in self.records if r["split"] == name]
+
+    def typical_goal(self, lm, quantile: float) -> float:
+        if quantile not in self.goals:
+            val = self.split("val")[:1500]
+            rows = np.stack([self.thetas[r["topic"]] for r in val]).astype(np.float32)
+            self.goals[quantile] = float(np.quantile(nats_per_char(lm, [r["equation"] for r in val], rows), quantile))
+        return self.goals[quantile]
+
+
+def generate(variant: str, lm, plain, setup: Setup, k_topics: int, per_topic: int, seed: int, temperature: float):
     kind, *params = variant.split(":")
-    thetas = {t: topic_theta(table, t, prototypes=training_prototypes(table, data)) for t in range(int(table.k))}
-    syntax = allowed_control_sequences(lm, data)
-    lengths = length_settings(lm, "cap", data, table, True)
+    sample_kwargs = dict(temperature=temperature, syntax=setup.syntax)
     if kind in ("context", "context-test"):
         if not reads_contexts(lm.model):
             raise SystemExit("--variant context needs a context-lstm checkpoint (one with a context encoder)")
-        theta_of = table.theta_by_id()
         by_topic: dict[int, list[dict]] = {}
-        for r in read_records(data, "train" if kind == "context" else "test"):
-            if r["id"] in theta_of:
-                by_topic.setdefault(int(np.argmax(theta_of[r["id"]])), []).append(r)
+        for r in setup.split("train" if kind == "context" else "test"):
+            by_topic.setdefault(r["topic"], []).append(r)
         rng = np.random.default_rng(seed)
         view = replace(lm, model=lm.model.with_context_theta())
         out = []
-        for t in range(int(table.k)):
+        for t in range(k_topics):
             pool = by_topic.get(t) or [r for rs in by_topic.values() for r in rs]
             picks = [pool[i] for i in rng.choice(len(pool), per_topic, replace=len(pool) < per_topic)]
             rows = context_theta_rows(lm.model, [p["context"] for p in picks])
             s = seed + TOPIC_SEED_STRIDE * t
-            eqs = sample_equations(view, rows, n=per_topic, temperature=temperature, seed=s, syntax=syntax,
-                                   target_lengths=lengths["lengths"].targets(t, per_topic, s),
-                                   length_floor=lengths["length_floor"])
+            eqs = sample_equations(view, rows, n=per_topic, seed=s, **sample_kwargs,
+                                   target_lengths=setup.lengths["lengths"].targets(t, per_topic, s),
+                                   length_floor=setup.lengths["length_floor"])
             out += [TopicEquation(t, e) for e in eqs]
         return out
     k = int(params[0]) if kind in ("likely", "typical") else 1
     target = lm if kind != "guided" else replace(lm, model=GuidedModel(lm.model, plain.model, float(params[0])))
-    gen = generate_for_topics(target, thetas, per_topic * k, temperature=temperature, seed=seed, syntax=syntax,
-                              **lengths)
+    gen = generate_for_topics(target, setup.thetas, per_topic * k, seed=seed, **sample_kwargs, **setup.lengths)
     if k == 1:
         return gen
-    theta_rows = np.stack([thetas[g.topic] for g in gen]).astype(np.float32)
-    nll = nats_per_char(lm, [g.equation for g in gen], theta_rows)
-    goal = None
-    if kind == "typical":
-        val = list(read_records(data, "val"))[:1500]
-        theta_of = table.theta_by_id()
-        val_topics = [int(np.argmax(theta_of[r["id"]])) if r["id"] in theta_of else 0 for r in val]
-        goal = float(np.quantile(nats_per_char(lm, [r["equation"] for r in val],
-                                               np.stack([thetas[t] for t in val_topics]).astype(np.float32)),
-                                 float(params[1])))
+    nll = nats_per_char(lm, [g.equation for g in gen],
+                        np.stack([setup.thetas[g.topic] for g in gen]).astype(np.float32))
+    goal = setup.typical_goal(lm, float(params[1])) if kind == "typical" else None
     chosen = []
-    for t in range(int(table.k)):
+    for t in range(k_topics):
         idx = [i for i, g in enumerate(gen) if g.topic == t]
         for j in range(per_topic):
             candidates = idx[j * k:(j + 1) * k]
@@ -156,13 +174,14 @@ def main(argv=None) -> None:
         plain = load_model(args.plain or run / "models" / "plain" / "best.pt", device="cpu")
         if plain.tokenizer.tokens != lm.tokenizer.tokens:
             raise SystemExit("guidance needs two models of one vocabulary")
-    _, test = quiz_reals(data, table.theta_by_id())
+    setup = Setup.read(lm, table, data)
+    test = setup.split("test")
     rows = []
     for variant in variants:
         per_seed = []
         t0 = time.perf_counter()
         for seed in [int(s) for s in args.gen_seeds.split(",")]:
-            gen = generate(variant, lm, plain, table, data, args.per_topic, seed, args.temperature)
+            gen = generate(variant, lm, plain, setup, int(table.k), args.per_topic, seed, args.temperature)
             result = detect([g.equation for g in gen], [r["equation"] for r in test], seed=0,
                             config=DetectorConfig(seed=0, repeats=args.repeats),
                             fake_topics=[g.topic for g in gen], real_topics=[r["topic"] for r in test])
