@@ -241,7 +241,7 @@ def judge_generated(equations_file: Path, data_dir: Path, topics_dir: Path, seed
     (`pipeline.wellformed`) and the cross-validated real-vs-fake detectors against real test equations of the
     same topic and length (`pipeline.detector.detect`; 0.5 = indistinguishable), averaged over
     JUDGE_REPEATS matchings, pooled and per area of the topics (the areas with JUDGE_MIN_PAIRS pairs)."""
-    from pipeline.detector import DetectorConfig, detect
+    from pipeline.detector import FEATURES, DetectorConfig, detect
     from pipeline.quiz import quiz_reals
     from pipeline.topics import ThetaTable
     from pipeline.wellformed import balanced_share
@@ -255,13 +255,16 @@ def judge_generated(equations_file: Path, data_dir: Path, topics_dir: Path, seed
     area_of = {t: next(iter(table.areas(t)), "") for t in range(int(table.k))}
     groups = {"": (generated, test)}
     for area in sorted({a for a in area_of.values() if a}):
-        groups[area] = ([g for g in generated if area_of[int(g["topic"])] == area],
-                        [r for r in test if area_of[int(r["topic"])] == area])
+        fakes = [g for g in generated if area_of[int(g["topic"])] == area]
+        reals = [r for r in test if area_of[int(r["topic"])] == area]
+        if min(len(fakes), len(reals)) >= JUDGE_MIN_PAIRS:  # never more pairs than either side holds
+            groups[area] = (fakes, reals)
     for area, (fakes, reals) in groups.items():
         try:
             result = detect([g["equation"] for g in fakes], [r["equation"] for r in reals], seed=seed, config=config,
-                            fake_topics=[g["topic"] for g in fakes], real_topics=[r["topic"] for r in reals])
-        except ValueError:  # fewer than 2 topic-matched pairs (a tiny corpus, a small area)
+                            fake_topics=[g["topic"] for g in fakes], real_topics=[r["topic"] for r in reals],
+                            features=FEATURES if not area else ("char",))  # an area's figure: char only
+        except ValueError:  # fewer than 2 topic-matched pairs (a tiny corpus)
             continue
         if not area:
             out.update(detector_char=result["char"].accuracy, detector_char_spread=result["char"].spread,

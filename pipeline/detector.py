@@ -137,21 +137,22 @@ def detector_accuracy(reals: Sequence[str], fakes: Sequence[str], features: str 
 
 
 def detect(fakes: Sequence[str], reals: Sequence[str], *, seed: int = 0, config: DetectorConfig | None = None,
-           fake_topics: Sequence[object] | None = None,
-           real_topics: Sequence[object] | None = None) -> dict[str, DetectorResult]:
-    """Both detectors on `fakes` against matched equations drawn from `reals` (real test equations): of the
-    same length, and of the same topic when topics are given (see `length_matched`). With
+           fake_topics: Sequence[object] | None = None, real_topics: Sequence[object] | None = None,
+           features: Sequence[str] = FEATURES) -> dict[str, DetectorResult]:
+    """The detectors of `features` (default both) on `fakes` against matched equations drawn from `reals`
+    (real test equations): of the same length, and of the same topic when topics are given (see
+    `length_matched`). With
     `config.repeats` > 1, the matching and the folds are redrawn with seeds seed, seed + 1, ... and the
     accuracies averaged (`spread`: their standard deviation; a few hundred pairs move by ±0.01-0.02)."""
     config = config or DetectorConfig(seed=seed)
-    runs: dict[str, list[DetectorResult]] = {features: [] for features in FEATURES}
+    runs: dict[str, list[DetectorResult]] = {name: [] for name in features}
     for r in range(max(1, config.repeats)):
         pairs = length_matched(fakes, reals, seed=seed + r, fake_topics=fake_topics, real_topics=real_topics)
         matched_fakes, matched_reals = [f for f, _ in pairs], [r for _, r in pairs]
         repeat_config = replace(config, seed=config.seed + r)
-        for features in FEATURES:
-            runs[features].append(detector_accuracy(matched_reals, matched_fakes, features, repeat_config))
-    return {features: _averaged(results) for features, results in runs.items()}
+        for name in features:
+            runs[name].append(detector_accuracy(matched_reals, matched_fakes, name, repeat_config))
+    return {name: _averaged(results) for name, results in runs.items()}
 
 
 def _averaged(results: list[DetectorResult]) -> DetectorResult:
