@@ -142,6 +142,21 @@ def make_table(results: list[dict], variants: list[str]) -> str:
     def ratio(v, fn):  # paired by seed: variant / plain - 1
         return [fn(by[v][s]) / fn(base[s]) - 1 for s in by[v] if s in base]
 
+    def ratio_rows(columns, value_of, fmt):  # per variant: the mean over seeds of each column, ratio to plain
+        rows = []
+        for v in variants:
+            rs = list(by[v].values())
+            if not rs:
+                continue
+            cells = []
+            for c in columns:
+                vals = [x for x in (value_of(r, c) for r in rs) if x is not None]
+                paired = [value_of(by[v][s], c) / value_of(base[s], c) - 1 for s in by[v] if s in base
+                          and value_of(by[v][s], c) is not None and value_of(base[s], c) is not None]
+                cells.append(fmt.format(np.mean(vals)) + ("" if v == "plain" else f" ({pm(paired, pct=True)})"))
+            rows.append(f"| {v} | " + " | ".join(cells) + " |")
+        return rows
+
     lines = ["| variant | scoring params | steps | seeds | test bits/char | vs plain | area macro bits/char | "
              "vs plain | shuffled context | shuffle penalty | seen papers: vs plain | best val |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -166,29 +181,12 @@ def make_table(results: list[dict], variants: list[str]) -> str:
     lines += ["", "Per area (test bits/char, mean over seeds; ratio to plain paired by seed):", "",
               "| variant | " + " | ".join(f"{a} ({ok[0]['test']['areas'].get(a, {'n': 0})['n']})" for a in areas) + " |",
               "|---|" + "---|" * len(areas)]
-    for v in variants:
-        rs = list(by[v].values())
-        if not rs:
-            continue
-        cells = []
-        for a in areas:
-            vals = [r["test"]["areas"][a]["bpc"] for r in rs if a in r["test"]["areas"]]
-            rel = "" if v == "plain" else " (" + pm(ratio(v, lambda r, a=a: r["test"]["areas"][a]["bpc"]), pct=True) + ")"
-            cells.append(f"{np.mean(vals):.4f}{rel}")
-        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    lines += ratio_rows(areas, lambda r, a: r["test"]["areas"][a]["bpc"] if a in r["test"]["areas"] else None,
+                        "{:.4f}")
     names = [b[2] for b in BUCKETS]
     lines += ["", "Bits per token by position in the equation (test; ratio to plain paired by seed):", "",
               "| variant | " + " | ".join(f"position {n}" for n in names) + " |", "|---|" + "---|" * len(names)]
-    for v in variants:
-        rs = list(by[v].values())
-        if not rs:
-            continue
-        cells = []
-        for n in names:
-            m = np.mean([r["test"]["positions"][n] for r in rs])
-            rel = "" if v == "plain" else " (" + pm(ratio(v, lambda r, n=n: r["test"]["positions"][n]), pct=True) + ")"
-            cells.append(f"{m:.3f}{rel}")
-        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    lines += ratio_rows(names, lambda r, n: r["test"]["positions"][n], "{:.3f}")
     errors = [r for r in results if "error" in r]
     if errors:
         lines += ["", "Failed jobs: " + "; ".join(f"{r['variant']} seed {r['seed']}: {r['error']}" for r in errors)]
