@@ -146,10 +146,10 @@ def detect(fakes: Sequence[str], reals: Sequence[str], *, seed: int = 0, config:
     accuracies averaged (`spread`: their standard deviation; a few hundred pairs move by ±0.01-0.02)."""
     config = config or DetectorConfig(seed=seed)
     runs: dict[str, list[DetectorResult]] = {name: [] for name in features}
-    for r in range(max(1, config.repeats)):
-        pairs = length_matched(fakes, reals, seed=seed + r, fake_topics=fake_topics, real_topics=real_topics)
+    for repeat in range(max(1, config.repeats)):
+        pairs = length_matched(fakes, reals, seed=seed + repeat, fake_topics=fake_topics, real_topics=real_topics)
         matched_fakes, matched_reals = [f for f, _ in pairs], [r for _, r in pairs]
-        repeat_config = replace(config, seed=config.seed + r)
+        repeat_config = replace(config, seed=config.seed + repeat)
         for name in features:
             runs[name].append(detector_accuracy(matched_reals, matched_fakes, name, repeat_config))
     return {name: _averaged(results) for name, results in runs.items()}
