@@ -15,11 +15,13 @@ detector would otherwise learn the subject) or evenly (`--topic-mix even`, as th
     cap         wellformed + the target length as a cap only (the model may end before it)
 
 Reported per row (pipeline.detector, pipeline.wellformed, pipeline.compile_check):
-* detector accuracy, char n-gram TF-IDF and bag of LaTeX tokens, each a logistic regression under stratified
-  5-fold CV against real test equations of the same topic and length (chance 0.5; lower is better for the
-  model); and the char n-gram one against length-matched real test equations of any topic ("pooled");
-* the same detectors on two disjoint halves of the real test equations, length-matched the same way: the
-  control, measured in this run (it should be ~0.5), and each row's accuracy as a ratio to it;
+* detector accuracy, char n-gram TF-IDF and bag of LaTeX tokens, each a logistic regression under 5-fold CV
+  grouped by test paper (each equation judged by a model that never saw its paper: `pipeline.detector`)
+  against real test equations of the same topic and length (chance 0.5; lower is better for the model); the
+  char n-gram one against length-matched real test equations of any topic ("pooled"); and the char n-gram one
+  under stratified folds ("any fold"), where the detector can learn the few test papers' notation;
+* the same for real training equations drawn with the rows' topic mix (`pipeline.judge.control_equations`):
+  the control, measured in this run (~0.5 with papers held out), and each row's accuracy as a ratio to it;
 * balanced share, operators without operand, empty \\frac/\\sqrt arguments, compile rate (real pdflatex);
 * length in characters: mean, and the total variation distance between the length histogram (bins of 10) of
   the fakes and that of real training equations drawn with the same topic mix (0 = the same distribution);
@@ -48,7 +50,8 @@ if str(ROOT) not in sys.path:
 
 from pipeline.compile_check import check  # noqa: E402
 from pipeline.detector import (DetectorConfig, detect, detector_accuracy, length_matched,  # noqa: E402
-                               telltale_features)
+                               matched_indices, telltale_features)
+from pipeline.judge import control_equations, paper_of  # noqa: E402
 from pipeline.wellformed import balanced_share, dangling_operator, empty_argument  # noqa: E402
 from pipeline.ingest import read_records  # noqa: E402
 from pipeline.topics import ThetaTable  # noqa: E402
@@ -121,16 +124,20 @@ def generate_row(lm, topic_model, prototypes, prior, syntax, decoder: str, topic
 
 
 def measure(name: str, fakes: list[str], topics: list[int | None], reals_test: list[str], test_topics: list[int],
-            train: list[dict], dominant: dict[str, int], config: DetectorConfig, compile_: bool, seed: int) -> dict:
+            test_papers: list[str], train: list[dict], dominant: dict[str, int], config: DetectorConfig,
+            compile_: bool, seed: int) -> dict:
     known = [i for i, t in enumerate(topics) if t is not None]
-    det = detect([fakes[i] for i in known], reals_test, seed=seed, config=config,
-                 fake_topics=[topics[i] for i in known], real_topics=test_topics)
-    pooled = length_matched(fakes, reals_test, seed=seed)
+    same_topic = dict(seed=seed, config=config, fake_topics=[topics[i] for i in known], real_topics=test_topics)
+    det = detect([fakes[i] for i in known], reals_test, real_groups=test_papers, **same_topic)
+    any_fold = detect([fakes[i] for i in known], reals_test, features=("char",), **same_topic)["char"]
+    pooled = matched_indices(fakes, reals_test, seed=seed)
     real_mix = real_with_topic_mix(train, dominant, topics, seed)
-    pooled_acc = detector_accuracy([r for _, r in pooled], [f for f, _ in pooled], "char", config).accuracy
+    pooled_acc = detector_accuracy([reals_test[j] for _, j in pooled], [fakes[i] for i, _ in pooled], "char", config,
+                                   [test_papers[j] for _, j in pooled] * 2).accuracy
     row = {"row": name, "n": len(fakes), "matched": det["char"].n_fake,
            "char_acc": det["char"].accuracy, "char_std": det["char"].std,
            "tokens_acc": det["tokens"].accuracy, "tokens_std": det["tokens"].std, "char_pooled_acc": pooled_acc,
+           "char_any_fold_acc": any_fold.accuracy,
            "balanced": balanced_share(fakes), "dangling": float(np.mean([dangling_operator(e) for e in fakes])),
            "empty_args": float(np.mean([empty_argument(e) for e in fakes])),
            "mean_len": float(np.mean([len(e) for e in fakes])),
@@ -138,7 +145,8 @@ def measure(name: str, fakes: list[str], topics: list[int | None], reals_test: l
     if compile_:
         verdicts = check(fakes, progress=True)
         row["compile"] = sum(v.ok for v in verdicts) / len(verdicts)
-    row["telltale_tokens"] = telltale_features([r for _, r in pooled], [f for f, _ in pooled], "tokens", n=6)
+    row["telltale_tokens"] = telltale_features([reals_test[j] for _, j in pooled], [fakes[i] for i, _ in pooled],
+                                               "tokens", n=6)
     return row
 
 
@@ -176,18 +184,19 @@ def main(argv: list[str] | None = None) -> int:
     dominant = {i: int(np.argmax(th)) for i, th in topic_model.theta_by_id().items()}
     test = [r for r in test if r["id"] in dominant]
     reals_test, test_topics = [r["equation"] for r in test], [dominant[r["id"]] for r in test]
+    test_papers = [paper_of(r) for r in test]
     topics_of_rows = row_topics(int(topic_model.k), args.n, args.topic_mix, test_topics)
     prototypes = topic_prototypes(topic_model, train)
     config = DetectorConfig(folds=args.folds, seed=args.seed)
 
     rows: list[dict] = []
-    # the control: real against real (two halves of the test split, length-matched), same detectors
-    rng = np.random.default_rng(args.seed)
-    order = rng.permutation(len(reals_test))
-    half = min(args.n, len(reals_test) // 2)
-    control = measure("control: real vs real", [reals_test[i] for i in order[:half]],
-                      [test_topics[i] for i in order[:half]], [reals_test[i] for i in order[half:]],
-                      [test_topics[i] for i in order[half:]], train, dominant, config, False, args.seed)
+    # the control: real training equations with the rows' topic mix against the test split, same detectors
+    for r in train:
+        r["topic"] = dominant.get(r["id"], -1)
+    reals_train = control_equations([r for r in train if r["topic"] >= 0], topics_of_rows, args.seed)
+    control = measure("control: real training equations", [r["equation"] for r in reals_train],
+                      [r["topic"] for r in reals_train], reals_test, test_topics, test_papers, train, dominant,
+                      config, False, args.seed)
     rows.append(control)
 
     bpc: dict[str, float] = {}
@@ -212,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                                   encoding="utf-8") as fh:
                             for eq, topic in zip(fakes, topics):
                                 fh.write(json.dumps({"equation": eq, "topic": topic, "set": name}) + "\n")
-                    row = measure(name, fakes, topics, reals_test, test_topics, train, dominant, config,
+                    row = measure(name, fakes, topics, reals_test, test_topics, test_papers, train, dominant, config,
                                   not args.no_compile, args.seed)
                     row.update(checkpoint=str(ck), bits_per_char=bpc.get(lm.name), generation_seconds=round(seconds, 1))
                     rows.append(row)
@@ -226,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 sets.setdefault(str(item.get("set") or Path(path).stem), []).append(item)
         for name, items in sets.items():
             row = measure(name, [i["equation"] for i in items], [i.get("topic") for i in items], reals_test,
-                          test_topics, train, dominant, config, not args.no_compile, args.seed)
+                          test_topics, test_papers, train, dominant, config, not args.no_compile, args.seed)
             row.update(checkpoint=None, bits_per_char=None, source=str(path))
             rows.append(row)
 
@@ -236,16 +245,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"rows": rows, "seconds": round(time.perf_counter() - t0, 1)}))
         return 0
-    print(f"real test equations: {len(reals_test)}; detectors: {args.folds}-fold CV against real test equations of "
-          "the same topic and length (pooled: any topic); chance 0.5")
-    print("| row | n (matched) | char n-gram acc | tokens acc | char, pooled | balanced | no operand | empty arg "
-          "| compile | mean len (real) | length TV | test bpc |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"real test equations: {len(reals_test)} from {len(set(test_papers))} papers; detectors: {args.folds}-fold "
+          "CV by test paper against real test equations of the same topic and length (pooled: any topic; any "
+          "fold: stratified folds); chance 0.5")
+    print("| row | n (matched) | char n-gram acc | tokens acc | char, pooled | char, any fold | balanced | no operand "
+          "| empty arg | compile | mean len (real) | length TV | test bpc |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         comp = f"{row['compile']:.1%}" if "compile" in row else "–"
         bits = f"{row['bits_per_char']:.4f}" if row.get("bits_per_char") else "–"
         print(f"| {row['row']} | {row['n']} ({row['matched']}) | {row['char_acc']:.3f} ± {row['char_std']:.3f} | "
               f"{row['tokens_acc']:.3f} ± {row['tokens_std']:.3f} | {row['char_pooled_acc']:.3f} | "
+              f"{row['char_any_fold_acc']:.3f} | "
               f"{row['balanced']:.1%} | {row['dangling']:.1%} | "
               f"{row['empty_args']:.1%} | {comp} | {row['mean_len']:.0f} ({row['real_mean_len']:.0f}) | "
               f"{row['length_tv']:.3f} | {bits} |")

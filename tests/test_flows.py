@@ -416,12 +416,14 @@ def test_hmm_flow_runs_both_experiments_then_comes_from_the_cache(harness, tmp_p
 
 def test_judge_reports_the_detector_pooled_and_per_area_of_the_topics(tmp_path):
     """Two topics, one per area: the "math" fakes are another style than its real equations, the "physics"
-    fakes are the same style as its reals; the judge's per-area figures say which area gives itself away."""
+    fakes are the same style as its reals; the judge's per-area figures say which area gives itself away, with
+    the test papers held out. The control (real training equations of the generated set's topics) is at
+    chance."""
     import random
 
     import numpy as np
 
-    from flows.equations import JUDGE_REPEATS, judge_generated
+    from flows.equations import judge_control, judge_generated
 
     rng = random.Random(0)
 
@@ -433,12 +435,13 @@ def test_judge_reports_the_detector_pooled_and_per_area_of_the_topics(tmp_path):
     data, topics = tmp_path / "ingest", tmp_path / "topics"
     data.mkdir()
     topics.mkdir()
-    records = [{"id": f"p{t}#{i}", "paper": f"p{t}", "area": area, "split": "test", "equation": equation(style),
-                "context": ""}
+    records = [{"id": f"{split}{t}#{i}", "paper": f"{split}{t}-{i % 4}", "area": area, "split": split,
+                "equation": equation(style), "context": ""}
+               for split in ("test", "train")
                for t, (area, style) in enumerate((("math", "sum"), ("physics", "frac"))) for i in range(80)]
     (data / "equations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     np.savez(topics / "theta.npz", ids=np.array([r["id"] for r in records]),
-             theta=np.array([[0.9, 0.1] if r["id"].startswith("p0") else [0.1, 0.9] for r in records], np.float32))
+             theta=np.array([[0.9, 0.1] if "0#" in r["id"] else [0.1, 0.9] for r in records], np.float32))
     (topics / "topics.json").write_text(json.dumps({"topics": [
         {"auto_label": "math: sum", "areas": {"math": 0.9, "physics": 0.1}},
         {"auto_label": "physics: frac", "areas": {"physics": 0.8, "math": 0.2}}]}))
@@ -448,8 +451,12 @@ def test_judge_reports_the_detector_pooled_and_per_area_of_the_topics(tmp_path):
 
     out = judge_generated.fn(fakes, data, topics, seed=0)
     by_area = out["detector_char_by_area"]
-    assert set(by_area) == {"math", "physics"} and all(v["pairs"] == 40 for v in by_area.values())
+    assert set(by_area) == {"math", "physics"} and all(v["pairs"] == 40 and v["papers"] == 4
+                                                       for v in by_area.values())
     assert by_area["math"]["accuracy"] > 0.95 and by_area["physics"]["accuracy"] < 0.75
     assert by_area["physics"]["accuracy"] < out["detector_char"] < by_area["math"]["accuracy"]
-    assert out["detector_pairs"] == 80 and out["detector_char_spread"] >= 0.0 and JUDGE_REPEATS >= 2
+    assert out["detector_pairs"] == 80 and out["detector_papers"] == 8 and out["detector_char_spread"] >= 0.0
+    assert out["repeats"] >= 2 and 0.5 < out["detector_char_any_fold"] < 1.0
     assert out["balanced"] == out["real_balanced"] == 1.0
+    control = judge_control.fn(fakes, data, topics, seed=0)
+    assert control["detector_pairs"] == 80 and control["detector_char"] < 0.65

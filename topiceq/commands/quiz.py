@@ -68,5 +68,6 @@ def run(args: argparse.Namespace) -> int:
         if hard:
             print(f"how hard: a character n-gram detector tells {hard['equations']} generated equations from "
                   f"real ones of the same topic and length {hard['char_ngram_accuracy']:.0%} of the time, a bag "
-                  f"of LaTeX tokens {hard['tokens_accuracy']:.0%} (50% = chance)")
+                  f"of LaTeX tokens {hard['tokens_accuracy']:.0%} (50% = chance"
+                  f"{'; each judged by a detector that never saw its paper' if hard['papers_held_out'] else ''})")
     return 0
