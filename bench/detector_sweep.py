@@ -124,12 +124,24 @@ class Setup:
     def split(self, name: str) -> list[dict]:
         return [r for r in self.records if r["split"] == name]
 
+    def validation_bits_per_char(self, lm) -> float:
+        """Bits per character of `lm` on the first 1,500 validation equations, θ the topic's prototype."""
+        val = self.split("val")[:1500]
+        rows = np.stack([self.thetas[r["topic"]] for r in val]).astype(np.float32)
+        chars = np.array([len(r["equation"]) + 1 for r in val])
+        nats = nats_per_char(lm, [r["equation"] for r in val], rows) * chars
+        return float(nats.sum() / chars.sum() / np.log(2))
+
     def typical_goal(self, lm, quantile: float) -> float:
         if quantile not in self.goals:
             val = self.split("val")[:1500]
             rows = np.stack([self.thetas[r["topic"]] for r in val]).astype(np.float32)
             self.goals[quantile] = float(np.quantile(nats_per_char(lm, [r["equation"] for r in val], rows), quantile))
         return self.goals[quantile]
+
+
+def interpolated(lm, setup: Setup, params: list[str]):
+    return replace(lm, model=PairedModel.interpolated(lm.model, setup.ngram(lm, int(params[0])), float(params[1])))
 
 
 def generate(variant: str, lm, plain, setup: Setup, k_topics: int, per_topic: int, seed: int, temperature: float):
@@ -163,8 +175,7 @@ def generate(variant: str, lm, plain, setup: Setup, k_topics: int, per_topic: in
     if kind == "guided":
         target = replace(lm, model=PairedModel.guided(lm.model, plain.model, float(params[0])))
     elif kind == "mix":
-        target = replace(lm, model=PairedModel.interpolated(lm.model, setup.ngram(lm, int(params[0])),
-                                                            float(params[1])))
+        target = interpolated(lm, setup, params)
     gen = generate_for_topics(target, setup.thetas, per_topic * k, seed=seed, **sample_kwargs, **setup.lengths)
     if k == 1:
         return gen
@@ -225,6 +236,10 @@ def main(argv=None) -> None:
                      "char_any_fold": statistics.mean(p[4] for p in per_seed),
                      "pairs": per_seed[0][2], "mean_length": statistics.mean(p[3] for p in per_seed),
                      "seconds": time.perf_counter() - t0})
+        if variant.startswith("mix:"):  # what the interpolation does to the likelihood of real equations
+            rows[-1]["validation_bits_per_char"] = {
+                "model": setup.validation_bits_per_char(lm),
+                "interpolated": setup.validation_bits_per_char(interpolated(lm, setup, variant.split(":")[1:]))}
         base = next((r for r in rows if r["variant"] == "base"), None)
         if base is not None:  # the baseline measured in this run: each row's difference to it
             rows[-1]["char_minus_base"] = rows[-1]["char"] - base["char"]
@@ -234,6 +249,9 @@ def main(argv=None) -> None:
             print(f"{variant:16} char {r['char']:.3f} ± {r['char_se']:.3f} (s.e. over {len(chars)} seeds: "
                   f"{', '.join(f'{c:.3f}' for c in chars)}){versus}  any fold {r['char_any_fold']:.3f}  tokens {r['tokens']:.3f}  pairs {r['pairs']}  "
                   f"length {r['mean_length']:.0f}  {r['seconds']:.0f} s", flush=True)
+            if "validation_bits_per_char" in r:
+                print(f"{'':16} validation bits/char: model {r['validation_bits_per_char']['model']:.4f}, "
+                      f"interpolated {r['validation_bits_per_char']['interpolated']:.4f}", flush=True)
     if args.json:
         print(json.dumps({"checkpoint": str(lm.path), "rows": rows}, indent=2))
 

@@ -13,7 +13,8 @@ worker thread and merged back (same bytes as one ingest). Outputs, all under the
     models/plain/  best.pt of the unconditioned baseline   (same budget, topic_dim=0)
     generated/     equations.jsonl: topic, set, equation   (topicrnn.generation.generate_for_topics)
     compile/       verdicts.jsonl, one per generated line  (pipeline.compile_check.check)
-                   + per set: balanced share and real-vs-fake detector accuracy (pipeline.wellformed, .detector)
+                   + per set: balanced share and real-vs-fake detector accuracy, and the control of real
+                   training equations (pipeline.judge)
     quiz/          quiz.json, answers.json, quiz.html, quiz.pdf (pipeline.quiz, pipeline.quiz_export)
     report.md, summary.json
 """
