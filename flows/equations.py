@@ -397,7 +397,8 @@ def equations_flow(corpus: list[str], out: str, preset: str = "cpu", device: str
          "char n-gram detector": _plus_minus(q.get("detector_char"), q.get("detector_char_spread")),
          "bag-of-tokens detector": _rounded(q.get("detector_tokens")),
          "char, any fold": _plus_minus(q.get("detector_char_any_fold"), q.get("detector_char_any_fold_spread")),
-         "pairs (same topic and length), test papers": f"{q.get('detector_pairs')}, {q.get('detector_papers')}",
+         "pairs (same topic and length), test papers": (f"{q['detector_pairs']}, {q['detector_papers']}"
+                                                        if "detector_pairs" in q else None),
          "char detector by area of the topic (pairs)": "; ".join(
              f"{area} {v['accuracy']:.3f} ({v['pairs']})" for area, v in (q.get("detector_char_by_area") or {}).items())}
         for name, q in {**quality, CONTROL_SET: control}.items()])
