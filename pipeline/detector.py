@@ -180,6 +180,9 @@ def detector_accuracy(reals: Sequence[str], fakes: Sequence[str], features: str 
         correct[test] = model.predict([texts[i] for i in test]) == labels[test]
         tested[test] = True
         scores.append(float(np.mean(correct[test])))
+    if not scores:
+        raise ValueError("no fold held both real and generated equations to learn from: give equations from "
+                         "more papers")
     # the share of equations classified right, each once: group folds differ in size, and a mean of the folds
     # would weigh an equation of a small fold more
     return DetectorResult(features, float(np.mean(correct[tested])), float(np.std(scores)), len(reals),
