@@ -24,7 +24,8 @@ Reported per row (pipeline.detector, pipeline.wellformed, pipeline.compile_check
   the control, measured in this run (~0.5 with papers held out), and each row's accuracy as a ratio to it;
 * balanced share, operators without operand, empty \\frac/\\sqrt arguments, compile rate (real pdflatex);
 * length in characters: mean, and the total variation distance between the length histogram (bins of 10) of
-  the fakes and that of real training equations drawn with the same topic mix (0 = the same distribution);
+  the fakes and that of real training equations drawn with the same topic mix (0 = the same distribution; the
+  control row is that draw itself for the rows' topic mix, so 0 there);
 * test bits/char of each checkpoint (`--bpc N` test equations; 0 skips).
 
 `--fakes FILE.jsonl ...` adds rows of pre-generated equations (one JSON object a line with "equation", and
@@ -51,7 +52,8 @@ if str(ROOT) not in sys.path:
 from pipeline.compile_check import check  # noqa: E402
 from pipeline.detector import (DetectorConfig, detect, detector_accuracy, length_matched,  # noqa: E402
                                matched_indices, telltale_features)
-from pipeline.judge import control_equations, paper_of  # noqa: E402
+from pipeline.judge import control_equations, paper_groups  # noqa: E402
+from pipeline.quiz import attach_dominant_topics  # noqa: E402
 from pipeline.wellformed import balanced_share, dangling_operator, empty_argument  # noqa: E402
 from pipeline.ingest import read_records  # noqa: E402
 from pipeline.topics import ThetaTable  # noqa: E402
@@ -78,22 +80,6 @@ def length_tv(fakes: list[str], reals: list[str], bin_width: int = 10, top: int 
     f = np.histogram([len(e) for e in fakes], bins)[0].astype(float)
     r = np.histogram([len(e) for e in reals], bins)[0].astype(float)
     return 0.5 * float(np.abs(f / max(f.sum(), 1) - r / max(r.sum(), 1)).sum())
-
-
-def real_with_topic_mix(train: list[dict], dominant: dict[str, int], topics: list[int | None], seed: int) -> list[str]:
-    """Real training equations drawn with the same topic counts as `topics` (any topic for None)."""
-    rng = np.random.default_rng(seed)
-    by_topic: dict[int, list[str]] = {}
-    for r in train:
-        if r["id"] in dominant:
-            by_topic.setdefault(dominant[r["id"]], []).append(r["equation"])
-    everything = [r["equation"] for r in train]
-    out = []
-    for t in topics:
-        pool = by_topic.get(t) if t is not None else None
-        pool = pool if pool else everything
-        out.append(pool[int(rng.integers(len(pool)))])
-    return out
 
 
 def row_topics(k: int, n: int, mix: str, test_topics: list[int]) -> list[int]:
@@ -124,14 +110,15 @@ def generate_row(lm, topic_model, prototypes, prior, syntax, decoder: str, topic
 
 
 def measure(name: str, fakes: list[str], topics: list[int | None], reals_test: list[str], test_topics: list[int],
-            test_papers: list[str], train: list[dict], dominant: dict[str, int], config: DetectorConfig,
-            compile_: bool, seed: int) -> dict:
+            test_papers: list[str], train: list[dict], config: DetectorConfig, compile_: bool, seed: int) -> dict:
+    """One row's figures; `train`: training records with their dominant `topic` (the length reference and
+    the control are drawn from them with the row's topic mix)."""
     known = [i for i, t in enumerate(topics) if t is not None]
     same_topic = dict(seed=seed, config=config, fake_topics=[topics[i] for i in known], real_topics=test_topics)
     det = detect([fakes[i] for i in known], reals_test, real_groups=test_papers, **same_topic)
     any_fold = detect([fakes[i] for i in known], reals_test, features=("char",), **same_topic)["char"]
     pooled = matched_indices(fakes, reals_test, seed=seed)
-    real_mix = real_with_topic_mix(train, dominant, topics, seed)
+    real_mix = [r["equation"] for r in control_equations(train, topics, seed)]
     pooled_acc = detector_accuracy([reals_test[j] for _, j in pooled], [fakes[i] for i, _ in pooled], "char", config,
                                    [test_papers[j] for _, j in pooled] * 2).accuracy
     row = {"row": name, "n": len(fakes), "matched": det["char"].n_fake,
@@ -181,21 +168,20 @@ def main(argv: list[str] | None = None) -> int:
     topic_model = ThetaTable(args.topics)  # θ and labels: no LDA needed
     train = list(read_records(args.data, "train"))
     test = list(read_records(args.data, "test"))
-    dominant = {i: int(np.argmax(th)) for i, th in topic_model.theta_by_id().items()}
-    test = [r for r in test if r["id"] in dominant]
-    reals_test, test_topics = [r["equation"] for r in test], [dominant[r["id"]] for r in test]
-    test_papers = [paper_of(r) for r in test]
+    theta_by_id = topic_model.theta_by_id()
+    test = attach_dominant_topics(test, theta_by_id, split=None)
+    train_topics = attach_dominant_topics(train, theta_by_id, split=None)
+    reals_test, test_topics = [r["equation"] for r in test], [r["topic"] for r in test]
+    test_papers = paper_groups(test)
     topics_of_rows = row_topics(int(topic_model.k), args.n, args.topic_mix, test_topics)
     prototypes = topic_prototypes(topic_model, train)
     config = DetectorConfig(folds=args.folds, seed=args.seed)
 
     rows: list[dict] = []
     # the control: real training equations with the rows' topic mix against the test split, same detectors
-    for r in train:
-        r["topic"] = dominant.get(r["id"], -1)
-    reals_train = control_equations([r for r in train if r["topic"] >= 0], topics_of_rows, args.seed)
+    reals_train = control_equations(train_topics, topics_of_rows, args.seed)
     control = measure("control: real training equations", [r["equation"] for r in reals_train],
-                      [r["topic"] for r in reals_train], reals_test, test_topics, test_papers, train, dominant,
+                      [r["topic"] for r in reals_train], reals_test, test_topics, test_papers, train_topics,
                       config, False, args.seed)
     rows.append(control)
 
@@ -221,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                                   encoding="utf-8") as fh:
                             for eq, topic in zip(fakes, topics):
                                 fh.write(json.dumps({"equation": eq, "topic": topic, "set": name}) + "\n")
-                    row = measure(name, fakes, topics, reals_test, test_topics, test_papers, train, dominant, config,
+                    row = measure(name, fakes, topics, reals_test, test_topics, test_papers, train_topics, config,
                                   not args.no_compile, args.seed)
                     row.update(checkpoint=str(ck), bits_per_char=bpc.get(lm.name), generation_seconds=round(seconds, 1))
                     rows.append(row)
@@ -235,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 sets.setdefault(str(item.get("set") or Path(path).stem), []).append(item)
         for name, items in sets.items():
             row = measure(name, [i["equation"] for i in items], [i.get("topic") for i in items], reals_test,
-                          test_topics, test_papers, train, dominant, config, not args.no_compile, args.seed)
+                          test_topics, test_papers, train_topics, config, not args.no_compile, args.seed)
             row.update(checkpoint=None, bits_per_char=None, source=str(path))
             rows.append(row)
 

@@ -46,7 +46,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from pipeline.detector import DetectorConfig, detect  # noqa: E402
-from pipeline.judge import control_equations, paper_of  # noqa: E402
+from pipeline.judge import control_equations, paper_groups  # noqa: E402
 from pipeline.ingest import read_records  # noqa: E402
 from pipeline.quiz import attach_dominant_topics  # noqa: E402
 from pipeline.topics import ThetaTable  # noqa: E402
@@ -103,7 +103,7 @@ class Setup:
     syntax: object
     lengths: dict
     records: list[dict]
-    goals: dict[float, float] = field(default_factory=dict)  # typical: quantile -> validation nats/char
+    scores: dict[int, tuple] = field(default_factory=dict)  # id(model) -> (model, validation nats/char, lengths)
     ngrams: dict[int, object] = field(default_factory=dict)  # mix: order -> n-gram of the training equations
 
     @classmethod
@@ -124,20 +124,25 @@ class Setup:
     def split(self, name: str) -> list[dict]:
         return [r for r in self.records if r["split"] == name]
 
-    def validation_bits_per_char(self, lm) -> float:
-        """Bits per character of `lm` on the first 1,500 validation equations, θ the topic's prototype."""
-        val = self.split("val")[:1500]
-        rows = np.stack([self.thetas[r["topic"]] for r in val]).astype(np.float32)
-        chars = np.array([len(r["equation"]) + 1 for r in val])
-        nats = nats_per_char(lm, [r["equation"] for r in val], rows) * chars
-        return float(nats.sum() / chars.sum() / np.log(2))
-
-    def typical_goal(self, lm, quantile: float) -> float:
-        if quantile not in self.goals:
+    def validation_scores(self, lm) -> tuple[np.ndarray, np.ndarray]:
+        """(nats per character, characters) of each of the first 1,500 validation equations under `lm`, θ the
+        topic's prototype; scored once per model."""
+        key = id(lm.model)
+        if key not in self.scores:
             val = self.split("val")[:1500]
             rows = np.stack([self.thetas[r["topic"]] for r in val]).astype(np.float32)
-            self.goals[quantile] = float(np.quantile(nats_per_char(lm, [r["equation"] for r in val], rows), quantile))
-        return self.goals[quantile]
+            # the model is kept with its scores so that its id is not reused by another one
+            self.scores[key] = (lm.model, nats_per_char(lm, [r["equation"] for r in val], rows),
+                                np.array([len(r["equation"]) + 1 for r in val]))
+        return self.scores[key][1:]
+
+    def validation_bits_per_char(self, lm) -> float:
+        nats, chars = self.validation_scores(lm)
+        return float((nats * chars).sum() / chars.sum() / np.log(2))
+
+    def typical_goal(self, lm, quantile: float) -> float:
+        """The `quantile` of the real validation equations' nats per character (the typical variant's goal)."""
+        return float(np.quantile(self.validation_scores(lm)[0], quantile))
 
 
 def interpolated(lm, setup: Setup, params: list[str]):
@@ -225,7 +230,7 @@ def main(argv=None) -> None:
             judge = dict(seed=0, config=DetectorConfig(seed=0, repeats=args.repeats),
                          fake_topics=[g.topic for g in gen], real_topics=[r["topic"] for r in test])
             fakes, reals = [g.equation for g in gen], [r["equation"] for r in test]
-            result = detect(fakes, reals, real_groups=[paper_of(r) for r in test], **judge)
+            result = detect(fakes, reals, real_groups=paper_groups(test), **judge)
             any_fold = detect(fakes, reals, features=("char",), **judge)["char"]
             per_seed.append((result["char"].accuracy, result["tokens"].accuracy, result["char"].n_fake,
                              float(np.mean([len(g.equation) for g in gen])), any_fold.accuracy))

@@ -260,8 +260,9 @@ def judge_control(equations_file: Path, data_dir: Path, topics_dir: Path, seed: 
 
     topics = [int(json.loads(line)["topic"]) for line in equations_file.read_text(encoding="utf-8").splitlines()]
     table = ThetaTable(topics_dir)
-    records, test = quiz_reals(data_dir, table.theta_by_id())
-    train = attach_dominant_topics(records, table.theta_by_id(), split="train")
+    theta_by_id = table.theta_by_id()
+    records, test = quiz_reals(data_dir, theta_by_id)
+    train = attach_dominant_topics(records, theta_by_id, split="train")
     return judge(control_equations(train, topics, seed), test, table, seed)
 
 

@@ -29,9 +29,11 @@ class JudgeConfig:
     min_pairs: int = 20  # an area's own detector figure needs this many matched pairs (and 2 test papers)
 
 
-def paper_of(record: Mapping) -> str:
-    """The group a real equation is held out with: its paper (its id where a record names none)."""
-    return str(record.get("paper") or record["id"])
+def paper_groups(records: Sequence[Mapping]) -> list[str] | None:
+    """The group each real equation is held out with: its paper (its id where a record names none); None
+    when a record has neither (the folds cannot hold papers out)."""
+    groups = [record.get("paper") or record.get("id") for record in records]
+    return None if any(g is None for g in groups) else [str(g) for g in groups]
 
 
 def judge(generated: Sequence[Mapping], test: Sequence[Mapping], table, seed: int = 0,
@@ -50,14 +52,14 @@ def judge(generated: Sequence[Mapping], test: Sequence[Mapping], table, seed: in
     for area in sorted({a for a in area_of.values() if a}):
         fakes = [g for g in generated if area_of[int(g["topic"])] == area]
         reals = [r for r in test if area_of[int(r["topic"])] == area]
-        if min(len(fakes), len(reals)) >= config.min_pairs and len({paper_of(r) for r in reals}) >= 2:
+        if min(len(fakes), len(reals)) >= config.min_pairs and len(set(paper_groups(reals) or [])) >= 2:
             groups[area] = (fakes, reals)
     for area, (fakes, reals) in groups.items():
         args = dict(seed=seed, config=detector, fake_topics=[int(g["topic"]) for g in fakes],
                     real_topics=[int(r["topic"]) for r in reals])
         fake_texts, real_texts = [g["equation"] for g in fakes], [r["equation"] for r in reals]
         try:
-            held_out = detect(fake_texts, real_texts, real_groups=[paper_of(r) for r in reals],
+            held_out = detect(fake_texts, real_texts, real_groups=paper_groups(reals),
                               features=FEATURES if not area else ("char",), **args)  # an area: char only
         except ValueError:  # fewer than 2 topic-matched pairs, or one test paper (a tiny corpus)
             continue
@@ -74,33 +76,32 @@ def judge(generated: Sequence[Mapping], test: Sequence[Mapping], table, seed: in
     return out
 
 
-def control_equations(train: Sequence[Mapping], topics: Sequence[int], seed: int = 0) -> list[dict]:
+def control_equations(train: Sequence[Mapping], topics: Sequence[int | None], seed: int = 0) -> list[dict]:
     """Real training equations standing in for a generated set: for each entry of `topics`, an unused
-    training record of that dominant topic (`topic` set; any topic where the topic has none left), drawn
-    with the seed. Judged like a generated set, they are what a model that wrote exactly like the training
-    papers would reach: the control of the detector's figure."""
+    training record (with its dominant `topic`) of that topic, drawn with the seed, labelled with that topic
+    (so that it is paired as the generated equation would be), also where the topic has none left and one of
+    any topic stands in; for None, one of any topic with its own. Judged like a generated set, they are what a
+    model that wrote exactly like the training papers would reach: the control of the detector's figure."""
     rng = np.random.default_rng(seed)
     by_topic: dict[int, list[int]] = {}
     for i, r in enumerate(train):
         by_topic.setdefault(int(r["topic"]), []).append(i)
     pools = {t: list(rng.permutation(ids)) for t, ids in by_topic.items()}
-    rest = list(rng.permutation(len(train)))
+    anywhere = list(rng.permutation(len(train)))
     used: set[int] = set()
     out = []
     for t in topics:
-        pool = pools.get(int(t), [])
-        while pool and pool[-1] in used:
-            pool.pop()
-        if not pool:
-            pool = rest
+        for pool in (pools.get(int(t), []) if t is not None else [], anywhere):
             while pool and pool[-1] in used:
                 pool.pop()
-            if not pool:
+            if pool:
                 break
+        else:
+            break  # every training record is used
         i = int(pool.pop())
         used.add(i)
-        out.append({**train[i], "topic": int(t)})
+        out.append({**train[i], "topic": int(t)} if t is not None else dict(train[i]))
     return out
 
 
-__all__ = ["JudgeConfig", "control_equations", "judge", "paper_of"]
+__all__ = ["JudgeConfig", "control_equations", "judge", "paper_groups"]

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from pipeline import compile_check
 from pipeline.compile_tex import first_error, read_log, run_tex
 from pipeline.detector import detect
+from pipeline.judge import paper_groups
 from pipeline.quiz import Quiz, QuizConfig, as_fake_equation, build_quiz, quiz_summary
 
 ASSETS = Path(__file__).resolve().parent / "quiz_assets"
@@ -248,18 +249,19 @@ def quiz_difficulty(fakes: Iterable, reals: Sequence[Mapping], seed: int = 0) ->
     """How hard the quiz is: the cross-validated accuracy of the real-vs-fake detectors (pipeline.detector:
     character n-grams, bag of LaTeX tokens) on the compiling generated equations (FakeEquation or mappings)
     against real test equations (records with their dominant `topic`) of the same topic and length, with the
-    test papers held out where every real names its `paper` (`papers_held_out`); 0.5 = indistinguishable.
+    test papers held out where every real names its paper or id (`pipeline.judge.paper_groups`;
+    `papers_held_out`); 0.5 = indistinguishable.
     None with fewer than 2 matched pairs (or 2 papers)."""
     usable = [f for f in map(as_fake_equation, fakes) if f.compiles]
-    held_out = all(r.get("paper") for r in reals)
+    papers = paper_groups(reals)
     try:
         result = detect([f.equation for f in usable], [r["equation"] for r in reals], seed=seed,
                         fake_topics=[f.topic for f in usable], real_topics=[int(r["topic"]) for r in reals],
-                        real_groups=[r["paper"] for r in reals] if held_out else None)
+                        real_groups=papers)
     except ValueError:
         return None
     return {"char_ngram_accuracy": result["char"].accuracy, "tokens_accuracy": result["tokens"].accuracy,
-            "equations": result["char"].n_fake, "papers_held_out": held_out}
+            "equations": result["char"].n_fake, "papers_held_out": papers is not None}
 
 
 def assemble_quiz(reals: list[dict], fakes: Iterable, n: int, seed: int, out_dir: str | Path, *,
